@@ -1,0 +1,23 @@
+# One entry point for people and CI.  `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: venv demo test clean
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: requirements.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+demo: venv
+	bin/demo
+
+test: venv
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf .data .pytest_cache

@@ -1,0 +1,60 @@
+"""Prove a compressed custom-format dump is readable before it is uploaded or restored."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from child_process import ChildProcess
+from pgbackup.compression import CorruptArchiveError, decompressed_chunks
+from pgbackup.postgres import PgTools
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArchiveCheck:
+    toc_entries: int
+    table_data_entries: int
+    uncompressed_bytes: int
+
+
+def check_archive(path: str | Path, tools: PgTools, *, expected_uncompressed: int | None = None, logger: logging.Logger | None = None) -> ArchiveCheck:
+    """Decompress the whole object (zstd checksum and length checked) and have ``pg_restore --list`` read its TOC.
+
+    pg_restore stops reading after the table of contents; the rest of the stream
+    is still decompressed so that damage anywhere in the file is found now, not
+    during a restore.
+    """
+    logger = logger or log
+    with tempfile.TemporaryFile() as listing, open(path, "rb") as compressed:
+        child = ChildProcess([tools.pg_restore, "--list"], env=None, log=logger, stdin=subprocess.PIPE, stdout=listing)
+        total = 0
+        with child:
+            feeding = True
+            try:
+                for chunk in decompressed_chunks(compressed, expected_bytes=expected_uncompressed, source=str(path)):
+                    total += len(chunk)
+                    if feeding:
+                        try:
+                            child.stdin.write(chunk)
+                        except BrokenPipeError:
+                            feeding = False  # pg_restore has read the TOC and exited
+            finally:
+                try:
+                    child.stdin.close()
+                except BrokenPipeError:
+                    pass
+            code = child.wait()
+        if code != 0:
+            raise CorruptArchiveError(f"pg_restore --list cannot read {path}: {child.stderr_tail.splitlines()[-1:] or code}")
+        listing.seek(0)
+        lines = [line for line in listing.read().decode(errors="replace").splitlines() if line and not line.startswith(";")]
+    table_data = sum(1 for line in lines if " TABLE DATA " in line)
+    if not lines:
+        raise CorruptArchiveError(f"{path} holds an empty table of contents")
+    logger.info("Archive %s is readable: %s TOC entries, %s with table data, %s bytes uncompressed", path, len(lines), table_data, total)
+    return ArchiveCheck(toc_entries=len(lines), table_data_entries=table_data, uncompressed_bytes=total)

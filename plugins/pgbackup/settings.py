@@ -1,0 +1,123 @@
+"""Every setting of the backup system, read from ``BACKUP_*`` environment variables.
+
+Environment variables, not Airflow Variables, because restore and status must
+work on a machine where Airflow is gone; the same variables configure both.
+``.env.example`` and the README list them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+
+from pgbackup.compression import Compression
+from pgbackup.retention import RetentionPolicy
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot work; the message names the variable."""
+
+
+def parse_duration(name: str, text: str) -> timedelta:
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise SettingsError(f"{name}={text!r}: use a number with s, m, h, d or w, e.g. 7d or 8w")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    source_conn_id: str = "backup_source"
+    remote_conn_id: str = "backup_remote"
+    prefix: str = "database"
+    timezone: str = "UTC"
+    full_schedule: str = "0 2 * * 0"
+    incremental_schedule: str = "0 0,6,12,18 * * *"
+    remote_full_retention: timedelta = timedelta(weeks=8)
+    remote_incremental_retention: timedelta = timedelta(days=7)
+    local_full_retention: timedelta = timedelta(weeks=2)
+    local_incremental_retention: timedelta = timedelta(days=3)
+    min_fulls: int = 1
+    local_dir: Path = PROJECT_DIR / "data" / "backups"
+    zstd_level: int = 3
+    zstd_threads: int = 0
+    pg_bin_dir: str | None = None
+    alert_emails: tuple[str, ...] = ()
+    task_retries: int = 2
+    retry_delay: timedelta = timedelta(minutes=5)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BackupSettings:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def text(name: str, default: str) -> str:
+            return env.get(name, "").strip() or default
+
+        def integer(name: str, default: int) -> int:
+            raw = text(name, str(default))
+            try:
+                return int(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r}: must be a whole number") from None
+
+        def duration(name: str, default: timedelta) -> timedelta:
+            raw = env.get(name, "").strip()
+            return parse_duration(name, raw) if raw else default
+
+        timezone = text("BACKUP_TIMEZONE", defaults.timezone)
+        try:
+            pendulum.timezone(timezone)
+        except Exception:
+            raise SettingsError(f"BACKUP_TIMEZONE={timezone!r}: not a time zone name (e.g. UTC, Europe/Berlin)") from None
+        prefix = text("BACKUP_PREFIX", defaults.prefix).strip("/")
+        if not prefix or ".." in prefix.split("/"):
+            raise SettingsError(f"BACKUP_PREFIX={prefix!r}: must be a relative folder name such as 'database'")
+        settings = cls(
+            source_conn_id=text("BACKUP_SOURCE_CONN_ID", defaults.source_conn_id),
+            remote_conn_id=text("BACKUP_REMOTE_CONN_ID", defaults.remote_conn_id),
+            prefix=prefix,
+            timezone=timezone,
+            full_schedule=text("BACKUP_FULL_SCHEDULE", defaults.full_schedule),
+            incremental_schedule=text("BACKUP_INCREMENTAL_SCHEDULE", defaults.incremental_schedule),
+            remote_full_retention=duration("BACKUP_REMOTE_FULL_RETENTION", defaults.remote_full_retention),
+            remote_incremental_retention=duration("BACKUP_REMOTE_INCREMENTAL_RETENTION", defaults.remote_incremental_retention),
+            local_full_retention=duration("BACKUP_LOCAL_FULL_RETENTION", defaults.local_full_retention),
+            local_incremental_retention=duration("BACKUP_LOCAL_INCREMENTAL_RETENTION", defaults.local_incremental_retention),
+            min_fulls=integer("BACKUP_MIN_FULLS", defaults.min_fulls),
+            local_dir=Path(text("BACKUP_LOCAL_DIR", str(defaults.local_dir))).expanduser(),
+            zstd_level=integer("BACKUP_ZSTD_LEVEL", defaults.zstd_level),
+            zstd_threads=integer("BACKUP_ZSTD_THREADS", defaults.zstd_threads),
+            pg_bin_dir=env.get("BACKUP_PG_BIN_DIR") or None,
+            task_retries=integer("BACKUP_TASK_RETRIES", defaults.task_retries),
+            retry_delay=duration("BACKUP_RETRY_DELAY", defaults.retry_delay),
+            alert_emails=tuple(a.strip() for a in env.get("BACKUP_ALERT_EMAILS", "").split(",") if a.strip()),
+        )
+        try:
+            settings.compression()
+        except ValueError as exc:
+            raise SettingsError(f"BACKUP_ZSTD_LEVEL={settings.zstd_level} / BACKUP_ZSTD_THREADS={settings.zstd_threads}: {exc}") from None
+        try:
+            settings.remote_policy()
+        except ValueError as exc:
+            raise SettingsError(f"BACKUP_MIN_FULLS={settings.min_fulls}: {exc}") from None
+        return settings
+
+    def compression(self) -> Compression:
+        return Compression(level=self.zstd_level, threads=self.zstd_threads)
+
+    def remote_policy(self) -> RetentionPolicy:
+        return RetentionPolicy(self.remote_full_retention, self.remote_incremental_retention, min_fulls=self.min_fulls)
+
+    def local_policy(self) -> RetentionPolicy:
+        return RetentionPolicy(self.local_full_retention, self.local_incremental_retention, min_fulls=self.min_fulls)

@@ -1,0 +1,28 @@
+"""Turn Airflow connections into the library's targets, with one clear line when they are wrong."""
+
+from __future__ import annotations
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from pgbackup.connections import ConnectionMissing, pg_target_from_fields
+from pgbackup.postgres import PgTarget
+
+POSTGRES_TYPES = ("postgres", "postgresql")
+
+
+def source_target(conn_id: str) -> PgTarget:
+    """The database a connection of type ``postgres`` points at."""
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise ConnectionMissing(
+            f"connection {conn_id!r} is not defined: set AIRFLOW_CONN_{conn_id.upper()} or add it in Admin > Connections"
+        ) from None
+    if conn.conn_type not in POSTGRES_TYPES:
+        raise ConnectionMissing(f"connection {conn_id!r} has type {conn.conn_type!r}; the backup source must be a 'postgres' connection")
+    fields = {
+        "host": conn.host, "port": conn.port, "login": conn.login, "password": conn.password,
+        "schema": conn.schema, "extra": conn.extra_dejson,
+    }
+    return pg_target_from_fields(fields, conn_id)

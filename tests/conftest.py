@@ -1,0 +1,123 @@
+"""Real parts for the tests: databases on the local PostgreSQL, rclone remotes (a directory and a
+WebDAV server on loopback), and a throwaway AIRFLOW_HOME for running DAGs with `airflow dags test`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from loopback import RcloneServer
+from pgbackup.postgres import PgTarget
+from pgbackup.sample_shop import seed_sample_shop
+from rclone_provider.client import RemoteConfig
+
+PROJECT = Path(__file__).resolve().parent.parent
+PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+
+
+def admin_connection():
+    conn = psycopg2.connect(f"{PG_SERVER_URL}/postgres")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def make_database():
+    """Factory of uniquely named, empty databases, all dropped after the test."""
+    created: list[str] = []
+
+    def make(prefix: str = "t") -> PgTarget:
+        name = f"pgb_{prefix}_{uuid.uuid4().hex[:10]}"
+        conn = admin_connection()
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        created.append(name)
+        return PgTarget.from_url(f"{PG_SERVER_URL}/{name}")
+
+    yield make
+    conn = admin_connection()
+    with conn.cursor() as cur:
+        for name in created:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture
+def shop_db(make_database) -> PgTarget:
+    """A database holding the sample shop (scale 1)."""
+    target = make_database("shop")
+    conn = target.connect()
+    seed_sample_shop(conn, scale=1)
+    conn.commit()
+    conn.close()
+    return target
+
+
+@pytest.fixture
+def local_remote(tmp_path) -> RemoteConfig:
+    """A local-directory remote whose root has a space and non-ASCII characters, as real ones do."""
+    return RemoteConfig.from_extra("backup_remote", {"type": "local", "root": str(tmp_path / "remote root" / "Bäckups ü")})
+
+
+@pytest.fixture
+def webdav_server(tmp_path):
+    """`rclone serve webdav` on 127.0.0.1 over a fresh directory; stopped after the test."""
+    server = RcloneServer("webdav", tmp_path / "webdav-served")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webdav_remote(webdav_server) -> RemoteConfig:
+    return RemoteConfig.from_extra("backup_remote", {"type": "webdav", "url": webdav_server.url, "root": "Shop Backups"})
+
+
+def remote_conn_json(remote_extra: dict) -> str:
+    return json.dumps({"conn_type": "rclone", "extra": remote_extra})
+
+
+def source_conn_url(target: PgTarget) -> str:
+    return f"postgresql://{target.user}@{target.host}:{target.port}/{target.dbname}"
+
+
+def pytest_configure(config):
+    """Point Airflow at a throwaway home and this project's DAGs before anything imports it."""
+    import tempfile
+
+    for key in [k for k in os.environ if k.startswith(("AIRFLOW_CONN_", "BACKUP_"))]:
+        del os.environ[key]
+    home = Path(tempfile.mkdtemp(prefix="pgbackup-airflow-home-"))
+    os.environ.update(airflow_env(home))
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "BACKUP_TASK_RETRIES": "0",
+    }
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    """The session's Airflow home with its SQLite metadata database migrated (once)."""
+    import subprocess
+
+    home = Path(os.environ["AIRFLOW_HOME"])
+    if not (home / "airflow.db").exists():
+        subprocess.run([airflow_cli(), "db", "migrate"], check=True, capture_output=True)
+    return home
+
+
+def airflow_cli() -> str:
+    return str(Path(sys.executable).with_name("airflow"))

@@ -1,0 +1,64 @@
+"""Every DAG file imports cleanly, and schedules follow the settings."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT
+
+PROBE = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=%r)
+print(json.dumps({
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "dags": {d.dag_id: {"summary": d.timetable.expression, "tz": str(d.timetable.timezone), "catchup": d.catchup,
+                        "max_active_runs": d.max_active_runs,
+                        "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
+                        "tags": sorted(d.tags)} for d in bag.dags.values()},
+}))
+"""
+
+
+def load_dags(**env_overrides):
+    env = {**os.environ, **env_overrides}
+    out = subprocess.run([sys.executable, "-c", PROBE % str(PROJECT / "dags")], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def default_dags():
+    return load_dags()
+
+
+def test_every_dag_file_imports_without_errors(default_dags):
+    assert default_dags["errors"] == {}
+    assert "pg_full_backup" in default_dags["dags"]
+
+
+def test_full_backup_runs_sundays_at_two_in_utc_by_default(default_dags):
+    full = default_dags["dags"]["pg_full_backup"]
+    assert full["summary"] == "0 2 * * 0" and full["tz"] == "UTC"
+    assert full["catchup"] is False and full["max_active_runs"] == 1
+
+
+def test_full_backup_chains_the_steps_in_order(default_dags):
+    upstream = default_dags["dags"]["pg_full_backup"]["upstream"]
+    chain = ["dump_compress_checksum", "check_archive", "upload", "verify", "commit_manifest"]
+    assert upstream["dump_compress_checksum"] == []
+    for before, after in zip(chain, chain[1:]):
+        assert before in upstream[after]
+    assert upstream["retention_remote"] == upstream["retention_local"] == ["commit_manifest"]
+
+
+def test_schedule_and_timezone_come_from_the_settings():
+    full = load_dags(BACKUP_TIMEZONE="Europe/Berlin", BACKUP_FULL_SCHEDULE="30 3 * * 6")["dags"]["pg_full_backup"]
+    assert full["summary"] == "30 3 * * 6" and full["tz"] == "Europe/Berlin"
+
+
+def test_bad_settings_are_an_import_error_naming_the_variable():
+    errors = load_dags(BACKUP_REMOTE_FULL_RETENTION="forever")["errors"]
+    assert any("BACKUP_REMOTE_FULL_RETENTION" in e for e in errors.values())

@@ -1,0 +1,31 @@
+"""Build manifests for tests that need a catalog without running a backup."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from pgbackup.layout import BackupLayout, new_backup_id
+from pgbackup.manifest import BackupManifest, StoredArtifact
+
+
+def manifest(kind: str, started_at: datetime, *, parent: BackupManifest | None = None, base: BackupManifest | None = None,
+             prefix: str = "database", size: int = 100) -> BackupManifest:
+    backup_id = new_backup_id(kind, started_at)
+    return BackupManifest(
+        id=backup_id,
+        kind=kind,
+        database="shop",
+        started_at=started_at,
+        finished_at=started_at + timedelta(minutes=1),
+        server_version="15.4",
+        pg_dump_version="15.4",
+        artifact=StoredArtifact(
+            path=BackupLayout(prefix).object_path(kind, backup_id), bytes=size, sha256=hashlib.sha256(backup_id.encode()).hexdigest()
+        ),
+        uncompressed_bytes=size * 3,
+        compression={"algorithm": "zstd", "level": 3},
+        tool_version="test",
+        parent_id=parent.id if parent else None,
+        base_full_id=(base or parent).id if (base or parent) else None,
+    )

@@ -1,0 +1,109 @@
+"""Dump → archive check → restore on the real PostgreSQL, compared table by table."""
+
+import logging
+import threading
+import time
+
+import pytest
+
+from pgbackup.archive import check_archive
+from pgbackup.compression import Compression, CorruptArchiveError
+from pgbackup.dump import DumpError, PgDump
+from pgbackup.fingerprint import sequence_values, table_fingerprints
+from pgbackup.postgres import PgTarget, tools_for_server
+from pgbackup.restore import ArchiveRestore
+
+log = logging.getLogger("test")
+
+
+def fingerprints(target: PgTarget):
+    conn = target.connect()
+    try:
+        return table_fingerprints(conn), sequence_values(conn)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def tools(shop_db):
+    return tools_for_server(shop_db.server_version()[0])
+
+
+def dump(shop_db, tools, out):
+    return PgDump(shop_db, tools, Compression(level=3)).run(out, server_version=shop_db.server_version()[1])
+
+
+def test_dump_restores_to_identical_tables_and_sequences(shop_db, tools, tmp_path, make_database):
+    artifact = dump(shop_db, tools, tmp_path / "full.dump.zst")
+    assert artifact.bytes < artifact.uncompressed_bytes
+    target = make_database("restored")
+    ArchiveRestore(tools).run(artifact.path, target, expected_uncompressed=artifact.uncompressed_bytes, jobs=2)
+    source_tables, source_sequences = fingerprints(shop_db)
+    restored_tables, restored_sequences = fingerprints(target)
+    assert len(source_tables) >= 10 and all(f.rows > 0 for f in source_tables.values())
+    assert restored_tables == source_tables
+    assert restored_sequences == source_sequences
+
+
+def test_sha256_is_the_hash_of_the_written_file(shop_db, tools, tmp_path):
+    import hashlib
+
+    artifact = dump(shop_db, tools, tmp_path / "full.dump.zst")
+    data = (tmp_path / "full.dump.zst").read_bytes()
+    assert artifact.sha256 == hashlib.sha256(data).hexdigest() and artifact.bytes == len(data)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_archive_check_reads_the_table_of_contents(shop_db, tools, tmp_path):
+    artifact = dump(shop_db, tools, tmp_path / "full.dump.zst")
+    check = check_archive(artifact.path, tools, expected_uncompressed=artifact.uncompressed_bytes)
+    assert check.table_data_entries >= 10 and check.uncompressed_bytes == artifact.uncompressed_bytes
+
+
+def test_archive_check_fails_on_a_flipped_byte(shop_db, tools, tmp_path):
+    artifact = dump(shop_db, tools, tmp_path / "full.dump.zst")
+    data = bytearray((tmp_path / "full.dump.zst").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / "full.dump.zst").write_bytes(bytes(data))
+    with pytest.raises(CorruptArchiveError):
+        check_archive(artifact.path, tools, expected_uncompressed=artifact.uncompressed_bytes)
+
+
+def test_archive_check_fails_on_a_truncated_file(shop_db, tools, tmp_path):
+    artifact = dump(shop_db, tools, tmp_path / "full.dump.zst")
+    data = (tmp_path / "full.dump.zst").read_bytes()
+    (tmp_path / "full.dump.zst").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptArchiveError):
+        check_archive(artifact.path, tools, expected_uncompressed=artifact.uncompressed_bytes)
+
+
+def test_a_failing_pg_dump_leaves_no_file(tools, tmp_path):
+    missing = PgTarget(dbname="pgb_does_not_exist")
+    with pytest.raises(DumpError, match="pg_dump of postgres@127.0.0.1:5432/pgb_does_not_exist failed"):
+        PgDump(missing, tools, Compression()).run(tmp_path / "x.dump.zst", server_version="15")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_terminate_stops_pg_dump_and_removes_the_partial_file(shop_db, tools, tmp_path):
+    # Hold a lock pg_dump must wait for, so the dump is still running when it is killed.
+    blocker = shop_db.connect()
+    blocker.cursor().execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')
+    run = PgDump(shop_db, tools, Compression())
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(_capture(run.run, tmp_path / "x.dump.zst", server_version="15")))
+    worker.start()
+    time.sleep(1.5)
+    run.terminate()
+    worker.join(timeout=30)
+    blocker.rollback()
+    blocker.close()
+    assert not worker.is_alive()
+    assert isinstance(outcome[0], DumpError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _capture(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        return exc

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -134,10 +135,33 @@ def airflow_binary() -> str:
     return found
 
 
+def run_dag_now(dag_id: str, verbose: bool) -> bool:
+    """Run a DAG in-process with ``airflow dags test``; its (long) output goes to a log file unless ``verbose``."""
+    env = airflow_env()
+    argv = [airflow_binary(), "dags", "test", dag_id]
+    if verbose:
+        return subprocess.call(argv, env=env) == 0
+    log_dir = Path(env.get("AIRFLOW_HOME", Path.home() / "airflow")) / "logs" / "backupctl"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"{dag_id}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.log"
+    print(f"Running {dag_id} through Airflow (full output: {log_file}) ...", flush=True)
+    started = time.monotonic()
+    with open(log_file, "w") as out:
+        code = subprocess.call(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if code == 0:
+        print(f"{dag_id} succeeded in {time.monotonic() - started:.0f}s")
+        return True
+    lines = log_file.read_text(errors="replace").splitlines()
+    errors = [line for line in lines if "Error" in line or "error" in line or "failed" in line][-15:]
+    print(f"backupctl: {dag_id} failed (exit code {code}). Last error lines:", file=sys.stderr)
+    for line in errors or lines[-15:]:
+        print(f"  {line}", file=sys.stderr)
+    print(f"Full output: {log_file}", file=sys.stderr)
+    return False
+
+
 def cmd_full(args, settings: BackupSettings) -> int:
-    code = subprocess.call([airflow_binary(), "dags", "test", "pg_full_backup"], env=airflow_env())
-    if code != 0:
-        print(f"backupctl: the pg_full_backup run failed (exit code {code}); its task logs are above", file=sys.stderr)
+    if not run_dag_now("pg_full_backup", args.verbose):
         return 1
     remote = Rclone(remote_config(settings.remote_conn_id))
     latest = Catalog.load(remote, BackupLayout(settings.prefix)).latest_full()

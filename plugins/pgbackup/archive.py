@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from child_process import ChildProcess
-from pgbackup.compression import CorruptArchiveError, decompressed_chunks
+from pgbackup.compression import CorruptArchiveError, DecompressedStream, decompressed_chunks
+from pgbackup.delta import DeltaFormatError, DeltaReader
 from pgbackup.postgres import PgTools
 
 log = logging.getLogger(__name__)
@@ -58,3 +59,20 @@ def check_archive(path: str | Path, tools: PgTools, *, expected_uncompressed: in
         raise CorruptArchiveError(f"{path} holds an empty table of contents")
     logger.info("Archive %s is readable: %s TOC entries, %s with table data, %s bytes uncompressed", path, len(lines), table_data, total)
     return ArchiveCheck(toc_entries=len(lines), table_data_entries=table_data, uncompressed_bytes=total)
+
+
+def check_delta(path: str | Path, *, expected_uncompressed: int | None = None, logger: logging.Logger | None = None) -> ArchiveCheck:
+    """Read an incremental object end to end: zstd checksum, byte count, and every frame up to the end marker."""
+    logger = logger or log
+    with open(path, "rb") as compressed:
+        stream = DecompressedStream(compressed, expected_bytes=expected_uncompressed, source=str(path))
+        sections = 0
+        try:
+            for _header, data in DeltaReader(stream, source=str(path)).sections():
+                data.drain()
+                sections += 1
+        except DeltaFormatError as exc:
+            raise CorruptArchiveError(str(exc)) from None
+    logger.info("Incremental %s is readable: %s sections, %s bytes uncompressed", path, sections, stream.total)
+    return ArchiveCheck(toc_entries=sections, table_data_entries=sections, uncompressed_bytes=stream.total)
+

@@ -33,6 +33,7 @@ class Catalog:
     backups: list[BackupManifest] = field(default_factory=list)
     orphans: list[StoredObject] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    damaged: set[str] = field(default_factory=set)  # ids whose object is missing or has the wrong size
 
     @classmethod
     def load(cls, store: BackupStore, layout: BackupLayout) -> Catalog:
@@ -56,8 +57,10 @@ class Catalog:
             claimed.update({path, manifest.artifact.path})
             stored = by_path.get(manifest.artifact.path)
             if stored is None:
+                catalog.damaged.add(manifest.id)
                 catalog.problems.append(f"backup {manifest.id}: object {manifest.artifact.path} is missing")
             elif stored.size >= 0 and stored.size != manifest.artifact.bytes:
+                catalog.damaged.add(manifest.id)
                 catalog.problems.append(
                     f"backup {manifest.id}: object {manifest.artifact.path} has {stored.size} bytes, manifest says {manifest.artifact.bytes}"
                 )
@@ -88,16 +91,18 @@ class Catalog:
         return candidates[-1]
 
     def chain(self, backup_id: str) -> list[BackupManifest]:
-        """The backups to apply, base full first, to restore ``backup_id``."""
+        """The backups to apply, base full first, to restore ``backup_id``; every link must be present and whole."""
         known = {m.id: m for m in self.backups}
         chain, current = [], known.get(backup_id)
         if current is None:
-            raise BackupNotFound(f"no backup with id {backup_id!r}")
+            raise BackupNotFound(f"no backup with id {backup_id!r}; `backupctl list` shows the ones there are")
         while True:
+            if current.id in self.damaged:
+                raise BrokenChainError(f"restoring {backup_id} needs {current.id}, whose object is missing or damaged")
             chain.append(current)
             if current.kind == "full":
                 return list(reversed(chain))
             parent = known.get(current.parent_id or "")
             if parent is None:
-                raise BrokenChainError(f"backup {backup_id} needs {current.parent_id}, which is not in the catalog")
+                raise BrokenChainError(f"restoring {backup_id} needs {current.parent_id}, which is not in the catalog")
             current = parent

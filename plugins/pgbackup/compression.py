@@ -89,3 +89,25 @@ def decompressed_chunks(compressed: IO[bytes], *, expected_bytes: int | None = N
         raise CorruptArchiveError(f"{source} is corrupt: {exc}") from None
     if expected_bytes is not None and total != expected_bytes:
         raise CorruptArchiveError(f"{source} decompressed to {total} bytes, expected {expected_bytes}: truncated or corrupt")
+
+
+class DecompressedStream:
+    """A ``read(n)`` file over :func:`decompressed_chunks`, for readers that pull (COPY FROM, the delta reader)."""
+
+    def __init__(self, compressed: IO[bytes], *, expected_bytes: int | None = None, source: str = "archive") -> None:
+        self.chunks = decompressed_chunks(compressed, expected_bytes=expected_bytes, source=source)
+        self.buffer = b""
+        self.pos = 0
+        self.total = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) - self.pos < size:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                break
+            self.total += len(chunk)
+            self.buffer, self.pos = self.buffer[self.pos :] + chunk, 0
+        end = len(self.buffer) if size < 0 else min(len(self.buffer), self.pos + size)
+        data = self.buffer[self.pos : end]
+        self.pos = end
+        return data

@@ -63,11 +63,14 @@ class PgDump:
     def terminate(self) -> None:
         self.children.terminate_all()
 
-    def run(self, out_path: Path, *, server_version: str) -> DumpArtifact:
+    def run(self, out_path: Path, *, server_version: str, snapshot: str | None = None) -> DumpArtifact:
+        """Dump into ``out_path``; with ``snapshot`` (an exported snapshot id) pg_dump reads exactly that snapshot."""
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         partial = out_path.with_name(out_path.name + ".partial")
         argv = [self.tools.pg_dump, "--format=custom", "--compress=0", "--no-password"]
+        if snapshot:
+            argv.append(f"--snapshot={snapshot}")
         started = datetime.now(timezone.utc)
         clock = time.monotonic()
         self.log.info(

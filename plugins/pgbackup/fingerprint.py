@@ -1,7 +1,10 @@
-"""Content fingerprints of a database: per table, the row count and an md5 of its rows in a fixed order.
+"""Content fingerprints: per table, the row count and an order-independent hash of its rows.
 
-Two databases with equal fingerprints hold the same rows in every table and
-the same sequence values; a restore is checked this way, not by row counts.
+Two databases with equal fingerprints hold the same rows in every table.  The
+hash is the sum (as numeric, so it never overflows) of each row's md5 split in
+two 64-bit halves: streaming, no sort, no memory that grows with the table.
+Rows are rendered with fixed session settings so that a source and a restored
+copy on another server print every value alike.
 """
 
 from __future__ import annotations
@@ -10,42 +13,87 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
-TABLES_SQL = """
+# Settings that change how values print (and so their md5) are pinned on both sides.
+STABLE_OUTPUT_SETTINGS = (
+    "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL extra_float_digits = 3",
+    "SET LOCAL bytea_output = 'hex'",
+)
+
+USER_TABLES_SQL = """
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2
-"""
-SEQUENCES_SQL = """
-SELECT schemaname, sequencename, last_value FROM pg_sequences
-WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2
 """
 
 
 @dataclass(frozen=True)
 class TableFingerprint:
     rows: int
-    md5: str
+    hash: str
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "hash": self.hash}
+
+
+def pin_output_settings(cur) -> None:
+    """Must run inside the transaction that reads the rows (the settings are LOCAL)."""
+    for statement in STABLE_OUTPUT_SETTINGS:
+        cur.execute(statement)
+
+
+def user_tables(cur) -> list[tuple[str, str]]:
+    cur.execute(USER_TABLES_SQL)
+    return [tuple(row) for row in cur.fetchall()]
+
+
+def table_fingerprint(cur, schema: str, table: str) -> TableFingerprint:
+    cur.execute(
+        sql.SQL(
+            "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text"
+            " || ':' || coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text"
+            " FROM (SELECT md5(t::text) AS h FROM {} AS t) AS rows"
+        ).format(sql.Identifier(schema, table))
+    )
+    rows, digest = cur.fetchone()
+    return TableFingerprint(rows=rows, hash=digest)
 
 
 def table_fingerprints(conn) -> dict[str, TableFingerprint]:
-    """``{"schema.table": TableFingerprint}`` for every user table, read in the connection's current snapshot."""
-    result = {}
+    """``{"schema.table": TableFingerprint}`` for every user table, in one transaction of ``conn``."""
     with conn.cursor() as cur:
-        cur.execute(TABLES_SQL)
-        tables = cur.fetchall()
-        for schema, table in tables:
-            ident = sql.Identifier(schema, table)
-            cur.execute(
-                sql.SQL("SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM {} AS t").format(ident)
-            )
-            rows, digest = cur.fetchone()
-            result[f"{schema}.{table}"] = TableFingerprint(rows=rows, md5=digest)
+        pin_output_settings(cur)
+        result = {f"{s}.{t}": table_fingerprint(cur, s, t) for s, t in user_tables(cur)}
+    conn.rollback()
     return result
 
 
-def sequence_values(conn) -> dict[str, int | None]:
-    """``{"schema.sequence": last_value}``; None for a sequence never used."""
+SEQUENCES_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def read_sequences(cur) -> dict[str, list]:
+    """``{"schema.sequence": [last_value, is_called]}``: what ``setval`` needs to put a sequence back."""
+    cur.execute(SEQUENCES_SQL)
+    values = {}
+    for schema, name in cur.fetchall():
+        cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name)))
+        last_value, is_called = cur.fetchone()
+        values[f"{schema}.{name}"] = [int(last_value), bool(is_called)]
+    return values
+
+
+def sequence_values(conn) -> dict[str, list]:
     with conn.cursor() as cur:
-        cur.execute(SEQUENCES_SQL)
-        return {f"{s}.{n}": v for s, n, v in cur.fetchall()}
+        result = read_sequences(cur)
+    conn.rollback()
+    return result

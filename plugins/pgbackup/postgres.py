@@ -86,8 +86,10 @@ class PgTarget:
                     fields = [self.host, str(self.port), "*", self.user, self.password]
                     out.write(":".join(_pgpass_escape(f) for f in fields) + "\n")
                 env["PGPASSFILE"] = str(passfile)
-            else:
-                env["PGPASSFILE"] = os.devnull
+            elif base is not None and "PGPASSFILE" in base:
+                env["PGPASSFILE"] = base["PGPASSFILE"]  # no password given: let libpq use the caller's passfile
+            elif base is None and "PGPASSFILE" in os.environ:
+                env["PGPASSFILE"] = os.environ["PGPASSFILE"]
             yield env
 
     def connect(self, **kwargs):

@@ -451,10 +451,12 @@ class _CopyLoader:
     def __init__(self, cur):
         self._cur = cur
         self._buffers = {table: io.StringIO() for table in SAMPLE_TABLES}
+        self._widths: dict[str, int] = {}
         self._pending = 0
         self.counts: Counter[str] = Counter()
 
     def add(self, table: str, row: tuple) -> None:
+        self._widths[table] = len(row)
         self._buffers[table].write("\t".join(map(_copy_text, row)) + "\n")
         self.counts[table] += 1
         self._pending += 1
@@ -465,7 +467,13 @@ class _CopyLoader:
         for table, buffer in self._buffers.items():
             if buffer.tell():
                 buffer.seek(0)
-                self._cur.copy_expert(f'COPY "{table}" FROM STDIN', buffer)
+                # Name the columns: a column added later (a schema-change test) keeps its default.
+                self._cur.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    (f'"{table}"',),
+                )
+                columns = ", ".join(f'"{name}"' for (name,) in self._cur.fetchall()[: self._widths[table]])
+                self._cur.copy_expert(f'COPY "{table}" ({columns}) FROM STDIN', buffer)
                 self._buffers[table] = io.StringIO()
         self._pending = 0
 

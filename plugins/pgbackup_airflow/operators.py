@@ -10,13 +10,12 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from pgbackup import __version__
-from pgbackup.archive import check_archive
-from pgbackup.catalog import Catalog
+from pgbackup.archive import check_archive, check_delta
+from pgbackup.capture import BackupCapture, CapturedBackup
+from pgbackup.catalog import BrokenChainError, Catalog
 from pgbackup.compression import Compression
-from pgbackup.dump import DumpArtifact, PgDump
-from pgbackup.layout import BackupLayout, new_backup_id
-from pgbackup.manifest import BackupManifest, StoredArtifact, parse_utc, utc_iso
+from pgbackup.layout import BackupLayout
+from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import tools_for_server
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.store import LocalStore
@@ -42,20 +41,24 @@ class _KillAwareOperator(BaseOperator):
             raise AirflowException(f"{self.task_id} was killed; its work is discarded")
 
 
-class PgDumpOperator(_KillAwareOperator):
-    """Dump the source database with pg_dump (custom format), compress with zstd and sha256 it, in one stream.
+class CaptureBackupOperator(_KillAwareOperator):
+    """Capture a backup of the source into the local directory: ``kind="full"`` or ``kind="incremental"``.
 
-    The result lands under ``local_dir/<prefix>/<kind>/<id>.dump.zst``; the
-    returned dict (pushed as separate XComs too) is what the upload, verify and
-    manifest steps need.
+    A full is ``pg_dump`` (custom format) streamed through zstd and sha256.  An
+    incremental holds the rows changed since the newest backup on the remote,
+    and becomes a full when it must (no full yet, schema changed, ...), saying
+    why.  The returned dict (also pushed as separate XComs) is what upload,
+    verify and the manifest need.
     """
 
-    template_fields: Sequence[str] = ("postgres_conn_id", "local_dir", "prefix")
+    template_fields: Sequence[str] = ("kind", "postgres_conn_id", "rclone_conn_id", "local_dir", "prefix")
 
     def __init__(
         self,
         *,
+        kind: str = "full",
         postgres_conn_id: str = "backup_source",
+        rclone_conn_id: str = RcloneHook.default_conn_name,
         local_dir: str,
         prefix: str = "database",
         zstd_level: int = 3,
@@ -65,7 +68,9 @@ class PgDumpOperator(_KillAwareOperator):
     ) -> None:
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
+        self.kind = kind
         self.postgres_conn_id = postgres_conn_id
+        self.rclone_conn_id = rclone_conn_id
         self.local_dir = local_dir
         self.prefix = prefix
         self.zstd_level = zstd_level
@@ -73,34 +78,56 @@ class PgDumpOperator(_KillAwareOperator):
         self.pg_bin_dir = pg_bin_dir
 
     def execute(self, context) -> dict[str, Any]:
+        if self.kind not in ("full", "incremental"):
+            raise AirflowException(f"kind must be 'full' or 'incremental', not {self.kind!r}")
         target = source_target(self.postgres_conn_id)
         version_num, version = target.server_version()
         tools = tools_for_server(version_num, self.pg_bin_dir)
         self.log.info("Source %s runs PostgreSQL %s; using pg_dump %s from %s", target.describe(), version, tools.version, tools.bin_dir)
-        layout = BackupLayout(self.prefix)
-        backup_id = new_backup_id("full", datetime.now(timezone.utc))
-        object_path = layout.object_path("full", backup_id)
-        self._running = PgDump(target, tools, Compression(self.zstd_level, self.zstd_threads), logger=self.log)
-        artifact = self._running.run(Path(self.local_dir) / object_path, server_version=version)
+        self._running = BackupCapture(
+            target, tools, Compression(self.zstd_level, self.zstd_threads),
+            local_dir=Path(self.local_dir), prefix=self.prefix, server_version=version, logger=self.log,
+        )
+        if self.kind == "full":
+            captured = self._running.full()
+        else:
+            parent, reason = self._parent(target.dbname)
+            captured = self._running.full(promoted_because=reason) if reason else self._running.incremental(parent)
         self._fail_if_killed()
-        return {"backup_id": backup_id, "kind": "full", "object_path": object_path, **artifact.to_dict()}
+        return captured.to_dict()
+
+    def _parent(self, dbname: str) -> tuple[BackupManifest | None, str | None]:
+        """The newest backup on the remote, or the reason an incremental cannot build on it."""
+        catalog = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix))
+        mine = [m for m in catalog.backups if m.database == dbname]
+        if not mine:
+            self.log.warning("No full backup marker found for %s: taking a full backup first", dbname)
+            return None, "no full backup exists yet"
+        newest = mine[-1]
+        try:
+            catalog.chain(newest.id)
+        except BrokenChainError as exc:
+            return None, f"the newest backup cannot be restored ({exc})"
+        return newest, None
 
 
 class CheckArchiveOperator(_KillAwareOperator):
-    """Fail unless the dump decompresses whole and ``pg_restore --list`` reads it (before anything is uploaded)."""
+    """Fail unless the captured object reads back whole: ``pg_restore --list`` for a full, every frame for an incremental."""
 
-    template_fields: Sequence[str] = ("dump",)
+    template_fields: Sequence[str] = ("captured",)
 
-    def __init__(self, *, dump: dict[str, Any] | Any, pg_bin_dir: str | None = None, **kwargs) -> None:
+    def __init__(self, *, captured: dict[str, Any] | Any, pg_bin_dir: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.dump = dump
+        self.captured = captured
         self.pg_bin_dir = pg_bin_dir
 
     def execute(self, context) -> dict[str, Any]:
-        artifact = _artifact(self.dump)
-        server_num = _version_num(artifact.server_version)
-        tools = tools_for_server(server_num, self.pg_bin_dir)
-        check = check_archive(artifact.path, tools, expected_uncompressed=artifact.uncompressed_bytes, logger=self.log)
+        backup = CapturedBackup.from_dict(self.captured)
+        if backup.kind == "full":
+            tools = tools_for_server(_version_num(backup.server_version), self.pg_bin_dir)
+            check = check_archive(backup.path, tools, expected_uncompressed=backup.uncompressed_bytes, logger=self.log)
+        else:
+            check = check_delta(backup.path, expected_uncompressed=backup.uncompressed_bytes, logger=self.log)
         self._fail_if_killed()
         return {"toc_entries": check.toc_entries, "table_data_entries": check.table_data_entries}
 
@@ -112,12 +139,12 @@ class CommitManifestOperator(_KillAwareOperator):
     orphan object that no catalog lists and retention later removes.
     """
 
-    template_fields: Sequence[str] = ("dump", "verification", "rclone_conn_id", "local_dir", "prefix")
+    template_fields: Sequence[str] = ("captured", "verification", "rclone_conn_id", "local_dir", "prefix")
 
     def __init__(
         self,
         *,
-        dump: dict[str, Any] | Any,
+        captured: dict[str, Any] | Any,
         verification: dict[str, Any] | Any,
         rclone_conn_id: str = RcloneHook.default_conn_name,
         local_dir: str,
@@ -125,29 +152,17 @@ class CommitManifestOperator(_KillAwareOperator):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.dump = dump
+        self.captured = captured
         self.verification = verification
         self.rclone_conn_id = rclone_conn_id
         self.local_dir = local_dir
         self.prefix = prefix
 
     def execute(self, context) -> dict[str, Any]:
-        artifact = _artifact(self.dump)
+        backup = CapturedBackup.from_dict(self.captured)
         layout = BackupLayout(self.prefix)
-        manifest = BackupManifest(
-            id=self.dump["backup_id"],
-            kind=self.dump["kind"],
-            database=artifact.database,
-            started_at=parse_utc(artifact.started_at),
-            finished_at=parse_utc(artifact.finished_at),
-            server_version=artifact.server_version,
-            pg_dump_version=artifact.pg_dump_version,
-            artifact=StoredArtifact(path=self.dump["object_path"], bytes=artifact.bytes, sha256=artifact.sha256),
-            uncompressed_bytes=artifact.uncompressed_bytes,
-            compression=artifact.compression,
-            tool_version=__version__,
-            verified={"at": utc_iso(datetime.now(timezone.utc)), "method": self.verification["method"]},
-            details={"dag_id": context["dag"].dag_id, "run_id": context["run_id"]},
+        manifest = backup.manifest(
+            verified_method=self.verification["method"], extra_details={"dag_id": context["dag"].dag_id, "run_id": context["run_id"]}
         )
         path = layout.manifest_path(manifest.kind, manifest.id)
         body = manifest.to_json()
@@ -159,7 +174,7 @@ class CommitManifestOperator(_KillAwareOperator):
             raise AirflowException(f"manifest {path} read back from the remote differs from what was written")
         self._fail_if_killed()
         LocalStore(self.local_dir).write_bytes(path, body)
-        self.log.info("Committed backup %s: manifest %s (%s bytes stored, sha256 %s)", manifest.id, path, artifact.bytes, artifact.sha256)
+        self.log.info("Committed %s backup %s: manifest %s (%s bytes stored, sha256 %s)", manifest.kind, manifest.id, path, backup.bytes, backup.sha256)
         return manifest.to_dict()
 
     def on_kill(self) -> None:
@@ -210,11 +225,6 @@ class RetentionOperator(_KillAwareOperator):
         dry_run = self.dry_run in (True, "True", "true", "1")
         deleted = apply_plan(plan, catalog.backups, store, layout, self.log, dry_run=dry_run)
         return {"target": self.target, "kept": plan.kept, "deleted": deleted, "orphans": list(plan.orphans_to_delete), "dry_run": dry_run}
-
-
-def _artifact(dump: dict[str, Any]) -> DumpArtifact:
-    fields = DumpArtifact.__dataclass_fields__
-    return DumpArtifact.from_dict({k: v for k, v in dict(dump).items() if k in fields})
 
 
 def _version_num(version: str) -> int:

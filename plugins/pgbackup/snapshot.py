@@ -1,0 +1,116 @@
+"""One consistent view of the source database for everything a backup reads.
+
+A backup opens a ``REPEATABLE READ READ ONLY`` transaction, exports its snapshot
+(``pg_export_snapshot()``) and hands it to ``pg_dump --snapshot``; the
+fingerprints, row keys and changed rows it reads itself come from the same
+transaction, so writes running during the backup never give a mixed state.
+
+Before the snapshot is taken the session holds a PostgreSQL advisory lock
+shared by full and incremental backups of the same database: two captures
+never overlap, whichever scheduler, worker or machine started them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import psycopg2
+import psycopg2.extensions
+
+from pgbackup.fingerprint import pin_output_settings
+from pgbackup.postgres import PgTarget
+
+log = logging.getLogger(__name__)
+# "pgbackup" as a 64-bit advisory lock key, shared by every capture of a database.
+CAPTURE_LOCK_KEY = 0x7067_6261_636B_7570 - (1 << 63)
+
+
+class CaptureBusy(RuntimeError):
+    """Another backup of this database is capturing and did not finish in time."""
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    exported_id: str  # for pg_dump --snapshot
+    pg_snapshot: str  # pg_current_snapshot() as text, "xmin:xmax:xip,..."
+    xmin: int  # 64-bit (epoch-extended) oldest transaction still running at the snapshot
+    xmax: int
+    taken_at: str  # the server's clock, ISO 8601
+    system_identifier: str | None  # the cluster's identity, when the role may read it
+
+    def to_dict(self) -> dict:
+        return {
+            "pg_snapshot": self.pg_snapshot, "xmin": self.xmin, "xmax": self.xmax,
+            "taken_at": self.taken_at, "system_identifier": self.system_identifier,
+        }
+
+
+class SnapshotSession:
+    """Holds the capture lock and the exported snapshot until ``close()``."""
+
+    def __init__(self, target: PgTarget, *, logger: logging.Logger | None = None, lock_wait_seconds: float = 3600) -> None:
+        self.target = target
+        self.log = logger or log
+        self.conn = target.connect(application_name="pgbackup capture")
+        self.conn.autocommit = True
+        try:
+            self._lock(lock_wait_seconds)
+            self.conn.autocommit = False
+            self.conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+            self.info = self._take_snapshot()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _lock(self, wait_seconds: float) -> None:
+        deadline = time.monotonic() + wait_seconds
+        announced = False
+        with self.conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (CAPTURE_LOCK_KEY,))
+                if cur.fetchone()[0]:
+                    return
+                if not announced:
+                    self.log.info("Another backup of %s is capturing; waiting for it to finish", self.target.describe())
+                    announced = True
+                if time.monotonic() >= deadline:
+                    raise CaptureBusy(f"another backup of {self.target.describe()} held the capture lock for over {wait_seconds:.0f}s")
+                time.sleep(2)
+
+    def _take_snapshot(self) -> SnapshotInfo:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_export_snapshot(), pg_current_snapshot()::text,"
+                " pg_snapshot_xmin(pg_current_snapshot())::text::bigint, pg_snapshot_xmax(pg_current_snapshot())::text::bigint,"
+                " to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+            )
+            exported, snapshot, xmin, xmax, taken_at = cur.fetchone()
+            pin_output_settings(cur)
+            cur.execute("SAVEPOINT probe")
+            try:
+                cur.execute("SELECT system_identifier::text FROM pg_control_system()")
+                system_identifier = cur.fetchone()[0]
+                cur.execute("RELEASE SAVEPOINT probe")
+            except psycopg2.Error:
+                cur.execute("ROLLBACK TO SAVEPOINT probe")
+                system_identifier = None
+        self.log.info("Snapshot %s taken at %s (exported as %s)", snapshot, taken_at, exported)
+        return SnapshotInfo(exported, snapshot, xmin, xmax, taken_at, system_identifier)
+
+    def cursor(self, name: str | None = None):
+        return self.conn.cursor(name=name) if name else self.conn.cursor()
+
+    def close(self) -> None:
+        if not self.conn.closed:
+            try:
+                self.conn.rollback()
+            finally:
+                self.conn.close()  # ends the session, releasing the advisory lock
+
+    def __enter__(self) -> SnapshotSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,213 @@
+"""Incremental backups against the real PostgreSQL: full → changes → incremental → changes → incremental,
+then a restore at each point must equal the database as it was at that point, table by table."""
+
+import logging
+import threading
+
+import pytest
+
+from pgbackup.capture import BackupCapture
+from pgbackup.catalog import Catalog
+from pgbackup.compression import Compression
+from pgbackup.layout import BackupLayout
+from pgbackup.postgres import tools_for_server
+from pgbackup.restore import ChainRestore, RestoreError, choose_chain
+from pgbackup.sample_shop import mutate_sample_shop
+from pgcompare import database_content
+from rclone_provider.client import Rclone
+
+LAYOUT = BackupLayout("database")
+log = logging.getLogger("test")
+
+
+def publish(captured, client):
+    """What the DAG's upload → verify → commit_manifest tasks do."""
+    client.upload(captured.path, captured.object_path)
+    method = client.verify(captured.object_path, size=captured.bytes, sha256=captured.sha256)
+    manifest = captured.manifest(verified_method=method)
+    client.put_bytes(manifest.to_json(), LAYOUT.manifest_path(manifest.kind, manifest.id))
+    return manifest
+
+
+def execute(target, *statements):
+    conn = target.connect()
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def mutate(target, fraction, seed):
+    conn = target.connect()
+    mutate_sample_shop(conn, fraction, seed)
+    conn.close()
+
+
+@pytest.fixture
+def capture(shop_db, tmp_path):
+    num, version = shop_db.server_version()
+    return BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local", prefix="database", server_version=version)
+
+
+@pytest.fixture
+def client(local_remote):
+    return Rclone(local_remote)
+
+
+def restore(client, backup_id, make_database, **kwargs):
+    target = make_database("restored")
+    chain = choose_chain(Catalog.load(client, LAYOUT), backup_id=backup_id)
+    ChainRestore(client).run(chain, target, **kwargs)
+    return target
+
+
+def test_restore_at_every_point_of_a_chain_is_exact(shop_db, capture, client, make_database):
+    points = []
+    full = publish(capture.full(), client)
+    points.append((full, database_content(shop_db)))
+    parent = full
+    for seed in (1, 2):
+        mutate(shop_db, 0.05, seed)
+        execute(
+            shop_db,
+            f"DELETE FROM search_index_item WHERE ctid IN (SELECT ctid FROM search_index_item LIMIT {seed})",
+            f"UPDATE asset SET preview = decode('00ff10{seed:02d}', 'hex') WHERE id = {seed}",
+            "SELECT nextval(pg_get_serial_sequence('job_record', 'id'))",
+        )
+        captured = capture.incremental(parent)
+        assert captured.kind == "incremental" and captured.parent_id == parent.id and captured.base_full_id == full.id
+        parent = publish(captured, client)
+        points.append((parent, database_content(shop_db)))
+    for manifest, expected in points:
+        restored = restore(client, manifest.id, make_database, jobs=2)
+        assert database_content(restored) == expected, f"restore at {manifest.id} differs"
+
+
+def test_incremental_stores_changed_rows_not_tables(shop_db, capture, client):
+    full = publish(capture.full(), client)
+    execute(shop_db, "UPDATE customer SET last_name = last_name || ' (moved)' WHERE id IN (SELECT id FROM customer ORDER BY id LIMIT 3)")
+    captured = capture.incremental(full)
+    tables = captured.details["captured"]
+    assert tables["public.customer"] == {"mode": "rows", "upserted": 3, "deleted": 0}
+    assert all(info["mode"] == "unchanged" for name, info in tables.items() if name != "public.customer")
+    assert captured.uncompressed_bytes < 10_000 < full.uncompressed_bytes
+
+
+def test_table_without_primary_key_is_copied_whole_and_said_so(shop_db, capture, client):
+    full = publish(capture.full(), client)
+    execute(shop_db, "DELETE FROM search_index_item WHERE ctid IN (SELECT ctid FROM search_index_item LIMIT 1)")
+    captured = capture.incremental(full)
+    assert captured.details["captured"]["public.search_index_item"]["mode"] == "whole table"
+    assert captured.details["captured"]["public.search_index_item"]["reason"] == "no primary key"
+
+
+def test_schema_change_promotes_to_full_and_both_points_restore_exactly(shop_db, capture, client, make_database):
+    full = publish(capture.full(), client)
+    mutate(shop_db, 0.02, 5)
+    inc = publish(capture.incremental(full), client)
+    before = database_content(shop_db)
+    execute(shop_db, "ALTER TABLE customer ADD COLUMN loyalty_points integer NOT NULL DEFAULT 7", "CREATE INDEX ON payment (amount)")
+    mutate(shop_db, 0.02, 6)
+    promoted = capture.incremental(inc)
+    assert promoted.kind == "full"
+    assert "schema changed" in promoted.details["promoted_from_incremental"]
+    promoted = publish(promoted, client)
+    after = database_content(shop_db)
+    assert database_content(restore(client, inc.id, make_database)) == before
+    assert database_content(restore(client, promoted.id, make_database)) == after
+
+
+def test_no_parent_takes_a_full_backup(capture):
+    captured = capture.incremental(None)
+    assert captured.kind == "full" and captured.details["promoted_from_incremental"] == "no full backup exists yet"
+
+
+def test_missing_row_key_state_promotes_to_full(shop_db, capture, client, tmp_path):
+    import shutil
+
+    full = publish(capture.full(), client)
+    shutil.rmtree(tmp_path / "local" / "state")
+    captured = capture.incremental(full)
+    assert captured.kind == "full" and "row-key state" in captured.details["promoted_from_incremental"]
+
+
+NEW_CUSTOMER = (
+    "INSERT INTO customer (first_name, last_name, email_address, verified, created_at, updated_at) "
+    "VALUES ('{name}', 'Test', '{name}@example.com', true, now(), now())"
+)
+
+
+def test_application_can_insert_with_default_ids_after_restore(shop_db, capture, client, make_database):
+    full = publish(capture.full(), client)
+    execute(shop_db, NEW_CUSTOMER.format(name="Ada"))
+    inc = publish(capture.incremental(full), client)
+    restored = restore(client, inc.id, make_database)
+    execute(restored, NEW_CUSTOMER.format(name="Grace"), 'INSERT INTO job_record (queue_name, data, state, progress, retries, created_at) VALUES ($$q$$, $${}$$, $$done$$, 0, 0, now())')
+
+
+def test_writes_during_the_incremental_give_a_consistent_state(shop_db, capture, client, make_database):
+    """Payments and their orders are written together while the capture runs: the restore must hold whole pairs."""
+    full = publish(capture.full(), client)
+    stop = threading.Event()
+
+    def writer():
+        conn = shop_db.connect()
+        with conn.cursor() as cur:
+            cur.execute("SELECT min(order_id) FROM payment")
+            order_id = cur.fetchone()[0]
+            while not stop.is_set():
+                cur.execute('UPDATE "order" SET total = total + 1 WHERE id = %s', (order_id,))
+                cur.execute("UPDATE payment SET amount = amount + 1 WHERE order_id = %s", (order_id,))
+                conn.commit()
+        conn.close()
+
+    before = _order_payment_gap(shop_db)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        inc = publish(capture.incremental(full), client)
+    finally:
+        stop.set()
+        thread.join()
+    restored = restore(client, inc.id, make_database)
+    assert _order_payment_gap(restored) == before
+
+
+def _order_payment_gap(target):
+    conn = target.connect()
+    with conn.cursor() as cur:
+        cur.execute('SELECT o.total - sum(p.amount) FROM "order" o JOIN payment p ON p.order_id = o.id '
+                    'WHERE o.id = (SELECT min(order_id) FROM payment) GROUP BY o.total')
+        gap = cur.fetchone()
+    conn.close()
+    return gap
+
+
+def test_corrupt_object_is_refused_before_the_target_is_touched(shop_db, capture, client, make_database, local_remote):
+    from pathlib import Path
+
+    full = publish(capture.full(), client)
+    mutate(shop_db, 0.01, 9)
+    inc = publish(capture.incremental(full), client)
+    stored = Path(local_remote.root) / inc.artifact.path
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    stored.write_bytes(bytes(data))
+    target = make_database("untouched")
+    with pytest.raises(RestoreError, match=f"backup {inc.id}: .* is corrupt"):
+        ChainRestore(client).run(choose_chain(Catalog.load(client, LAYOUT), backup_id=inc.id), target)
+    assert database_content(target) == {"<sequences>": []}
+
+
+def test_missing_link_in_the_chain_is_named(shop_db, capture, client, local_remote):
+    from pathlib import Path
+
+    full = publish(capture.full(), client)
+    mutate(shop_db, 0.01, 3)
+    inc1 = publish(capture.incremental(full), client)
+    mutate(shop_db, 0.01, 4)
+    inc2 = publish(capture.incremental(inc1), client)
+    (Path(local_remote.root) / inc1.artifact.path).unlink()
+    with pytest.raises(RestoreError, match=f"needs {inc1.id}"):
+        choose_chain(Catalog.load(client, LAYOUT), backup_id=inc2.id)

@@ -1,0 +1,424 @@
+"""The Docker deployment files, checked as files: Docker is not needed to run these.
+
+docker-compose.yaml, Dockerfile and .env.example must agree with each other and with
+the code (the settings pgbackup reads, the Airflow version requirements.txt pins),
+and .env.example must never carry a real credential.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from pgbackup.connections import pg_target_from_env, remote_from_env
+from pgbackup.settings import BackupSettings
+
+PROJECT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = PROJECT / "docker-compose.yaml"
+DOCKERFILE = PROJECT / "Dockerfile"
+ENV_EXAMPLE = PROJECT / ".env.example"
+SETTINGS_SOURCE = PROJECT / "plugins" / "pgbackup" / "settings.py"
+REQUIREMENTS = PROJECT / "requirements.txt"
+
+AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-init", "airflow-worker"}
+LONG_RUNNING_AIRFLOW_SERVICES = AIRFLOW_SERVICES - {"airflow-init"}
+CELERY_SERVICES = {"redis", "airflow-worker"}
+EXPECTED_SERVICES = {"postgres"} | AIRFLOW_SERVICES | CELERY_SERVICES
+SUPPORTED_PG_MAJORS = range(13, 18)
+
+# `${NAME...}` or `$NAME` that Compose fills in; `$$` is a literal dollar for the shell.
+_COMPOSE_VARIABLE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
+# `NAME=value`, or `# NAME=value` for a documented but commented-out alternative.
+_ENV_ASSIGNMENT = re.compile(r"^(?P<commented>#\s*)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
+
+
+# ---------------------------------------------------------------------- helpers
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+def services() -> dict[str, dict]:
+    return compose()["services"]
+
+
+def scalars(node):
+    """Every string in a parsed YAML document (comments are gone, merges resolved)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from scalars(key)
+            yield from scalars(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from scalars(item)
+    elif isinstance(node, str):
+        yield node
+
+
+def compose_variables() -> set[str]:
+    found = set()
+    for text in scalars(compose()):
+        for braced, bare in _COMPOSE_VARIABLE.findall(text):
+            found.add(braced or bare)
+    return found
+
+
+def unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def env_example(*, include_commented: bool = False) -> dict[str, list[str]]:
+    """Assignments in .env.example, name -> values (a commented alternative adds a value)."""
+    found: dict[str, list[str]] = {}
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        match = _ENV_ASSIGNMENT.match(line.strip())
+        if match and (include_commented or not match["commented"]):
+            found.setdefault(match["name"], []).append(unquote(match["value"]))
+    return found
+
+
+def active_env() -> dict[str, str]:
+    """The environment a copy of .env.example gives (its uncommented lines)."""
+    return {name: values[-1] for name, values in env_example().items()}
+
+
+def settings_names() -> set[str]:
+    return set(re.findall(r"[\"'](BACKUP_[A-Z0-9_]+)[\"']", SETTINGS_SOURCE.read_text(encoding="utf-8")))
+
+
+def volume_targets(service: dict) -> dict[str, str]:
+    """Container path -> host path (or named volume) of a service's short-syntax volumes."""
+    targets = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2] if not volume.startswith("${") else _split_variable_volume(volume)
+        targets[target] = source
+    return targets
+
+
+def _split_variable_volume(volume: str) -> tuple[str, str]:
+    # "${BACKUP_HOST_DIR:-./data/backups}:/opt/airflow/backups": the source holds a colon of its own.
+    end = volume.index("}") + 1
+    return volume[:end], volume[end + 1 :].split(":")[0]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    logical, current = [], ""
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        logical.append(current + stripped)
+        current = ""
+    return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1] if " " in text else "") for text in logical]
+
+
+def pinned_airflow_version() -> str:
+    match = re.search(r"^apache-airflow==([\w.]+)\s*$", REQUIREMENTS.read_text(encoding="utf-8"), re.MULTILINE)
+    assert match, "requirements.txt pins no apache-airflow version"
+    return match.group(1)
+
+
+# ---------------------------------------------------------------------- docker-compose.yaml
+def test_compose_file_parses_as_yaml_with_every_expected_service():
+    assert set(services()) == EXPECTED_SERVICES
+
+
+def test_every_airflow_service_is_built_from_the_common_definition_and_the_project_dockerfile():
+    common = compose()["x-airflow-common"]
+    assert common["build"] == "."
+    built = {name for name, service in services().items() if service.get("build") == "."}
+    assert built == AIRFLOW_SERVICES
+    for name in AIRFLOW_SERVICES:
+        assert services()[name]["image"] == common["image"], name
+
+
+def test_every_airflow_service_mounts_dags_plugins_logs_and_backups_where_airflow_and_settings_expect_them():
+    for name in AIRFLOW_SERVICES:
+        service = services()[name]
+        targets = volume_targets(service)
+        assert targets.get("/opt/airflow/dags") == "./dags", name
+        assert targets.get("/opt/airflow/plugins") == "./plugins", name
+        assert targets.get("/opt/airflow/logs") == "./logs", name
+        backups = service["environment"]["BACKUP_LOCAL_DIR"]
+        assert backups == "/opt/airflow/backups", name
+        assert targets.get(backups, "").startswith("${BACKUP_HOST_DIR"), name
+    assert (PROJECT / "dags").is_dir() and (PROJECT / "plugins" / "pgbackup").is_dir()
+
+
+def test_default_host_folder_for_backups_is_the_one_backupctl_uses_without_docker():
+    source = volume_targets(compose()["x-airflow-common"])["/opt/airflow/backups"]
+    default = re.fullmatch(r"\$\{BACKUP_HOST_DIR:-(.+)\}", source).group(1)
+    assert (PROJECT / default).resolve() == BackupSettings.from_env({}).local_dir.resolve()
+
+
+def test_every_backup_setting_and_connection_reaches_the_airflow_containers():
+    env = compose()["x-airflow-common"]["environment"]
+    assert settings_names() <= set(env)
+    for conn in ("AIRFLOW_CONN_BACKUP_SOURCE", "AIRFLOW_CONN_BACKUP_REMOTE", "AIRFLOW_CONN_SMTP_DEFAULT"):
+        assert env[conn].startswith(f"${{{conn}:"), conn
+    for conn in ("AIRFLOW_CONN_BACKUP_SOURCE", "AIRFLOW_CONN_BACKUP_REMOTE"):
+        assert env[conn].startswith(f"${{{conn}:?"), f"{conn} should be required (${{VAR:?message}})"
+
+
+def test_airflow_runs_with_the_local_executor_its_api_server_and_no_examples_by_default():
+    env = compose()["x-airflow-common"]["environment"]
+    assert re.fullmatch(r"\$\{AIRFLOW__CORE__EXECUTOR:-LocalExecutor\}|LocalExecutor", env["AIRFLOW__CORE__EXECUTOR"])
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].split("@")[1].startswith("postgres/")
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
+
+
+def test_components_share_the_secrets_that_sign_task_tokens_and_sessions():
+    env = compose()["x-airflow-common"]["environment"]
+    for name in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
+        assert env[name].startswith(f"${{{name}:?"), f"{name} must come from .env, the same for every container"
+
+
+def test_long_running_services_have_a_command_a_healthcheck_and_restart_always():
+    for name in LONG_RUNNING_AIRFLOW_SERVICES:
+        service = services()[name]
+        assert service.get("command"), name
+        assert service["healthcheck"]["test"], name
+        assert service["restart"] == "always", name
+    for name in ("postgres", "redis"):
+        assert services()[name]["healthcheck"]["test"], name
+        assert services()[name]["restart"] == "always", name
+
+
+def test_healthchecks_probe_what_each_component_serves():
+    def probe(name: str) -> str:
+        test = services()[name]["healthcheck"]["test"]
+        return " ".join(test) if isinstance(test, list) else test
+
+    assert "http://localhost:8080/api/v2/version" in probe("airflow-apiserver")
+    assert "http://localhost:8974/health" in probe("airflow-scheduler")
+    assert "--job-type DagProcessorJob" in probe("airflow-dag-processor")
+    assert "--job-type TriggererJob" in probe("airflow-triggerer")
+    assert "pg_isready" in probe("postgres")
+    assert services()["airflow-apiserver"]["command"] == "api-server"
+    assert services()["airflow-worker"]["command"] == "celery worker"
+
+
+def test_airflow_services_wait_for_a_healthy_database_and_a_finished_init():
+    for name in AIRFLOW_SERVICES:
+        depends = services()[name]["depends_on"]
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        if name != "airflow-init":
+            assert depends["airflow-init"]["condition"] == "service_completed_successfully", name
+
+
+def test_init_migrates_the_database_and_sets_up_the_admin_user():
+    init = services()["airflow-init"]
+    script = " ".join(init["command"]) if isinstance(init["command"], list) else init["command"]
+    assert "airflow db migrate" in script
+    assert "restart" not in init
+    assert set(init["environment"]) >= {"_AIRFLOW_WWW_USER_USERNAME", "_AIRFLOW_WWW_USER_PASSWORD"}
+    # The password goes to airflow-init alone, not to every container.
+    assert "_AIRFLOW_WWW_USER_PASSWORD" not in compose()["x-airflow-common"]["environment"]
+    users = init["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    assert users == "${_AIRFLOW_WWW_USER_USERNAME:-admin}:admin"
+
+
+def test_celery_services_start_only_with_the_celery_profile():
+    for name, service in services().items():
+        if name in CELERY_SERVICES:
+            assert service.get("profiles") == ["celery"], name
+        else:
+            assert "profiles" not in service, f"{name} must start without any profile"
+    assert services()["airflow-worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_named_volumes_are_declared():
+    declared = set(compose()["volumes"])
+    used = {
+        source
+        for service in services().values()
+        for target, source in volume_targets(service).items()
+        if not source.startswith((".", "/", "$"))
+    }
+    assert used <= declared
+
+
+# ---------------------------------------------------------------------- .env.example
+def test_every_variable_compose_reads_is_documented_in_env_example():
+    missing = compose_variables() - set(env_example(include_commented=True))
+    assert not missing, f"add to .env.example: {sorted(missing)}"
+
+
+def test_every_backup_setting_is_documented_in_env_example():
+    names = settings_names()
+    assert len(names) >= 17, f"the regex over settings.py found too few names: {sorted(names)}"
+    missing = names - set(env_example(include_commented=True))
+    assert not missing, f"add to .env.example: {sorted(missing)}"
+
+
+def test_env_example_backup_values_are_the_settings_defaults():
+    env = {k: v for k, v in active_env().items() if k.startswith("BACKUP_") and k in settings_names()}
+    assert BackupSettings.from_env(env) == BackupSettings.from_env({})
+
+
+def test_env_example_connections_are_usable_by_pgbackup():
+    examples = env_example(include_commented=True)
+    env = active_env()
+    source = pg_target_from_env("backup_source", env)
+    assert (source.dbname, source.host, source.port) == ("vendure", "db.example.com", 5432)
+    drive = remote_from_env("backup_remote", env)
+    assert (drive.type, drive.root) == ("drive", "DamnedDesigns-Backups")
+    remotes = {remote_from_env("backup_remote", {"AIRFLOW_CONN_BACKUP_REMOTE": value}).type for value in examples["AIRFLOW_CONN_BACKUP_REMOTE"]}
+    assert remotes == {"drive", "local"}
+    for value in examples["AIRFLOW_CONN_SMTP_DEFAULT"]:
+        if value:
+            assert json.loads(value)["conn_type"] == "smtp"
+
+
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET|_KEY$")
+_SECRET_FIELDS = {
+    "password", "pass", "password2", "token", "access_token", "refresh_token", "client_secret",
+    "secret_access_key", "access_key_id", "key", "service_account_credentials", "sas_url", "account_key",
+}
+_TOKEN_SHAPES = [
+    re.compile(r"ya29\.[\w-]+"),  # Google OAuth access token
+    re.compile(r"1//0[\w-]{20,}"),  # Google OAuth refresh token
+    re.compile(r"GOCSPX-[\w-]+"),  # Google OAuth client secret
+    re.compile(r"AKIA[0-9A-Z]{16}"),  # AWS access key id
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY"),
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
+    re.compile(r"\bxox[abpr]-[\w-]+"),
+]
+_HIGH_ENTROPY = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
+
+
+def is_placeholder(value) -> bool:
+    text = str(value).strip()
+    return text == "" or "CHANGE_ME" in text or (text.startswith("<") and text.endswith(">"))
+
+
+def secrets_in(name: str, value: str, allowed_passwords: set[str]) -> list[str]:
+    """What in one assignment looks like a real credential (empty when nothing does)."""
+    found = [f"{name}: {shape.pattern}" for shape in _TOKEN_SHAPES if shape.search(value)]
+    for run in _HIGH_ENTROPY.findall(value):
+        if re.search(r"[a-z]", run) and re.search(r"[A-Z]", run) and re.search(r"\d", run):
+            found.append(f"{name}: random-looking {run[:6]}...")
+    if _SECRET_NAME.search(name) and not is_placeholder(value):
+        found.append(f"{name} has a value; leave it empty or a placeholder")
+    if value.startswith("{"):
+        data = json.loads(value)
+
+        def walk(node):
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    if key.lower() in _SECRET_FIELDS and not isinstance(item, (dict, list)) and not is_placeholder(item):
+                        found.append(f"{name}: field {key!r} is not a placeholder")
+                    walk(item)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item)
+
+        walk(data)
+    elif "://" in value:
+        password = urlsplit(value).password
+        if password and not is_placeholder(password) and password not in allowed_passwords:
+            found.append(f"{name}: the URI holds a password")
+    return found
+
+
+def metadata_db_password() -> set[str]:
+    """The fixed, internal credentials docker-compose.yaml itself defines for Airflow's own database."""
+    return {compose()["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]}
+
+
+def test_env_example_holds_no_real_secrets():
+    allowed = metadata_db_password()
+    problems = [
+        problem
+        for name, values in env_example(include_commented=True).items()
+        for value in values
+        for problem in secrets_in(name, value, allowed)
+    ]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("AIRFLOW_CONN_BACKUP_REMOTE", '{"conn_type":"rclone","extra":{"type":"drive","token":"{\\"access_token\\":\\"ya29.a0AfB_byC\\"}"}}'),
+        ("AIRFLOW_CONN_BACKUP_REMOTE", '{"conn_type":"rclone","extra":{"type":"s3","secret_access_key":"wJalrXUtnFEMI"}}'),
+        ("AIRFLOW_CONN_BACKUP_SOURCE", "postgresql://backup_reader:hunter2@db.example.com:5432/vendure"),
+        ("AIRFLOW__API_AUTH__JWT_SECRET", "3q2+7w=="),
+        ("BACKUP_PREFIX", "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo"),
+    ],
+)
+def test_secret_check_catches_a_pasted_credential(name, value):
+    assert secrets_in(name, value, metadata_db_password())
+
+
+def test_secret_check_accepts_the_placeholders():
+    assert not secrets_in("AIRFLOW_CONN_BACKUP_SOURCE", "postgresql://backup_reader:CHANGE_ME@db.example.com:5432/vendure", set())
+    assert not secrets_in("_AIRFLOW_WWW_USER_PASSWORD", "", set())
+
+
+# ---------------------------------------------------------------------- Dockerfile
+def test_dockerfile_base_image_is_the_airflow_version_requirements_pin():
+    froms = [args for instruction, args in dockerfile_instructions() if instruction == "FROM"]
+    assert len(froms) == 1
+    match = re.fullmatch(r"apache/airflow:(?P<version>[\w.]+)-python(?P<python>3\.\d+)", froms[0].split()[0])
+    assert match, froms[0]
+    assert match["version"] == pinned_airflow_version()
+
+
+def test_dockerfile_installs_the_requirements_with_their_constraints_as_the_airflow_user():
+    instructions = dockerfile_instructions()
+    copies = [args for instruction, args in instructions if instruction == "COPY"]
+    assert any("requirements.txt" in args.split() and "constraints.txt" in args.split() for args in copies)
+    assert "-c constraints.txt" in REQUIREMENTS.read_text(encoding="utf-8")
+    user = "root"
+    pip_runs = []
+    for instruction, args in instructions:
+        if instruction == "USER":
+            user = args.strip()
+        elif instruction == "RUN" and re.search(r"\bpip install\b.*-r \S*requirements\.txt", args):
+            pip_runs.append((user, args))
+    assert pip_runs, "no RUN pip install -r requirements.txt"
+    for user, args in pip_runs:
+        assert user == "airflow", "pip must run as the airflow user"
+        assert "--no-cache-dir" in args
+    assert instructions[-1] != ("USER", "root")
+
+
+def test_dockerfile_installs_pg_dump_for_every_supported_major_and_zstd_as_root():
+    user, apt_runs, majors = "", [], None
+    for instruction, args in dockerfile_instructions():
+        if instruction == "USER":
+            user = args.strip()
+        elif instruction == "ARG" and args.startswith("PG_MAJORS="):
+            majors = {int(m) for m in unquote(args.split("=", 1)[1]).split()}
+        elif instruction == "RUN" and "apt-get install" in args:
+            apt_runs.append((user, args))
+    assert majors is not None and set(SUPPORTED_PG_MAJORS) <= majors
+    assert len(apt_runs) == 1
+    user, run = apt_runs[0]
+    assert user == "root"
+    assert "apt.postgresql.org" in run
+    assert "postgresql-client-${major}" in run and "${PG_MAJORS}" in run
+    assert re.search(r"\bzstd\b", run)
+
+
+def test_dockerfile_copies_nothing_but_the_requirement_files():
+    for instruction, args in dockerfile_instructions():
+        if instruction in ("COPY", "ADD"):
+            sources = [a for a in args.split() if not a.startswith("--")][:-1]
+            assert set(sources) <= {"requirements.txt", "constraints.txt"}, args

@@ -8,6 +8,7 @@ the run is recorded in Airflow like a scheduled one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -19,14 +20,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pgbackup.catalog import Catalog
-from pgbackup.connections import ConnectionMissing, remote_from_env
+from pgbackup.connections import ConnectionMissing, env_var, remote_from_env
 from pgbackup.layout import BackupLayout
 from pgbackup.manifest import ManifestError
-from pgbackup.postgres import SourceError, ToolVersionError
+from pgbackup.postgres import PgTarget, SourceError, ToolVersionError
+from pgbackup.restore import ChainRestore, RestoreError, choose_chain
 from pgbackup.retention import apply_plan, plan_retention
 from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError
 from pgbackup.store import LocalStore
-from rclone_provider.client import Rclone, RcloneError, RemoteConfig, RemoteConfigError
+from rclone_provider.client import Rclone, RcloneError, RemoteConfig, RemoteConfigError, VerificationError
 
 log = logging.getLogger("backupctl")
 OPERATOR_ERRORS = (
@@ -135,10 +137,10 @@ def airflow_binary() -> str:
     return found
 
 
-def run_dag_now(dag_id: str, verbose: bool) -> bool:
+def run_dag_now(dag_id: str, verbose: bool, conf: str | None = None) -> bool:
     """Run a DAG in-process with ``airflow dags test``; its (long) output goes to a log file unless ``verbose``."""
     env = airflow_env()
-    argv = [airflow_binary(), "dags", "test", dag_id]
+    argv = [airflow_binary(), "dags", "test", dag_id, *(["--conf", conf] if conf else [])]
     if verbose:
         return subprocess.call(argv, env=env) == 0
     log_dir = Path(env.get("AIRFLOW_HOME", Path.home() / "airflow")) / "logs" / "backupctl"
@@ -160,28 +162,139 @@ def run_dag_now(dag_id: str, verbose: bool) -> bool:
     return False
 
 
-def cmd_full(args, settings: BackupSettings) -> int:
-    if not run_dag_now("pg_full_backup", args.verbose):
+def cmd_backup(args, settings: BackupSettings) -> int:
+    """``full`` and ``incremental``: run the DAG now, then show the backup it committed."""
+    dag_id = "pg_full_backup" if args.command == "full" else "pg_incremental_backup"
+    if not run_dag_now(dag_id, args.verbose):
         return 1
     remote = Rclone(remote_config(settings.remote_conn_id))
-    latest = Catalog.load(remote, BackupLayout(settings.prefix)).latest_full()
+    catalog = Catalog.load(remote, BackupLayout(settings.prefix))
+    latest = catalog.backups[-1] if catalog.backups else None
     if latest is None:
-        print("backupctl: the run succeeded but no full backup is in the catalog", file=sys.stderr)
+        print(f"backupctl: {dag_id} succeeded but the catalog holds no backup", file=sys.stderr)
         return 1
-    print(f"Full backup {latest.id}: {human_bytes(latest.artifact.bytes)}, sha256 {latest.artifact.sha256}")
+    label = "Full" if latest.kind == "full" else "Incremental"
+    print(f"{label} backup {latest.id}: {human_bytes(latest.artifact.bytes)}, sha256 {latest.artifact.sha256}")
+    if latest.details.get("promoted_from_incremental"):
+        print(f"  taken as a full backup because {latest.details['promoted_from_incremental']}")
+    if latest.parent_id:
+        print(f"  parent {latest.parent_id}, base full {latest.base_full_id}")
     print(f"  stored at {remote.remote.spec(latest.artifact.path)}")
-    print(f"  manifest  {remote.remote.spec(BackupLayout(settings.prefix).manifest_path('full', latest.id))}")
+    print(f"  manifest  {remote.remote.spec(BackupLayout(settings.prefix).manifest_path(latest.kind, latest.id))}")
     return 0
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--at {text!r} is not an ISO 8601 time (e.g. 2026-11-29T14:00:00+01:00)") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"--at {text!r} has no time zone; add one, e.g. {text}Z or {text}+01:00")
+    return moment.astimezone(timezone.utc)
+
+
+def restore_target(url: str) -> PgTarget:
+    target = PgTarget.from_url(url)
+    if target.password is not None:
+        raise ValueError(
+            "--to must not contain a password: a command line is visible to every user in `ps`. "
+            "Put it in PGPASSWORD or ~/.pgpass instead"
+        )
+    if os.environ.get("PGPASSWORD"):
+        target = dataclasses.replace(target, password=os.environ["PGPASSWORD"])
+    return target
+
+
+def cmd_restore(args, settings: BackupSettings) -> int:
+    remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
+    layout = BackupLayout(settings.prefix)
+    catalog = Catalog.load(remote, layout)
+    if not args.to:
+        print_restore_procedure(remote, catalog, settings)
+        return 0
+    target = restore_target(args.to)
+    chain = choose_chain(catalog, backup_id=args.backup, at=parse_time(args.at) if args.at else None)
+    total = sum(m.artifact.bytes for m in chain)
+    print(f"Restore plan: {chain[-1].id} into {target.describe()} ({len(chain)} object(s), {human_bytes(total)} to download)")
+    for step, m in enumerate(chain, 1):
+        print(f"  {step}. {m.kind:<11} {m.id}  {human_bytes(m.artifact.bytes):>10}  snapshot {m.started_at.astimezone():%Y-%m-%d %H:%M:%S %Z}")
+    if args.dry_run:
+        print("Dry run: nothing downloaded, nothing changed.")
+        return 0
+    logging.getLogger().setLevel(logging.INFO)
+    report = ChainRestore(remote, pg_bin_dir=settings.pg_bin_dir, logger=log).run(chain, target, jobs=args.jobs, clean=args.clean)
+    print(f"Restored {report.backup_id} into {target.describe()} in {report.seconds:.1f}s: "
+          f"{report.tables} tables, {report.rows} rows; every table's fingerprint and every sequence match the backup.")
+    for step, seconds in report.steps.items():
+        print(f"  {step:<48} {seconds:7.1f}s")
+    return 0
+
+
+def print_restore_procedure(remote: Rclone, catalog: Catalog, settings: BackupSettings) -> None:
+    """What the seed's `restore` printed: how to restore, for this installation."""
+    print(f"Backups are stored at {remote.remote.spec(settings.prefix)} ({len(catalog.backups)} backups).")
+    for m in catalog.backups[-5:]:
+        print(f"  {m.id:<28} {m.kind:<11} {human_bytes(m.artifact.bytes):>10}  {m.started_at.astimezone():%Y-%m-%d %H:%M %Z}")
+    print(
+        "\nTo restore (needs only this project, rclone and PostgreSQL client tools; no Airflow):\n"
+        f"  1. Make the remote reachable: export {env_var(settings.remote_conn_id)}='<the backup_remote connection JSON>'\n"
+        "  2. Put the target server's password in PGPASSWORD or ~/.pgpass (never on the command line).\n"
+        "  3. Check the plan:   bin/backupctl restore --to postgresql://USER@HOST:5432/DBNAME --dry-run\n"
+        "  4. Restore:          bin/backupctl restore --to postgresql://USER@HOST:5432/DBNAME [--at 2026-11-29T14:00:00+01:00 | --backup ID] [--jobs 4] [--clean]\n"
+        "The target database is created if missing; a non-empty one is refused unless --clean is given.\n"
+        "The restore checks every object's sha256 before it changes anything, and every table against the backup afterwards."
+    )
+
+
+def cmd_verify(args, settings: BackupSettings) -> int:
+    """Check every stored object against its manifest, or (``--drill``) run the restore drill through Airflow."""
+    if args.drill:
+        conf = json.dumps({"backup_id": args.backup}) if args.backup else None
+        return 0 if run_dag_now("pg_restore_drill", args.verbose, conf=conf) else 1
+    remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
+    catalog = Catalog.load(remote, BackupLayout(settings.prefix))
+    chosen = [catalog.get(args.backup)] if args.backup else catalog.backups
+    failures = list(catalog.problems)
+    for m in chosen:
+        try:
+            method = remote.verify(m.artifact.path, size=m.artifact.bytes, sha256=m.artifact.sha256)
+            print(f"ok       {m.id:<28} {m.artifact.path} ({method})")
+        except (VerificationError, RcloneError) as exc:
+            failures.append(f"backup {m.id}: {exc}")
+            print(f"DAMAGED  {m.id:<28} {exc}")
+    for problem in catalog.problems:
+        print(f"PROBLEM  {problem}")
+    print(f"{len(chosen)} backup(s) checked, {len(failures)} problem(s)")
+    return 1 if failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backupctl", description="PostgreSQL backups run by Airflow, stored with rclone.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show rclone's and the library's log lines")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("full", help="take a full backup now (runs the pg_full_backup DAG through Airflow)").set_defaults(func=cmd_full)
+    sub.add_parser("full", help="take a full backup now (runs pg_full_backup through Airflow)").set_defaults(func=cmd_backup)
+    sub.add_parser("incremental", help="take an incremental backup now (runs pg_incremental_backup through Airflow)").set_defaults(func=cmd_backup)
     p = sub.add_parser("list", help="list the backups in the remote catalog")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
+    p = sub.add_parser(
+        "restore",
+        help="restore a database to a backup point (no Airflow needed); without --to, print the procedure",
+        description="Restore the newest backup, the one named by --backup, or the newest at or before --at into --to.",
+    )
+    p.add_argument("--to", metavar="URL", help="target, e.g. postgresql://postgres@127.0.0.1:5432/shop_restored (password from PGPASSWORD or ~/.pgpass)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--backup", metavar="ID", help="restore exactly this backup point")
+    which.add_argument("--at", metavar="TIME", help="the newest backup at or before TIME (ISO 8601 with a zone)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; download nothing, change nothing")
+    p.add_argument("--jobs", type=int, default=2, help="parallel pg_restore jobs for the full backup (default 2)")
+    p.add_argument("--clean", action="store_true", help="drop and recreate a target database that is not empty")
+    p.set_defaults(func=cmd_restore)
+    p = sub.add_parser("verify", help="check every stored object's size and sha256, or run a restore drill")
+    p.add_argument("--drill", action="store_true", help="run the restore drill (pg_restore_drill) through Airflow")
+    p.add_argument("--backup", metavar="ID", help="only this backup")
+    p.set_defaults(func=cmd_verify)
     p = sub.add_parser("retention", help="apply the retention policies to the remote and local copies")
     p.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
     p.set_defaults(func=cmd_retention)
@@ -194,6 +307,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = BackupSettings.from_env()
         return args.func(args, settings)
-    except OPERATOR_ERRORS as exc:
+    except (*OPERATOR_ERRORS, RestoreError, ValueError) as exc:
         print(f"backupctl: error: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """Where backups live on a remote (and in the local copy): one place that knows the paths.
 
-``<root>/<prefix>/full/<id>.dump.zst`` beside ``<id>.manifest.json``, and the same
-under ``incremental/``.  With root ``DamnedDesigns-Backups`` and the default prefix
+``<root>/<prefix>/full/<id>.dump.zst`` beside ``<id>.manifest.json``, and
+``<root>/<prefix>/incremental/<id>.delta.zst`` beside its manifest.  With root ``DamnedDesigns-Backups`` and the default prefix
 ``database`` this is the seed's ``DamnedDesigns-Backups/database/{full,incremental}/``.
 """
 
@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 
 KINDS = ("full", "incremental")
 MANIFEST_SUFFIX = ".manifest.json"
-DUMP_SUFFIX = ".dump.zst"
+# A full is a pg_dump custom archive; an incremental is our own delta format (pgbackup.delta).
+OBJECT_SUFFIX = {"full": ".dump.zst", "incremental": ".delta.zst"}
 _ID_RE = re.compile(r"^\d{8}T\d{6}Z-(full|incremental)$")
 
 
@@ -37,11 +38,18 @@ class BackupLayout:
             raise ValueError(f"unknown backup kind {kind!r}")
         return f"{self.prefix.strip('/')}/{kind}"
 
-    def object_path(self, kind: str, backup_id: str, suffix: str = DUMP_SUFFIX) -> str:
-        return f"{self.folder(kind)}/{backup_id}{suffix}"
+    def object_path(self, kind: str, backup_id: str) -> str:
+        return f"{self.folder(kind)}/{backup_id}{OBJECT_SUFFIX[kind]}"
 
     def manifest_path(self, kind: str, backup_id: str) -> str:
         return f"{self.folder(kind)}/{backup_id}{MANIFEST_SUFFIX}"
+
+    def drills_folder(self) -> str:
+        return f"{self.prefix.strip('/')}/drills"
+
+    def drill_path(self, at: datetime) -> str:
+        """Where a restore drill's result is recorded, so status can show the latest."""
+        return f"{self.drills_folder()}/{at.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-drill.json"
 
     def backup_id_of(self, path: str) -> str | None:
         """The backup id a stored file belongs to (its object or manifest), or None for a foreign file."""

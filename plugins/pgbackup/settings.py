@@ -53,6 +53,8 @@ class BackupSettings:
     zstd_threads: int = 0
     pg_bin_dir: str | None = None
     alert_emails: tuple[str, ...] = ()
+    drill_conn_id: str = "backup_drill"
+    drill_schedule: str = "0 6 * * 0"
     task_retries: int = 2
     retry_delay: timedelta = timedelta(minutes=5)
 
@@ -99,6 +101,8 @@ class BackupSettings:
             zstd_level=integer("BACKUP_ZSTD_LEVEL", defaults.zstd_level),
             zstd_threads=integer("BACKUP_ZSTD_THREADS", defaults.zstd_threads),
             pg_bin_dir=env.get("BACKUP_PG_BIN_DIR") or None,
+            drill_conn_id=text("BACKUP_DRILL_CONN_ID", defaults.drill_conn_id),
+            drill_schedule=text("BACKUP_DRILL_SCHEDULE", defaults.drill_schedule),
             task_retries=integer("BACKUP_TASK_RETRIES", defaults.task_retries),
             retry_delay=duration("BACKUP_RETRY_DELAY", defaults.retry_delay),
             alert_emails=tuple(a.strip() for a in env.get("BACKUP_ALERT_EMAILS", "").split(",") if a.strip()),

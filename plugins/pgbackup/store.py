@@ -7,9 +7,11 @@ planned and pruned by the very same code.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from rclone_provider.client import StoredObject
 
@@ -18,6 +20,7 @@ class BackupStore(Protocol):
     def list(self, relative: str = "", *, recursive: bool = False, hashes: bool = False) -> list[StoredObject]: ...
     def read_bytes(self, relative: str) -> bytes: ...
     def read_many(self, relatives: list[str]) -> dict[str, bytes]: ...
+    def put_bytes(self, data: bytes, relative: str) -> None: ...
     def delete(self, relative: str) -> None: ...
 
 
@@ -57,7 +60,7 @@ class LocalStore:
     def read_many(self, relatives: list[str]) -> dict[str, bytes]:
         return {r: self.path(r).read_bytes() for r in relatives if self.path(r).is_file()}
 
-    def write_bytes(self, relative: str, data: bytes) -> None:
+    def put_bytes(self, data: bytes, relative: str) -> None:
         """Write atomically: a reader sees the old file or the whole new one."""
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +70,11 @@ class LocalStore:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
+
+    @contextmanager
+    def open_read(self, relative: str) -> Iterator[IO[bytes]]:
+        with open(self.path(relative), "rb") as stream:
+            yield stream
 
     def delete(self, relative: str) -> None:
         self.path(relative).unlink(missing_ok=True)

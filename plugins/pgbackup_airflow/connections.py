@@ -19,6 +19,18 @@ def source_target(conn_id: str) -> PgTarget:
         raise ConnectionMissing(
             f"connection {conn_id!r} is not defined: set AIRFLOW_CONN_{conn_id.upper()} or add it in Admin > Connections"
         ) from None
+    return _target(conn, conn_id)
+
+
+def drill_server(drill_conn_id: str, source_conn_id: str) -> PgTarget:
+    """The server restore drills use: ``drill_conn_id`` when defined, else the source's own server."""
+    try:
+        return _target(BaseHook.get_connection(drill_conn_id), drill_conn_id)
+    except AirflowNotFoundException:
+        return source_target(source_conn_id)
+
+
+def _target(conn, conn_id: str) -> PgTarget:
     if conn.conn_type not in POSTGRES_TYPES:
         raise ConnectionMissing(f"connection {conn_id!r} has type {conn.conn_type!r}; the backup source must be a 'postgres' connection")
     fields = {

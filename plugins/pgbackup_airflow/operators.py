@@ -14,12 +14,13 @@ from pgbackup.archive import check_archive, check_delta
 from pgbackup.capture import BackupCapture, CapturedBackup
 from pgbackup.catalog import BrokenChainError, Catalog
 from pgbackup.compression import Compression
+from pgbackup.drill import RestoreDrill
 from pgbackup.layout import BackupLayout
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import tools_for_server
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.store import LocalStore
-from pgbackup_airflow.connections import source_target
+from pgbackup_airflow.connections import drill_server, source_target
 from rclone_provider.hooks.rclone import RcloneHook
 
 
@@ -173,7 +174,7 @@ class CommitManifestOperator(_KillAwareOperator):
         if client.read_bytes(path) != body:
             raise AirflowException(f"manifest {path} read back from the remote differs from what was written")
         self._fail_if_killed()
-        LocalStore(self.local_dir).write_bytes(path, body)
+        LocalStore(self.local_dir).put_bytes(body, path)
         self.log.info("Committed %s backup %s: manifest %s (%s bytes stored, sha256 %s)", manifest.kind, manifest.id, path, backup.bytes, backup.sha256)
         return manifest.to_dict()
 
@@ -225,6 +226,46 @@ class RetentionOperator(_KillAwareOperator):
         dry_run = self.dry_run in (True, "True", "true", "1")
         deleted = apply_plan(plan, catalog.backups, store, layout, self.log, dry_run=dry_run)
         return {"target": self.target, "kept": plan.kept, "deleted": deleted, "orphans": list(plan.orphans_to_delete), "dry_run": dry_run}
+
+
+class RestoreDrillOperator(_KillAwareOperator):
+    """Restore the newest backup point (or ``backup_id``) into a scratch database, check it, drop it, record the result.
+
+    Fails — so the failure alert fires — when the restore or its fingerprint check fails.
+    """
+
+    template_fields: Sequence[str] = ("backup_id", "drill_conn_id", "source_conn_id", "rclone_conn_id", "prefix")
+
+    def __init__(
+        self,
+        *,
+        backup_id: str | None = None,
+        drill_conn_id: str = "backup_drill",
+        source_conn_id: str = "backup_source",
+        rclone_conn_id: str = RcloneHook.default_conn_name,
+        prefix: str = "database",
+        jobs: int = 2,
+        pg_bin_dir: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.backup_id = backup_id
+        self.drill_conn_id = drill_conn_id
+        self.source_conn_id = source_conn_id
+        self.rclone_conn_id = rclone_conn_id
+        self.prefix = prefix
+        self.jobs = jobs
+        self.pg_bin_dir = pg_bin_dir
+
+    def execute(self, context) -> dict[str, Any]:
+        server = drill_server(self.drill_conn_id, self.source_conn_id)
+        store = RcloneHook(self.rclone_conn_id).get_conn()
+        self._running = RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log)
+        result = self._running.run(backup_id=self.backup_id or None, jobs=self.jobs)
+        self._fail_if_killed()
+        if not result.ok:
+            raise AirflowException(f"restore drill of {result.backup_id or 'the newest backup'} failed: {result.error}")
+        return {"backup_id": result.backup_id, "seconds": result.seconds, "chain": result.chain}
 
 
 def _version_num(version: str) -> int:

@@ -1,0 +1,93 @@
+"""The incremental and drill DAGs run for real with `airflow dags test`; restores go through `backupctl restore`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT, airflow_cli
+from pgbackup.catalog import Catalog
+from pgbackup.drill import latest_drill
+from pgbackup.layout import BackupLayout
+from pgbackup.sample_shop import mutate_sample_shop
+from pgcompare import database_content
+from rclone_provider.client import Rclone
+
+pytestmark = pytest.mark.airflow
+LAYOUT = BackupLayout("database")
+
+
+@pytest.fixture
+def env(airflow_home, shop_db, local_remote, tmp_path):
+    values = dict(os.environ)
+    values.update(
+        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{shop_db.user}@{shop_db.host}:{shop_db.port}/{shop_db.dbname}",
+        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
+        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
+    )
+    return values
+
+
+def run_dag(dag_id, env, *extra):
+    result = subprocess.run([airflow_cli(), "dags", "test", dag_id, *extra], env=env, capture_output=True, text=True, timeout=300)
+    return result
+
+
+def backupctl(env, *args):
+    return subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def mutate(target, fraction, seed):
+    conn = target.connect()
+    mutate_sample_shop(conn, fraction, seed)
+    conn.close()
+
+
+def test_first_incremental_takes_a_full_then_chains_and_restores_at_each_point(env, shop_db, local_remote, make_database):
+    first = run_dag("pg_incremental_backup", env)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "No full backup marker found" in first.stdout + first.stderr
+    expected = {}
+    (full,) = Catalog.load(Rclone(local_remote), LAYOUT).backups
+    assert full.kind == "full" and full.details["promoted_from_incremental"] == "no full backup exists yet"
+    expected[full.id] = database_content(shop_db)
+    for seed in (21, 22):
+        mutate(shop_db, 0.03, seed)
+        result = run_dag("pg_incremental_backup", env)
+        assert result.returncode == 0, result.stdout[-3000:]
+        newest = Catalog.load(Rclone(local_remote), LAYOUT).backups[-1]
+        assert newest.kind == "incremental"
+        expected[newest.id] = database_content(shop_db)
+    backups = Catalog.load(Rclone(local_remote), LAYOUT).backups
+    assert [b.kind for b in backups] == ["full", "incremental", "incremental"]
+    assert backups[2].parent_id == backups[1].id and backups[2].base_full_id == full.id
+    for backup_id, content in expected.items():
+        target = make_database("cli")
+        restored = backupctl(env, "restore", "--to", f"postgresql://postgres@127.0.0.1:5432/{target.dbname}", "--backup", backup_id, "--clean")
+        assert restored.returncode == 0, restored.stderr[-3000:]
+        assert "every table's fingerprint and every sequence match" in restored.stdout
+        assert database_content(target) == content
+
+
+def test_drill_passes_on_a_good_backup_and_fails_on_a_wrong_fingerprint(env, shop_db, local_remote):
+    assert run_dag("pg_full_backup", env).returncode == 0
+    good = run_dag("pg_restore_drill", env)
+    assert good.returncode == 0, good.stdout[-3000:]
+    record = latest_drill(Rclone(local_remote), LAYOUT)
+    assert record["ok"] is True and record["seconds"] > 0 and len(record["chain"]) == 1
+
+    (backup,) = Catalog.load(Rclone(local_remote), LAYOUT).backups
+    manifest_file = Path(local_remote.root) / LAYOUT.manifest_path("full", backup.id)
+    data = json.loads(manifest_file.read_text())
+    data["details"]["fingerprints"]["public.customer"]["rows"] += 1
+    manifest_file.write_text(json.dumps(data))
+    bad = run_dag("pg_restore_drill", env)
+    assert bad.returncode != 0
+    record = latest_drill(Rclone(local_remote), LAYOUT)
+    assert record["ok"] is False and "public.customer" in record["error"]
+    leftover = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgbackup_drill_%'"],
+                              capture_output=True, text=True)
+    assert leftover.stdout.strip() == "0"

@@ -1,0 +1,120 @@
+"""`backupctl restore` as an operator uses it in a disaster: no Airflow, only the remote and the connection variable."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT, admin_connection
+from pgbackup.capture import BackupCapture
+from pgbackup.compression import Compression
+from pgbackup.layout import BackupLayout
+from pgbackup.postgres import tools_for_server
+from pgbackup.snapshot import CaptureBusy, SnapshotSession
+from rclone_provider.client import Rclone
+
+LAYOUT = BackupLayout("database")
+
+
+@pytest.fixture
+def one_full(shop_db, local_remote, tmp_path):
+    num, version = shop_db.server_version()
+    captured = BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local",
+                             prefix="database", server_version=version).full()
+    client = Rclone(local_remote)
+    client.upload(captured.path, captured.object_path)
+    manifest = captured.manifest(verified_method=client.verify(captured.object_path, size=captured.bytes, sha256=captured.sha256))
+    client.put_bytes(manifest.to_json(), LAYOUT.manifest_path("full", manifest.id))
+    return manifest
+
+
+def backupctl(local_remote, *args, **extra_env):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BACKUP_"))}
+    env["AIRFLOW_CONN_BACKUP_REMOTE"] = json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}})
+    env.update(extra_env)
+    return subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def database_exists(name):
+    conn = admin_connection()
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        found = cur.fetchone() is not None
+    conn.close()
+    return found
+
+
+def test_restore_creates_a_missing_target_and_checks_it(one_full, local_remote, make_database):
+    name = make_database("placeholder").dbname + "_new"
+    try:
+        result = backupctl(local_remote, "restore", "--to", f"postgresql://postgres@127.0.0.1:5432/{name}")
+        assert result.returncode == 0, result.stderr
+        assert f"Restored {one_full.id}" in result.stdout
+    finally:
+        conn = admin_connection()
+        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+def test_dry_run_changes_nothing(one_full, local_remote):
+    result = backupctl(local_remote, "restore", "--to", "postgresql://postgres@127.0.0.1:5432/pgb_never_created", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "Dry run: nothing downloaded, nothing changed." in result.stdout and one_full.id in result.stdout
+    assert not database_exists("pgb_never_created")
+
+
+def test_non_empty_target_is_refused_without_clean(one_full, local_remote, shop_db):
+    result = backupctl(local_remote, "restore", "--to", f"postgresql://postgres@127.0.0.1:5432/{shop_db.dbname}")
+    assert result.returncode == 1
+    assert "is not empty" in result.stderr and "--clean" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--at", "2001-01-01T00:00:00Z"], "no backup at or before 2001-01-01"),
+        (["--at", "2030-01-01T00:00:00"], "has no time zone"),
+        (["--backup", "20990101T000000Z-full"], "no backup with id '20990101T000000Z-full'"),
+    ],
+)
+def test_bad_restore_requests_get_one_clear_line(one_full, local_remote, args, message):
+    result = backupctl(local_remote, "restore", "--to", "postgresql://postgres@127.0.0.1:5432/pgb_unused", *args)
+    assert result.returncode == 1
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert not database_exists("pgb_unused")
+
+
+def test_a_password_on_the_command_line_is_refused(local_remote):
+    result = backupctl(local_remote, "restore", "--to", "postgresql://postgres:hunter2@127.0.0.1:5432/x")
+    assert result.returncode == 1 and "PGPASSWORD" in result.stderr
+
+
+def test_restore_without_target_prints_the_procedure(one_full, local_remote):
+    result = backupctl(local_remote, "restore")
+    assert result.returncode == 0
+    assert one_full.id in result.stdout and "bin/backupctl restore --to" in result.stdout and "--dry-run" in result.stdout
+
+
+def test_verify_reports_a_damaged_object_by_name(one_full, local_remote):
+    from pathlib import Path
+
+    assert backupctl(local_remote, "verify").returncode == 0
+    stored = Path(local_remote.root) / one_full.artifact.path
+    data = bytearray(stored.read_bytes())
+    data[100] ^= 1
+    stored.write_bytes(bytes(data))
+    result = backupctl(local_remote, "verify")
+    assert result.returncode == 1
+    assert f"DAMAGED  {one_full.id}" in result.stdout
+
+
+def test_two_captures_of_one_database_never_overlap(shop_db):
+    first = SnapshotSession(shop_db)
+    try:
+        with pytest.raises(CaptureBusy):
+            SnapshotSession(shop_db, lock_wait_seconds=1)
+    finally:
+        first.close()
+    SnapshotSession(shop_db, lock_wait_seconds=1).close()

@@ -34,9 +34,11 @@ class ChildProcess:
         stdin: int | IO | None = subprocess.DEVNULL,
         stdout: int | IO | None = subprocess.PIPE,
         tail_lines: int = 20,
+        stderr_level: int = logging.INFO,
     ) -> None:
         self.argv = list(argv)
         self.log = log
+        self.stderr_level = stderr_level
         self._tail: deque[str] = deque(maxlen=tail_lines)
         self.proc = subprocess.Popen(
             self.argv,
@@ -76,7 +78,7 @@ class ChildProcess:
             line = raw.decode("utf-8", errors="backslashreplace").rstrip()
             if line:
                 self._tail.append(line)
-                self.log.info("[%s] %s", self.name, line)
+                self.log.log(self.stderr_level, "[%s] %s", self.name, line)
         self.proc.stderr.close()
 
     def wait(self, timeout: float | None = None) -> int:

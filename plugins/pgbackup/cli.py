@@ -22,11 +22,13 @@ from pathlib import Path
 from pgbackup.catalog import Catalog
 from pgbackup.connections import ConnectionMissing, env_var, remote_from_env
 from pgbackup.layout import BackupLayout
+from pgbackup.lease import leased_backups
 from pgbackup.manifest import ManifestError
 from pgbackup.postgres import PgTarget, SourceError, ToolVersionError
 from pgbackup.restore import ChainRestore, RestoreError, choose_chain
 from pgbackup.retention import apply_plan, plan_retention
 from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError
+from pgbackup.status import collect_status
 from pgbackup.store import LocalStore
 from rclone_provider.client import Rclone, RcloneError, RemoteConfig, RemoteConfigError, VerificationError
 
@@ -101,6 +103,99 @@ def cmd_list(args, settings: BackupSettings) -> int:
     return 0
 
 
+def local_time(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+
+
+def airflow_history():
+    """Airflow's run history when its metadata database is reachable from here, else None."""
+    for key, value in airflow_env().items():
+        os.environ.setdefault(key, value)
+    level = logging.getLogger().level
+    try:
+        from pgbackup_airflow import history
+    except Exception as exc:  # Airflow absent or not configured: status still works from the remote
+        log.info("Airflow history unavailable: %s", exc)
+        return None
+    finally:
+        # Importing Airflow points the root logger at stdout; keep stdout for our (--json) output.
+        logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    return history
+
+
+def cmd_status(args, settings: BackupSettings) -> int:
+    remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
+    history = airflow_history()
+    runs = paused = None
+    if history is not None:
+        try:
+            runs, paused = history.last_outcomes(), history.paused()
+        except Exception as exc:
+            log.info("Airflow metadata database not readable: %s", exc)
+    report = collect_status(remote, settings, runs=runs, paused=paused)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, default=str)
+        print()
+        return 2 if report["warnings"] else 0
+    print(f"Backups at {report['remote']}   (now {local_time(report['now'])})\n")
+    rows = [[b["id"], b["kind"], local_time(b["started_at"]), human_bytes(b["bytes"]), "yes" if b["verified"] else "NO", b["parent"] or "-"]
+            for b in report["backups"]]
+    if rows:
+        print_table(rows, ["RECENT BACKUPS", "KIND", "STARTED", "SIZE", "VERIFIED", "PARENT"])
+    else:
+        print("No backups yet.")
+    st = report["storage"]
+    print(f"\nStorage: full {st['full']['count']} × = {human_bytes(st['full']['bytes'])}, "
+          f"incremental {st['incremental']['count']} × = {human_bytes(st['incremental']['bytes'])}, "
+          f"orphans {st['orphans']['count']} = {human_bytes(st['orphans']['bytes'])}; total {human_bytes(st['total_bytes'])}")
+    if st["quota"] and "total" in st["quota"]:
+        q = st["quota"]
+        print(f"Remote quota: {human_bytes(q.get('used', 0))} used of {human_bytes(q['total'])}, {human_bytes(q.get('free', 0))} free")
+    if report["local"]:
+        loc = report["local"]
+        print(f"Local copies: {human_bytes(loc['backup_bytes'])} in {loc['dir']} ({loc['free_fraction']:.0%} of the disk free)")
+    print()
+    dag_rows = [[dag_id, f"{d['schedule']} ({d['timezone']})", local_time(d["next_run"]), local_time(d["last_success"]),
+                 local_time(d["last_failure"]), {True: "yes", False: "no", None: "?"}[d["paused"]]]
+                for dag_id, d in report["dags"].items()]
+    print_table(dag_rows, ["DAG", "SCHEDULE", "NEXT RUN", "LAST SUCCESS", "LAST FAILURE", "PAUSED"])
+    if not report["airflow"]:
+        print("(Airflow's metadata database is not reachable from here: last runs unknown)")
+    drill = report["drill"]
+    print("\nLast restore drill: " + (
+        "none yet" if not drill else
+        f"{'passed' if drill['ok'] else 'FAILED'} {local_time(drill['at'])}, {drill['backup_id']}, restore took {drill['seconds']}s"
+    ))
+    if report["warnings"]:
+        print("\nWARNINGS")
+        for warning in report["warnings"]:
+            print(f"  ! {warning}")
+        return 2
+    print("\nNo warnings.")
+    return 0
+
+
+def cmd_logs(args, settings: BackupSettings) -> int:
+    history = airflow_history()
+    if history is None:
+        print("backupctl: error: Airflow is not installed or configured here (set AIRFLOW_HOME)", file=sys.stderr)
+        return 1
+    records = history.task_history(limit=args.n, dag_id=args.dag, failed_only=args.failed)
+    if args.json:
+        json.dump([{**dataclasses.asdict(r), "seconds": r.seconds} for r in records], sys.stdout, indent=2, default=str)
+        print()
+        return 0
+    if not records:
+        print("No task runs recorded.")
+        return 0
+    rows = [[r.start.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.start else "-", r.dag_id, r.task_id, r.state or "-",
+             f"{r.seconds:.1f}s" if r.seconds is not None else "-", r.error or ""] for r in records]
+    print_table(rows, ["STARTED", "DAG", "TASK", "STATE", "TOOK", "ERROR"])
+    return 0
+
+
 def cmd_retention(args, settings: BackupSettings) -> int:
     layout = BackupLayout(settings.prefix)
     now = datetime.now(timezone.utc)
@@ -110,7 +205,7 @@ def cmd_retention(args, settings: BackupSettings) -> int:
     ]
     for name, store, policy in targets:
         catalog = Catalog.load(store, layout)
-        plan = plan_retention(catalog.backups, policy, now, orphans=catalog.orphans)
+        plan = plan_retention(catalog.backups, policy, now, orphans=catalog.orphans, leased=leased_backups(store, layout, now))
         print(f"== {name} copies ({len(plan.decisions)} backups, {len(plan.to_delete)} to delete{', dry run' if args.dry_run else ''})")
         for d in plan.decisions:
             print(f"  {'keep  ' if d.keep else 'DELETE'} {d.backup_id:<32} {d.reason}")
@@ -223,7 +318,7 @@ def cmd_restore(args, settings: BackupSettings) -> int:
         print("Dry run: nothing downloaded, nothing changed.")
         return 0
     logging.getLogger().setLevel(logging.INFO)
-    report = ChainRestore(remote, pg_bin_dir=settings.pg_bin_dir, logger=log).run(chain, target, jobs=args.jobs, clean=args.clean)
+    report = ChainRestore(remote, layout, pg_bin_dir=settings.pg_bin_dir, logger=log).run(chain, target, jobs=args.jobs, clean=args.clean)
     print(f"Restored {report.backup_id} into {target.describe()} in {report.seconds:.1f}s: "
           f"{report.tables} tables, {report.rows} rows; every table's fingerprint and every sequence match the backup.")
     for step, seconds in report.steps.items():
@@ -298,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retention", help="apply the retention policies to the remote and local copies")
     p.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
     p.set_defaults(func=cmd_retention)
+    p = sub.add_parser("status", help="recent backups, storage, next runs, last drill and warnings (exit 2 when warnings)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("logs", help="recent backup task runs and their errors, newest first")
+    p.add_argument("-n", type=int, default=20, help="how many task runs (default 20)")
+    p.add_argument("--dag", help="only this DAG")
+    p.add_argument("--failed", action="store_true", help="only failed tasks")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_logs)
     return parser
 
 

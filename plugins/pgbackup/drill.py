@@ -46,7 +46,7 @@ class RestoreDrill:
         self.layout = layout
         self.server = server
         self.log = logger or log
-        self.restore = ChainRestore(store, pg_bin_dir=pg_bin_dir, logger=self.log)
+        self.restore = ChainRestore(store, layout, pg_bin_dir=pg_bin_dir, logger=self.log)
 
     def terminate(self) -> None:
         self.restore.terminate()

@@ -25,6 +25,8 @@ from child_process import ChildRegistry
 from pgbackup.catalog import BrokenChainError, Catalog
 from pgbackup.compression import CHUNK, CorruptArchiveError, DecompressedStream, decompressed_chunks
 from pgbackup.delta import DeltaFormatError, DeltaReader
+from pgbackup.layout import BackupLayout
+from pgbackup.lease import Lease
 from pgbackup.fingerprint import pin_output_settings, sequence_values, table_fingerprints, user_tables
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import PgTarget, PgTools, SourceError, tools_for_server
@@ -88,8 +90,9 @@ def fetch_verified(store, manifest: BackupManifest, dest: Path, logger: logging.
 class ChainRestore:
     """Restores a chain into one target database; ``terminate()`` stops pg_restore."""
 
-    def __init__(self, store, *, pg_bin_dir: str | None = None, logger: logging.Logger | None = None) -> None:
+    def __init__(self, store, layout: BackupLayout, *, pg_bin_dir: str | None = None, logger: logging.Logger | None = None) -> None:
         self.store = store
+        self.layout = layout
         self.pg_bin_dir = pg_bin_dir
         self.log = logger or log
         self.children = ChildRegistry()
@@ -162,7 +165,8 @@ class ChainRestore:
         steps: dict[str, float] = {}
         self.log.info("Restoring %s into %s: %s", point.id, target.describe(), " -> ".join(m.id for m in chain))
         tools = self.prepare_target(target, chain, clean=clean)
-        with tempfile.TemporaryDirectory(prefix="pgbackup-restore-", dir=work_dir) as tmp:
+        with Lease(self.store, self.layout, [m.id for m in chain], purpose="restore"), \
+                tempfile.TemporaryDirectory(prefix="pgbackup-restore-", dir=work_dir) as tmp:
             clock = time.monotonic()
             files = [fetch_verified(self.store, m, Path(tmp, f"{m.id}{Path(m.artifact.path).suffix}"), self.log) for m in chain]
             steps["download and verify"] = time.monotonic() - clock

@@ -7,7 +7,8 @@ cannot delete by accident.  The executor deletes exactly what the plan says.
 Rules, in order:
 1. a backup is expired when its snapshot is strictly older than its kind's max age;
 2. the newest ``min_fulls`` full backups are always kept;
-3. everything a kept backup depends on (its parent chain and base full) is kept.
+3. backups a running restore or drill has leased are kept;
+4. everything a kept backup depends on (its parent chain and base full) is kept.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def plan_retention(
     policy: RetentionPolicy,
     now: datetime,
     orphans: Iterable[StoredObject] = (),
+    leased: dict[str, str] | None = None,
 ) -> RetentionPlan:
     by_id = {b.id: b for b in backups}
     reasons: dict[str, str] = {}
@@ -83,6 +85,9 @@ def plan_retention(
     newest_fulls = sorted((b for b in backups if b.kind == "full"), key=lambda b: b.started_at)[-policy.min_fulls :]
     for b in newest_fulls:
         reasons.setdefault(b.id, f"one of the newest {policy.min_fulls} full backup(s), kept whatever its age")
+    for backup_id, purpose in (leased or {}).items():
+        if backup_id in by_id:
+            reasons.setdefault(backup_id, f"in use by a running {purpose}")
     pending = list(reasons)
     while pending:
         dependant = by_id[pending.pop()]

@@ -53,6 +53,9 @@ class BackupSettings:
     zstd_threads: int = 0
     pg_bin_dir: str | None = None
     alert_emails: tuple[str, ...] = ()
+    rpo: timedelta = timedelta(hours=6)
+    rpo_grace: timedelta = timedelta(hours=1)
+    max_full_age: timedelta = timedelta(days=8)
     drill_conn_id: str = "backup_drill"
     drill_schedule: str = "0 6 * * 0"
     task_retries: int = 2
@@ -101,6 +104,9 @@ class BackupSettings:
             zstd_level=integer("BACKUP_ZSTD_LEVEL", defaults.zstd_level),
             zstd_threads=integer("BACKUP_ZSTD_THREADS", defaults.zstd_threads),
             pg_bin_dir=env.get("BACKUP_PG_BIN_DIR") or None,
+            rpo=duration("BACKUP_RPO", defaults.rpo),
+            rpo_grace=duration("BACKUP_RPO_GRACE", defaults.rpo_grace),
+            max_full_age=duration("BACKUP_MAX_FULL_AGE", defaults.max_full_age),
             drill_conn_id=text("BACKUP_DRILL_CONN_ID", defaults.drill_conn_id),
             drill_schedule=text("BACKUP_DRILL_SCHEDULE", defaults.drill_schedule),
             task_retries=integer("BACKUP_TASK_RETRIES", defaults.task_retries),

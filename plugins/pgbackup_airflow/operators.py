@@ -16,6 +16,7 @@ from pgbackup.catalog import BrokenChainError, Catalog
 from pgbackup.compression import Compression
 from pgbackup.drill import RestoreDrill
 from pgbackup.layout import BackupLayout
+from pgbackup.lease import leased_backups
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import tools_for_server
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
@@ -220,7 +221,8 @@ class RetentionOperator(_KillAwareOperator):
         catalog = Catalog.load(store, layout)
         for problem in catalog.problems:
             self.log.warning("Catalog problem: %s", problem)
-        plan = plan_retention(catalog.backups, self.policy, datetime.now(timezone.utc), orphans=catalog.orphans)
+        now = datetime.now(timezone.utc)
+        plan = plan_retention(catalog.backups, self.policy, now, orphans=catalog.orphans, leased=leased_backups(store, layout, now))
         self.log.info("Retention plan for the %s copies (%s backups):", self.target, len(plan.decisions))
         plan.log_to(self.log)
         dry_run = self.dry_run in (True, "True", "true", "1")

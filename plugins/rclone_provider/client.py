@@ -45,6 +45,7 @@ KNOWN_BACKENDS = frozenset(
     zoho""".split()
 )
 CONFIG_KEYS = ("type", "root", "flags", "wraps")
+TRANSFER_VERBS = frozenset({"copyto", "copy", "rcat", "deletefile"})
 
 
 class RcloneError(RuntimeError):
@@ -186,10 +187,15 @@ class Rclone:
 
     @contextmanager
     def _open(self, verb: str, args: Sequence[str], *, target: str, stdin=subprocess.DEVNULL, ok_codes=(0,)):
-        """Start rclone with stdout piped to the caller; raise :class:`RcloneError` on a bad exit."""
+        """Start rclone with stdout piped to the caller; raise :class:`RcloneError` on a bad exit.
+
+        Transfers log rclone's lines (progress) at INFO; queries at DEBUG, since their
+        only lines are expected ones such as "directory not found" (still in any error raised).
+        """
         argv = self._argv(verb, args)
         self.log.debug("Running %s", " ".join(argv))
-        child = self.children.start(argv, env=self._env(), log=self.log, stdin=stdin)
+        level = logging.INFO if verb in TRANSFER_VERBS else logging.DEBUG
+        child = self.children.start(argv, env=self._env(), log=self.log, stdin=stdin, stderr_level=level)
         try:
             with child:
                 yield child

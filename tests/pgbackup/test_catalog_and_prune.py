@@ -117,3 +117,16 @@ def test_missing_remote_connection_is_one_clear_line(tmp_path):
     result = subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), "list"], env=env, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("backupctl: error: connection 'backup_remote' is not set")
+
+
+def test_retention_keeps_what_a_running_restore_has_leased(history, local_remote, tmp_path):
+    from pgbackup.lease import Lease
+
+    client, fulls, _, _ = history
+    with Lease(client, LAYOUT, [fulls[11].id], purpose="restore"):
+        result = run_backupctl(local_remote, tmp_path, "retention")
+        assert result.returncode == 0, result.stderr
+        assert fulls[11].id in {m.id for m in Catalog.load(client, LAYOUT).backups}
+        assert f"{fulls[11].id:<32} in use by a running restore" in result.stdout
+    run_backupctl(local_remote, tmp_path, "retention")
+    assert fulls[11].id not in {m.id for m in Catalog.load(client, LAYOUT).backups}

@@ -58,7 +58,7 @@ def client(local_remote):
 def restore(client, backup_id, make_database, **kwargs):
     target = make_database("restored")
     chain = choose_chain(Catalog.load(client, LAYOUT), backup_id=backup_id)
-    ChainRestore(client).run(chain, target, **kwargs)
+    ChainRestore(client, LAYOUT).run(chain, target, **kwargs)
     return target
 
 
@@ -196,7 +196,7 @@ def test_corrupt_object_is_refused_before_the_target_is_touched(shop_db, capture
     stored.write_bytes(bytes(data))
     target = make_database("untouched")
     with pytest.raises(RestoreError, match=f"backup {inc.id}: .* is corrupt"):
-        ChainRestore(client).run(choose_chain(Catalog.load(client, LAYOUT), backup_id=inc.id), target)
+        ChainRestore(client, LAYOUT).run(choose_chain(Catalog.load(client, LAYOUT), backup_id=inc.id), target)
     assert database_content(target) == {"<sequences>": []}
 
 

@@ -106,3 +106,13 @@ def test_orphans_are_deleted_only_after_the_grace_period():
 def test_empty_catalog_plans_nothing():
     plan = plan_retention([], POLICY, NOW)
     assert plan.decisions == () and plan.orphans_to_delete == ()
+
+
+def test_a_leased_backup_is_kept_with_its_chain():
+    old_full = manifest("full", NOW - timedelta(weeks=10))
+    old_inc = manifest("incremental", NOW - timedelta(weeks=10) + timedelta(hours=6), parent=old_full)
+    newest = manifest("full", NOW)
+    plan = plan_retention([old_full, old_inc, newest], POLICY, NOW, leased={old_inc.id: "restore"})
+    assert plan.to_delete == []
+    assert decision(plan, old_inc).reason == "in use by a running restore"
+    assert decision(plan, old_full).reason == f"needed by kept backup {old_inc.id}"

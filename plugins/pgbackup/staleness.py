@@ -1,0 +1,102 @@
+"""Is the newest backup recent enough?  The RPO check the staleness DAG and ``backupctl status`` share.
+
+Pure functions of the catalog and the clock, so the same decision is made
+with or without Airflow, and tested at its boundaries without a remote.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pgbackup.catalog import BrokenChainError, Catalog
+from pgbackup.manifest import BackupManifest, utc_iso
+from pgbackup.settings import parse_duration
+
+
+@dataclass(frozen=True)
+class StalenessLimits:
+    """How old the newest backup (``rpo`` + ``grace``) and the newest full (``max_full_age``) may be."""
+
+    rpo: timedelta = timedelta(hours=6)
+    grace: timedelta = timedelta(hours=1)
+    max_full_age: timedelta = timedelta(days=8)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StalenessLimits:
+        """``BACKUP_RPO`` (6h), ``BACKUP_RPO_GRACE`` (1h), ``BACKUP_MAX_FULL_AGE`` (8d); empty means the default."""
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def duration(name: str, default: timedelta) -> timedelta:
+            raw = env.get(name, "").strip()
+            return parse_duration(name, raw) if raw else default
+
+        return cls(
+            rpo=duration("BACKUP_RPO", defaults.rpo),
+            grace=duration("BACKUP_RPO_GRACE", defaults.grace),
+            max_full_age=duration("BACKUP_MAX_FULL_AGE", defaults.max_full_age),
+        )
+
+
+def restorable_backups(catalog: Catalog) -> list[BackupManifest]:
+    """The backups that count as successful: whole, and with every backup they depend on present.
+
+    A manifest whose object is missing, or an incremental whose chain is broken,
+    would not restore, so it must not reset the staleness clock.
+    """
+    usable = []
+    for backup in catalog.backups:
+        try:
+            catalog.chain(backup.id)
+        except BrokenChainError:
+            continue
+        usable.append(backup)
+    return usable
+
+
+def staleness_warnings(
+    backups: Iterable[BackupManifest], now: datetime, rpo: timedelta, grace: timedelta, max_full_age: timedelta
+) -> list[str]:
+    """One line per broken promise; empty when the newest backup and the newest full are recent enough.
+
+    Ages are measured from ``finished_at`` (when the backup became usable) and
+    are stale only when strictly older than the limit.
+    """
+    backups = list(backups)
+    if not backups:
+        return [f"no successful backup in the catalog at all (RPO {duration_text(rpo)} + {duration_text(grace)} grace)"]
+    warnings = []
+    newest = max(backups, key=lambda m: m.finished_at)
+    age = now - newest.finished_at
+    if age > rpo + grace:
+        warnings.append(
+            f"no successful backup since {utc_iso(newest.finished_at)} ({duration_text(age)} ago, {newest.id}),"
+            f" over the RPO of {duration_text(rpo)} + {duration_text(grace)} grace"
+        )
+    fulls = [m for m in backups if m.kind == "full"]
+    if not fulls:
+        warnings.append("no full backup in the catalog: incrementals alone cannot be restored")
+    else:
+        newest_full = max(fulls, key=lambda m: m.finished_at)
+        full_age = now - newest_full.finished_at
+        if full_age > max_full_age:
+            warnings.append(
+                f"no full backup for more than {duration_text(max_full_age)}: the newest, {newest_full.id},"
+                f" finished {utc_iso(newest_full.finished_at)} ({duration_text(full_age)} ago)"
+            )
+    return warnings
+
+
+def duration_text(delta: timedelta) -> str:
+    """``8d``, ``6h``, ``2d 3h``, ``1h 5m``, ``45s``: the two largest non-zero units, in the settings' own notation."""
+    seconds = int(delta.total_seconds())
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return sign + " ".join(parts[:2]) if parts else "0s"

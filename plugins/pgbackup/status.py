@@ -1,0 +1,110 @@
+"""The operator's view in one structure: recent backups, storage, schedules, the last drill, and warnings.
+
+Built from the remote catalog (the truth about backups) plus, when Airflow is
+reachable, what its metadata database says about runs.  ``backupctl status``
+prints it; the Airflow UI's Backups page shows the same data.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from typing import Any
+
+from pgbackup.catalog import Catalog
+from pgbackup.drill import latest_drill
+from pgbackup.layout import KINDS, BackupLayout
+from pgbackup.manifest import utc_iso
+from pgbackup.settings import BackupSettings
+from pgbackup.staleness import staleness_warnings
+
+LOCAL_DISK_WARN_FREE = 0.10  # warn below 10 % free on the local backup disk
+
+
+def schedules(settings: BackupSettings) -> dict[str, str]:
+    """Each DAG's cron, as the DAG files build their timetables from the same settings."""
+    return {
+        "pg_full_backup": settings.full_schedule,
+        "pg_incremental_backup": settings.incremental_schedule,
+        "pg_restore_drill": settings.drill_schedule,
+    }
+
+
+def next_run(cron: str, tz: str, now: datetime) -> datetime:
+    """The next time ``cron`` fires in ``tz`` after ``now`` (what CronTriggerTimetable schedules)."""
+    import pendulum
+    from croniter import croniter
+
+    local_now = pendulum.instance(now).in_timezone(tz)
+    return pendulum.instance(croniter(cron, local_now).get_next(datetime)).in_timezone("UTC")
+
+
+def collect_status(store, settings: BackupSettings, *, now: datetime | None = None, runs: dict | None = None,
+                   paused: dict | None = None, recent: int = 12) -> dict[str, Any]:
+    """Everything ``status`` shows.  ``runs``/``paused`` come from Airflow when it is reachable (else None)."""
+    now = now or datetime.now(timezone.utc)
+    layout = BackupLayout(settings.prefix)
+    catalog = Catalog.load(store, layout)
+    storage = {kind: {"count": 0, "bytes": 0} for kind in KINDS}
+    for m in catalog.backups:
+        storage[m.kind]["count"] += 1
+        storage[m.kind]["bytes"] += m.artifact.bytes
+    orphan_bytes = sum(max(o.size, 0) for o in catalog.orphans)
+    about = getattr(store, "about", None)
+    quota = about() if about else None
+    drill = latest_drill(store, layout)
+    warnings = staleness_warnings(
+        catalog.backups, now, settings.rpo, settings.rpo_grace, settings.max_full_age,
+    )
+    warnings += [f"catalog: {problem}" for problem in catalog.problems]
+    if drill and not drill.get("ok"):
+        warnings.append(f"the last restore drill ({drill.get('at')}) FAILED: {drill.get('error')}")
+    local = _local_disk(settings)
+    if local and local["free_fraction"] < LOCAL_DISK_WARN_FREE:
+        warnings.append(f"local backup disk nearly full: {local['free_fraction']:.0%} free at {local['dir']}")
+    dags = {}
+    for dag_id, cron in schedules(settings).items():
+        outcome = (runs or {}).get(dag_id, {})
+        dags[dag_id] = {
+            "schedule": cron,
+            "timezone": settings.timezone,
+            "next_run": utc_iso(next_run(cron, settings.timezone, now)),
+            "last_success": _iso(outcome.get("success")),
+            "last_failure": _iso(outcome.get("failed")),
+            "paused": (paused or {}).get(dag_id),
+        }
+        if (paused or {}).get(dag_id):
+            warnings.append(f"DAG {dag_id} is paused: it will not run on schedule")
+    return {
+        "now": utc_iso(now),
+        "remote": getattr(getattr(store, "remote", None), "spec", lambda p: str(store))(settings.prefix),
+        "backups": [
+            {"id": m.id, "kind": m.kind, "started_at": utc_iso(m.started_at), "finished_at": utc_iso(m.finished_at),
+             "bytes": m.artifact.bytes, "verified": bool(m.verified), "parent": m.parent_id}
+            for m in catalog.backups[-recent:][::-1]
+        ],
+        "storage": {**storage, "orphans": {"count": len(catalog.orphans), "bytes": orphan_bytes},
+                    "total_bytes": sum(s["bytes"] for s in storage.values()) + orphan_bytes, "quota": quota},
+        "local": local,
+        "dags": dags,
+        "airflow": runs is not None,
+        "drill": drill,
+        "warnings": warnings,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return utc_iso(moment) if moment else None
+
+
+def _local_disk(settings: BackupSettings) -> dict[str, Any] | None:
+    path = settings.local_dir
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return None
+    used_by_backups = sum(f.stat().st_size for f in settings.local_dir.rglob("*") if f.is_file()) if settings.local_dir.exists() else 0
+    return {"dir": str(settings.local_dir), "backup_bytes": used_by_backups, "disk_free": usage.free,
+            "disk_total": usage.total, "free_fraction": usage.free / usage.total if usage.total else 1.0}

@@ -1,0 +1,97 @@
+"""`backupctl status` and `logs` on a real rclone remote (and Airflow's records for `logs`)."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT, airflow_cli
+from factories import manifest
+from pgbackup.layout import BackupLayout
+from pgbackup.settings import BackupSettings
+from pgbackup.status import next_run
+
+LAYOUT = BackupLayout("database")
+NOW = datetime.now(timezone.utc)
+
+
+def store(root: Path, *manifests):
+    for m in manifests:
+        (root / m.artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        (root / m.artifact.path).write_bytes(b"x" * m.artifact.bytes)
+        (root / LAYOUT.manifest_path(m.kind, m.id)).write_bytes(m.to_json())
+
+
+def backupctl(local_remote, tmp_path, *args, airflow_home=None, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BACKUP_"))}
+    env.update(
+        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
+        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
+        AIRFLOW_HOME=str(airflow_home or tmp_path / "no-airflow-here"),
+        **extra,
+    )
+    return subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_healthy_catalog_exits_zero_and_shows_backups_storage_and_next_runs(local_remote, tmp_path):
+    full = manifest("full", NOW - timedelta(days=2), size=4000)
+    inc = manifest("incremental", NOW - timedelta(hours=2), parent=full, size=300)
+    store(Path(local_remote.root), full, inc)
+    result = backupctl(local_remote, tmp_path, "status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert full.id in result.stdout and inc.id in result.stdout
+    assert "full 1 × = 3.9 KiB, incremental 1 × = 300 B" in result.stdout
+    assert "pg_incremental_backup" in result.stdout and "No warnings." in result.stdout
+
+
+def test_status_json_has_next_runs_from_the_schedules(local_remote, tmp_path):
+    store(Path(local_remote.root), manifest("full", NOW - timedelta(hours=1)))
+    result = backupctl(local_remote, tmp_path, "status", "--json", BACKUP_TIMEZONE="Europe/Berlin")
+    report = json.loads(result.stdout)
+    settings = BackupSettings.from_env({"BACKUP_TIMEZONE": "Europe/Berlin"})
+    expected = next_run(settings.incremental_schedule, "Europe/Berlin", datetime.fromisoformat(report["now"].replace("Z", "+00:00")))
+    assert report["dags"]["pg_incremental_backup"]["next_run"] == expected.isoformat().replace("+00:00", "Z")
+    assert report["storage"]["full"]["count"] == 1 and report["warnings"] == []
+
+
+def test_next_run_follows_the_timezone():
+    now = datetime(2026, 11, 28, 23, 30, tzinfo=timezone.utc)  # Sunday 00:30 in Berlin
+    assert next_run("0 2 * * 0", "Europe/Berlin", now) == datetime(2026, 11, 29, 1, 0, tzinfo=timezone.utc)
+    assert next_run("0 2 * * 0", "UTC", now) == datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)
+
+
+def test_stale_catalog_warns_in_plain_words_and_exits_nonzero(local_remote, tmp_path):
+    full = manifest("full", NOW - timedelta(days=9))
+    inc = manifest("incremental", NOW - timedelta(hours=8), parent=full)
+    store(Path(local_remote.root), full, inc)
+    result = backupctl(local_remote, tmp_path, "status")
+    assert result.returncode == 2
+    warnings = result.stdout.split("WARNINGS", 1)[1]
+    assert "no full backup" in warnings.lower() and "rpo" in warnings.lower()
+
+
+def test_empty_remote_warns(local_remote, tmp_path):
+    result = backupctl(local_remote, tmp_path, "status")
+    assert result.returncode == 2 and "No backups yet." in result.stdout
+
+
+@pytest.mark.airflow
+def test_logs_show_failed_tasks_with_their_error_line(airflow_home, local_remote, tmp_path):
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_CONN_BACKUP_SOURCE="postgresql://postgres@127.0.0.1:5432/pgb_no_such_db_for_logs",
+        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
+        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
+    )
+    failed = subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), "full"], env=env, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1
+    assert 'database "pgb_no_such_db_for_logs" does not exist' in failed.stderr
+    result = backupctl(local_remote, tmp_path, "logs", "--failed", "--dag", "pg_full_backup", "-n", "5", "--json", airflow_home=airflow_home)
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert records[0]["task_id"] == "dump_compress_checksum" and records[0]["state"] == "failed"
+    assert "pgb_no_such_db_for_logs" in records[0]["error"]

@@ -1,0 +1,279 @@
+"""Alerts: the staleness rule at its boundaries, and real DAG runs that mail a loopback SMTP server and post to a loopback webhook."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from conftest import PROJECT, airflow_cli
+from factories import manifest
+from loopback import free_port
+from pgbackup.settings import BackupSettings, SettingsError
+from pgbackup.staleness import StalenessLimits, duration_text, staleness_warnings
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+RPO, GRACE, MAX_FULL = timedelta(hours=6), timedelta(hours=1), timedelta(days=8)
+STALENESS_TASK = "pg_backup_staleness.check_backup_freshness"
+API_BASE = "http://airflow.example.test:8080"
+
+
+def finished(kind: str, before_now: timedelta, **kwargs):
+    """A manifest whose backup finished ``before_now`` before NOW (the factory finishes one minute after the start)."""
+    return manifest(kind, NOW - before_now - timedelta(minutes=1), **kwargs)
+
+
+# ---------------------------------------------------------------- the rule
+
+
+def warnings(*backups):
+    return staleness_warnings(backups, NOW, RPO, GRACE, MAX_FULL)
+
+
+def test_a_backup_exactly_at_rpo_plus_grace_is_still_fresh_one_second_more_is_stale():
+    full = finished("full", timedelta(days=1))
+    assert warnings(full, finished("incremental", RPO + GRACE, parent=full)) == []
+    (line,) = warnings(full, finished("incremental", RPO + GRACE + timedelta(seconds=1), parent=full))
+    assert line.startswith("no successful backup since 2026-03-10T04:59:59Z (7h 1s ago, ")
+    assert line.endswith("over the RPO of 6h + 1h grace")
+
+
+def test_the_newest_by_finish_time_counts_whatever_its_kind():
+    old_full = finished("full", timedelta(days=2))
+    assert warnings(old_full) == [warnings(old_full)[0]] and "no successful backup since" in warnings(old_full)[0]
+    assert warnings(old_full, finished("full", timedelta(hours=1))) == []
+
+
+def test_a_full_exactly_max_age_old_is_fine_older_is_reported_even_with_fresh_incrementals():
+    full = finished("full", MAX_FULL)
+    assert warnings(full, finished("incremental", timedelta(hours=2), parent=full)) == []
+    old = finished("full", MAX_FULL + timedelta(minutes=1))
+    (line,) = warnings(old, finished("incremental", timedelta(hours=2), parent=old))
+    assert line == f"no full backup for more than 8d: the newest, {old.id}, finished 2026-03-02T11:59:00Z (8d 1m ago)"
+
+
+def test_both_limits_broken_gives_both_lines():
+    lines = warnings(finished("full", timedelta(days=9)))
+    assert [line.split(" ")[:3] for line in lines] == [["no", "successful", "backup"], ["no", "full", "backup"]]
+
+
+def test_an_empty_catalog_is_stale():
+    assert warnings() == ["no successful backup in the catalog at all (RPO 6h + 1h grace)"]
+
+
+def test_a_backup_finishing_after_now_clock_skew_is_fresh():
+    assert warnings(finished("full", -timedelta(minutes=5))) == []
+
+
+def test_limits_come_from_the_environment_and_a_bad_one_names_its_variable():
+    assert StalenessLimits.from_env({}) == StalenessLimits(RPO, GRACE, MAX_FULL)
+    assert StalenessLimits.from_env({"BACKUP_RPO": "24h", "BACKUP_RPO_GRACE": "", "BACKUP_MAX_FULL_AGE": "2w"}) == StalenessLimits(
+        timedelta(hours=24), GRACE, timedelta(weeks=2)
+    )
+    with pytest.raises(SettingsError, match="BACKUP_RPO_GRACE"):
+        StalenessLimits.from_env({"BACKUP_RPO_GRACE": "an hour"})
+
+
+def test_durations_read_like_the_settings():
+    assert [duration_text(d) for d in (timedelta(days=8), timedelta(hours=7, seconds=1), timedelta(0), timedelta(minutes=-5))] == [
+        "8d", "7h 1s", "0s", "-5m"
+    ]
+
+
+# ---------------------------------------------------------------- which notifiers
+
+
+def test_no_recipients_and_no_webhook_means_no_notifiers(monkeypatch):
+    from pgbackup_airflow.alerts import failure_notifiers
+
+    monkeypatch.delenv("BACKUP_ALERT_WEBHOOK_URL", raising=False)
+    assert failure_notifiers(BackupSettings.from_env({})) == []
+
+
+def test_a_webhook_url_that_is_not_http_is_refused_without_echoing_it(monkeypatch):
+    from pgbackup_airflow.alerts import failure_notifiers
+
+    monkeypatch.setenv("BACKUP_ALERT_WEBHOOK_URL", "file:///etc/SECRET-TOKEN")
+    with pytest.raises(SettingsError) as raised:
+        failure_notifiers(BackupSettings.from_env({}))
+    assert "BACKUP_ALERT_WEBHOOK_URL" in str(raised.value) and "SECRET-TOKEN" not in str(raised.value)
+
+
+# ---------------------------------------------------------------- real runs, real servers
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server():
+    """An SMTP server on 127.0.0.1 that keeps every message it is given."""
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()
+
+
+@pytest.fixture
+def webhook_server():
+    """An HTTP server on 127.0.0.1 that records every POSTed JSON body and answers 200."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/SECRET", received
+    server.shutdown()
+    server.server_close()
+
+
+def alert_env(remote_root: Path, smtp_port: int, **extra) -> dict[str, str]:
+    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port, "extra": {"disable_tls": True, "disable_ssl": True, "timeout": 10}}
+    return {
+        **os.environ,
+        "AIRFLOW_CONN_BACKUP_REMOTE": json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": str(remote_root)}}),
+        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp),
+        "AIRFLOW__API__BASE_URL": API_BASE,
+        "BACKUP_ALERT_EMAILS": "ops@example.com",
+        **extra,
+    }
+
+
+def dags_test(dag_id: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([airflow_cli(), "dags", "test", dag_id, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def only_mail(inbox):
+    (envelope,) = inbox.envelopes
+    message = message_from_bytes(envelope.content, policy=policy.default)
+    return envelope, message, message.get_body(("html",)).get_content()
+
+
+@pytest.mark.airflow
+def test_staleness_run_on_an_empty_remote_fails_and_mails_the_alert(airflow_home, smtp_server, tmp_path):
+    controller, inbox = smtp_server
+    result = dags_test("pg_backup_staleness", alert_env(tmp_path / "empty remote", controller.port))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    envelope, message, body = only_mail(inbox)
+    assert envelope.mail_from == "pgbackup@localhost" and envelope.rcpt_tos == ["ops@example.com"]
+    assert message["Subject"] == f"[pgbackup] FAILED {STALENESS_TASK}"
+    assert "pg_backup_staleness" in body and "check_backup_freshness" in body
+    assert "no successful backup in the catalog at all (RPO 6h + 1h grace)" in body
+    assert f'<a href="{API_BASE}/dags/pg_backup_staleness/runs/' in body and "/tasks/check_backup_freshness" in body
+
+
+@pytest.mark.airflow
+def test_staleness_run_with_a_fresh_backup_passes_and_mails_nothing(airflow_home, smtp_server, tmp_path):
+    controller, inbox = smtp_server
+    remote = tmp_path / "remote"
+    fresh = manifest("full", datetime.now(timezone.utc) - timedelta(hours=2), size=123)
+    manifest_path = remote / fresh.artifact.path.replace(".dump.zst", ".manifest.json")
+    manifest_path.parent.mkdir(parents=True)
+    manifest_path.write_bytes(fresh.to_json())
+    (remote / fresh.artifact.path).write_bytes(b"x" * 123)
+    result = dags_test("pg_backup_staleness", alert_env(remote, controller.port))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert f"Fresh: newest backup {fresh.id}" in result.stdout + result.stderr
+    assert inbox.envelopes == []
+
+
+FAILING_PIPELINE_DAG = '''
+import pendulum
+from airflow.sdk import DAG, task
+from pgbackup.settings import BackupSettings
+from pgbackup_airflow.alerts import failure_notifiers
+
+with DAG(dag_id="alerts_probe_pipeline", schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False,
+         default_args={"retries": 0, "on_failure_callback": failure_notifiers(BackupSettings.from_env())}):
+
+    @task(task_id="dump_compress_checksum", multiple_outputs=True)
+    def capture():
+        return {"backup_id": "20260310T020000Z-full", "bytes": 1}
+
+    @task(task_id="upload")
+    def upload(backup_id):
+        raise RuntimeError("rclone copyto failed: 403 Forbidden {{ not a template }}\\nsecond line stays in the log")
+
+    upload(capture()["backup_id"])
+'''
+
+
+@pytest.mark.airflow
+def test_a_failure_after_capture_names_the_backup_in_the_mail_and_the_webhook(airflow_home, smtp_server, webhook_server, tmp_path):
+    """A stand-in for a backup DAG (same task ids, no database), run for real with ``dags test -f``."""
+    controller, inbox = smtp_server
+    url, posted = webhook_server
+    dag_file = tmp_path / "alerts_probe_pipeline.py"
+    dag_file.write_text(FAILING_PIPELINE_DAG)
+    env = alert_env(tmp_path / "remote", controller.port, BACKUP_ALERT_WEBHOOK_URL=url, BACKUP_ALERT_FROM="backups@example.com")
+    result = dags_test("alerts_probe_pipeline", env, "-f", str(dag_file))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    envelope, message, body = only_mail(inbox)
+    assert envelope.mail_from == "backups@example.com"
+    assert message["Subject"] == "[pgbackup] FAILED alerts_probe_pipeline.upload"
+    assert "20260310T020000Z-full" in body
+    assert "rclone copyto failed: 403 Forbidden {{ not a template }}" in body and "second line" not in body
+    (post,) = posted
+    text = post["text"]
+    assert text.splitlines()[0] == "[pgbackup] FAILED alerts_probe_pipeline.upload"
+    assert "Backup: 20260310T020000Z-full" in text and "Error: rclone copyto failed: 403 Forbidden" in text
+    assert f"Log: {API_BASE}/dags/alerts_probe_pipeline/runs/" in text
+    # the webhook URL is a secret: never in the output or the task logs
+    logs = output + "".join(p.read_text(errors="replace") for p in (airflow_home / "logs").rglob("*") if p.is_file())
+    assert "SECRET" not in logs
+
+
+PROBE = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=%r)
+dag = bag.dags.get("pg_backup_staleness")
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
+                  "dag": dag and {"cron": dag.timetable.expression, "tz": str(dag.timetable.timezone), "catchup": dag.catchup,
+                                  "callbacks": [type(c).__name__ for t in dag.tasks for c in t.on_failure_callback]}}))
+"""
+
+
+def load_staleness_dag(**env):
+    out = subprocess.run([sys.executable, "-c", PROBE % str(PROJECT / "dags" / "pg_backup_staleness.py")],
+                         env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_staleness_dag_runs_hourly_in_the_backup_timezone_and_alerts_when_recipients_are_set():
+    loaded = load_staleness_dag(BACKUP_TIMEZONE="Europe/Berlin", BACKUP_ALERT_EMAILS="ops@example.com")
+    assert loaded["errors"] == {}
+    assert loaded["dag"] == {"cron": "0 * * * *", "tz": "Europe/Berlin", "catchup": False, "callbacks": ["BackupFailureEmail"]}
+
+
+def test_a_bad_rpo_is_an_import_error_naming_the_variable():
+    errors = load_staleness_dag(BACKUP_RPO="six hours")["errors"]
+    assert any("BACKUP_RPO" in e for e in errors.values())

@@ -14,11 +14,9 @@ import pendulum
 from airflow.sdk import DAG, CronTriggerTimetable
 
 from pgbackup.settings import BackupSettings
-from pgbackup.staleness import StalenessLimits
 from pgbackup_airflow.alerts import BackupStalenessOperator, failure_notifiers
 
 settings = BackupSettings.from_env()
-limits = StalenessLimits.from_env()
 
 with DAG(
     dag_id="pg_backup_staleness",
@@ -28,13 +26,13 @@ with DAG(
     max_active_runs=1,
     tags=["backup", "postgres", "alerts"],
     doc_md=__doc__,
-    default_args={
-        "owner": "backup",
-        "retries": settings.task_retries,
-        "retry_delay": settings.retry_delay,
-        "on_failure_callback": failure_notifiers(settings),
-    },
+    default_args=settings.default_args(on_failure_callback=failure_notifiers(settings)),
 ) as dag:
     BackupStalenessOperator(
-        task_id="check_backup_freshness", rclone_conn_id=settings.remote_conn_id, prefix=settings.prefix, limits=limits
+        task_id="check_backup_freshness",
+        rclone_conn_id=settings.remote_conn_id,
+        prefix=settings.prefix,
+        rpo=settings.rpo,
+        grace=settings.rpo_grace,
+        max_full_age=settings.max_full_age,
     )

@@ -14,6 +14,7 @@ import pendulum
 from airflow.sdk import DAG, CronTriggerTimetable
 
 from pgbackup.settings import BackupSettings
+from pgbackup_airflow.alerts import failure_notifiers
 from pgbackup_airflow.pipeline import backup_pipeline
 
 settings = BackupSettings.from_env()
@@ -26,6 +27,6 @@ with DAG(
     max_active_runs=1,
     tags=["backup", "postgres", "full"],
     doc_md=__doc__,
-    default_args={"owner": "backup", "retries": settings.task_retries, "retry_delay": settings.retry_delay, "retry_exponential_backoff": True},
+    default_args=settings.default_args(on_failure_callback=failure_notifiers(settings)),
 ) as dag:
     backup_pipeline("full", settings)

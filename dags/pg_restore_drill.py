@@ -15,6 +15,7 @@ import pendulum
 from airflow.sdk import DAG, CronTriggerTimetable, Param
 
 from pgbackup.settings import BackupSettings
+from pgbackup_airflow.alerts import failure_notifiers
 from pgbackup_airflow.operators import RestoreDrillOperator
 
 settings = BackupSettings.from_env()
@@ -28,7 +29,7 @@ with DAG(
     tags=["backup", "postgres", "drill"],
     doc_md=__doc__,
     params={"backup_id": Param(None, type=["null", "string"], description="backup to drill; empty = the newest")},
-    default_args={"owner": "backup", "retries": 0},
+    default_args=settings.default_args(retries=0, on_failure_callback=failure_notifiers(settings)),
 ) as dag:
     RestoreDrillOperator(
         task_id="restore_and_check",

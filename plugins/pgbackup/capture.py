@@ -18,6 +18,7 @@ this machine, or the source is not the same cluster.  Never a silently wrong res
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import heapq
 import json
@@ -262,18 +263,24 @@ class BackupCapture:
             object_path = self.layout.object_path("full", backup_id)
             describe = _Background(lambda: self._describe(session, state))
             self._dump = PgDump(self.target, self.tools, self.compression, logger=self.log)
+            out_path = self.local_dir / object_path
             try:
-                artifact = self._dump.run(self.local_dir / object_path, server_version=self.server_version, snapshot=session.info.exported_id)
-            except BaseException as dump_failure:
+                artifact = self._dump.run(out_path, server_version=self.server_version, snapshot=session.info.exported_id)
+                details = describe.result()
+                details["schema_sha256"] = self._schema_hash(session)
+            except BaseException as failure:
                 session.conn.cancel()  # stop the reads running beside the dump before the session closes
                 describe.wait_quietly()
                 shutil.rmtree(state.dir, ignore_errors=True)
-                if describe.error is not None and not isinstance(describe.error, psycopg2.extensions.QueryCanceledError):
+                out_path.unlink(missing_ok=True)
+                cause = describe.error
+                if cause is not None and cause is not failure and not isinstance(cause, psycopg2.extensions.QueryCanceledError):
                     # A failed read aborts the snapshot's transaction, and pg_dump then fails too: report the cause.
-                    raise describe.error from dump_failure
-                raise
-            details = describe.result()
-            details["schema_sha256"] = self._schema_hash(session)
+                    raise _disk_full(cause, state.dir) from failure
+                cleaned = _disk_full(failure, out_path)
+                if cleaned is failure:
+                    raise
+                raise cleaned from None
         finally:
             if own_session:
                 session.close()
@@ -406,10 +413,13 @@ class BackupCapture:
                 raw_out.flush()
                 os.fsync(raw_out.fileno())
             os.replace(partial, out_path)
-        except BaseException:
+        except BaseException as failure:
             partial.unlink(missing_ok=True)
             shutil.rmtree(state.dir, ignore_errors=True)
-            raise
+            cleaned = _disk_full(failure, partial)
+            if cleaned is failure:
+                raise
+            raise cleaned from None
         state.mark_complete()
         self._prune_state(keep={parent.id, backup_id})
         changed = {t: c for t, c in captured.items() if c["mode"] != "unchanged"}
@@ -470,6 +480,13 @@ class BackupCapture:
         if not deleted and not upserted:
             return {"mode": "unchanged"}
         return {"mode": "rows", "upserted": upserted, "deleted": deleted}
+
+
+def _disk_full(exc: BaseException, where: Path) -> BaseException:
+    """ENOSPC as the operator should read it; any other error unchanged."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return DumpError(f"local disk full while writing {where}; the partial files were removed and older backups left as they were")
+    return exc
 
 
 class _Background:

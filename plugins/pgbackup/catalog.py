@@ -39,6 +39,8 @@ class Catalog:
     def load(cls, store: BackupStore, layout: BackupLayout) -> Catalog:
         folders = {layout.folder(kind) for kind in KINDS}
         objects = [o for o in store.list(layout.prefix, recursive=True) if o.path.rsplit("/", 1)[0] in folders]
+        if not objects and hasattr(store, "check_readable"):
+            store.check_readable()  # an empty catalog may be a wrong crypt password: say so rather than "no backups"
         by_path = {o.path: o for o in objects}
         catalog = cls()
         claimed: set[str] = set()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pgbackup.catalog import Catalog
 from pgbackup.connections import ConnectionMissing, env_var, remote_from_env
+from pgbackup.humanize import human_bytes
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
 from pgbackup.manifest import ManifestError
@@ -53,15 +54,6 @@ def remote_config(conn_id: str) -> RemoteConfig:
         except Exception:
             raise missing from None
         return RemoteConfig.from_extra(conn_id, conn.extra_dejson)
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def print_table(rows: list[list[str]], headers: list[str]) -> None:

@@ -26,12 +26,14 @@ class CorruptArchiveError(RuntimeError):
 class Compression:
     """zstd settings; ``threads=0`` means one worker per CPU core.
 
-    Chosen by measurement (see ``bench/compression.py``): pg_dump ``-Z0`` piped
-    through multi-threaded zstd level 3 stores fewer bytes than pg_dump's gzip
-    default in a fraction of the CPU time.
+    Chosen by measurement (``bench/compression.py``, sample shop at scale 40, 2 cores,
+    pg_dump 15, median of 3): pg_dump ``-Z0`` piped through multi-threaded zstd level 6
+    stores 100.8 % of the bytes of pg_dump's gzip default in 0.63x its wall time and
+    0.77x its CPU; level 1 is faster still (0.43x wall) but stores 6.7 % more.
+    pg_dump ``-Z9`` stores 2.4 % less than the default at 1.84x the wall time.
     """
 
-    level: int = 3
+    level: int = 6
     threads: int = 0
 
     def __post_init__(self) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pendulum
 
@@ -35,6 +36,13 @@ def parse_duration(name: str, text: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+def _webhook_url(url: str) -> str | None:
+    if url and urlsplit(url).scheme not in ("http", "https"):
+        # The URL holds the webhook's secret: name the variable, never the value.
+        raise SettingsError("BACKUP_ALERT_WEBHOOK_URL: must be an http:// or https:// URL")
+    return url or None
+
+
 @dataclass(frozen=True)
 class BackupSettings:
     source_conn_id: str = "backup_source"
@@ -49,10 +57,13 @@ class BackupSettings:
     local_incremental_retention: timedelta = timedelta(days=3)
     min_fulls: int = 1
     local_dir: Path = PROJECT_DIR / "data" / "backups"
-    zstd_level: int = 3
+    zstd_level: int = 6
     zstd_threads: int = 0
     pg_bin_dir: str | None = None
     alert_emails: tuple[str, ...] = ()
+    smtp_conn_id: str = "smtp_default"
+    alert_from: str | None = None  # None: the SMTP connection's from_email extra decides
+    alert_webhook_url: str | None = field(default=None, repr=False)  # holds the webhook's secret
     rpo: timedelta = timedelta(hours=6)
     rpo_grace: timedelta = timedelta(hours=1)
     max_full_age: timedelta = timedelta(days=8)
@@ -60,6 +71,7 @@ class BackupSettings:
     drill_schedule: str = "0 6 * * 0"
     task_retries: int = 2
     retry_delay: timedelta = timedelta(minutes=5)
+    task_timeout: timedelta = timedelta(hours=6)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BackupSettings:
@@ -111,7 +123,11 @@ class BackupSettings:
             drill_schedule=text("BACKUP_DRILL_SCHEDULE", defaults.drill_schedule),
             task_retries=integer("BACKUP_TASK_RETRIES", defaults.task_retries),
             retry_delay=duration("BACKUP_RETRY_DELAY", defaults.retry_delay),
+            task_timeout=duration("BACKUP_TASK_TIMEOUT", defaults.task_timeout),
             alert_emails=tuple(a.strip() for a in env.get("BACKUP_ALERT_EMAILS", "").split(",") if a.strip()),
+            smtp_conn_id=text("BACKUP_SMTP_CONN_ID", defaults.smtp_conn_id),
+            alert_from=env.get("BACKUP_ALERT_FROM", "").strip() or None,
+            alert_webhook_url=_webhook_url(env.get("BACKUP_ALERT_WEBHOOK_URL", "").strip()),
         )
         try:
             settings.compression()
@@ -122,6 +138,17 @@ class BackupSettings:
         except ValueError as exc:
             raise SettingsError(f"BACKUP_MIN_FULLS={settings.min_fulls}: {exc}") from None
         return settings
+
+    def default_args(self, **overrides) -> dict:
+        """Task defaults every DAG shares: owner, retries with backoff, a timeout that kills stuck tools."""
+        return {
+            "owner": "backup",
+            "retries": self.task_retries,
+            "retry_delay": self.retry_delay,
+            "retry_exponential_backoff": True,
+            "execution_timeout": self.task_timeout,
+            **overrides,
+        }
 
     def compression(self) -> Compression:
         return Compression(level=self.zstd_level, threads=self.zstd_threads)

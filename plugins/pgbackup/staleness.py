@@ -6,39 +6,11 @@ with or without Airflow, and tested at its boundaries without a remote.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from pgbackup.catalog import BrokenChainError, Catalog
 from pgbackup.manifest import BackupManifest, utc_iso
-from pgbackup.settings import parse_duration
-
-
-@dataclass(frozen=True)
-class StalenessLimits:
-    """How old the newest backup (``rpo`` + ``grace``) and the newest full (``max_full_age``) may be."""
-
-    rpo: timedelta = timedelta(hours=6)
-    grace: timedelta = timedelta(hours=1)
-    max_full_age: timedelta = timedelta(days=8)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> StalenessLimits:
-        """``BACKUP_RPO`` (6h), ``BACKUP_RPO_GRACE`` (1h), ``BACKUP_MAX_FULL_AGE`` (8d); empty means the default."""
-        env = os.environ if env is None else env
-        defaults = cls()
-
-        def duration(name: str, default: timedelta) -> timedelta:
-            raw = env.get(name, "").strip()
-            return parse_duration(name, raw) if raw else default
-
-        return cls(
-            rpo=duration("BACKUP_RPO", defaults.rpo),
-            grace=duration("BACKUP_RPO_GRACE", defaults.grace),
-            max_full_age=duration("BACKUP_MAX_FULL_AGE", defaults.max_full_age),
-        )
 
 
 def restorable_backups(catalog: Catalog) -> list[BackupManifest]:

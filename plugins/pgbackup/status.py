@@ -16,7 +16,7 @@ from pgbackup.drill import latest_drill
 from pgbackup.layout import KINDS, BackupLayout
 from pgbackup.manifest import utc_iso
 from pgbackup.settings import BackupSettings
-from pgbackup.staleness import staleness_warnings
+from pgbackup.staleness import restorable_backups, staleness_warnings
 
 LOCAL_DISK_WARN_FREE = 0.10  # warn below 10 % free on the local backup disk
 
@@ -53,9 +53,8 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
     about = getattr(store, "about", None)
     quota = about() if about else None
     drill = latest_drill(store, layout)
-    warnings = staleness_warnings(
-        catalog.backups, now, settings.rpo, settings.rpo_grace, settings.max_full_age,
-    )
+    # Only backups that would restore count as fresh: a damaged one or a broken chain does not.
+    warnings = staleness_warnings(restorable_backups(catalog), now, settings.rpo, settings.rpo_grace, settings.max_full_age)
     warnings += [f"catalog: {problem}" for problem in catalog.problems]
     if drill and not drill.get("ok"):
         warnings.append(f"the last restore drill ({drill.get('at')}) FAILED: {drill.get('error')}")

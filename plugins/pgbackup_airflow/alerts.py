@@ -21,7 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
@@ -30,38 +30,20 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
-from pgbackup.settings import BackupSettings, SettingsError
-from pgbackup.staleness import StalenessLimits, duration_text, restorable_backups, staleness_warnings
+from pgbackup.settings import BackupSettings
+from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
 from rclone_provider.hooks.rclone import RcloneHook
 
 DEFAULT_FROM = "pgbackup@localhost"
-
-
-def smtp_conn_id() -> str:
-    return os.environ.get("BACKUP_SMTP_CONN_ID", "").strip() or "smtp_default"
-
-
-def alert_from() -> str | None:
-    """None lets the SMTP connection's ``from_email`` extra decide (see ``BackupFailureEmail``)."""
-    return os.environ.get("BACKUP_ALERT_FROM", "").strip() or None
-
-
-def webhook_url() -> str | None:
-    url = os.environ.get("BACKUP_ALERT_WEBHOOK_URL", "").strip()
-    if url and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        # The URL holds the webhook's secret: name the variable, never the value.
-        raise SettingsError("BACKUP_ALERT_WEBHOOK_URL: must be an http:// or https:// URL")
-    return url or None
 
 
 def failure_notifiers(settings: BackupSettings) -> list[BaseNotifier]:
     """The ``on_failure_callback`` list for a DAG's ``default_args``: e-mail when recipients are set, webhook when a URL is."""
     notifiers: list[BaseNotifier] = []
     if settings.alert_emails:
-        notifiers.append(BackupFailureEmail(to=list(settings.alert_emails), from_email=alert_from(), smtp_conn_id=smtp_conn_id()))
-    url = webhook_url()
-    if url:
-        notifiers.append(WebhookNotifier(url))
+        notifiers.append(BackupFailureEmail(to=list(settings.alert_emails), from_email=settings.alert_from, smtp_conn_id=settings.smtp_conn_id))
+    if settings.alert_webhook_url:
+        notifiers.append(WebhookNotifier(settings.alert_webhook_url))
     return notifiers
 
 
@@ -95,14 +77,15 @@ class FailureReport:
         return f"[pgbackup] FAILED {self.dag_id}.{self.task_id}"
 
     def lines(self) -> list[tuple[str, str]]:
-        return [
+        lines = [
             ("DAG", self.dag_id),
             ("Task", self.task_id),
             ("Run", f"{self.run_id} (try {self.try_number})" if self.try_number else self.run_id),
-            ("Backup", self.backup_id or "not known (no backup id recorded before the failure)"),
+            ("Backup", self.backup_id),
             ("Error", self.error),
             ("Log", self.log_url),
         ]
+        return [(label, value) for label, value in lines if value]
 
     def text(self) -> str:
         return "\n".join([self.subject, *(f"{label}: {value}" for label, value in self.lines())])
@@ -209,11 +192,11 @@ class BackupStalenessOperator(BaseOperator):
     unreadable remote fails like any task, with the DAG's retries.
     """
 
-    def __init__(self, *, rclone_conn_id: str, prefix: str, limits: StalenessLimits, **kwargs) -> None:
+    def __init__(self, *, rclone_conn_id: str, prefix: str, rpo: timedelta, grace: timedelta, max_full_age: timedelta, **kwargs) -> None:
         super().__init__(**kwargs)
         self.rclone_conn_id = rclone_conn_id
         self.prefix = prefix
-        self.limits = limits
+        self.rpo, self.grace, self.max_full_age = rpo, grace, max_full_age
 
     def execute(self, context) -> dict[str, Any]:
         catalog = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix))
@@ -221,8 +204,7 @@ class BackupStalenessOperator(BaseOperator):
             self.log.warning("Catalog problem: %s", problem)
         backups = restorable_backups(catalog)
         now = datetime.now(timezone.utc)
-        limits = self.limits
-        warnings = staleness_warnings(backups, now, limits.rpo, limits.grace, limits.max_full_age)
+        warnings = staleness_warnings(backups, now, self.rpo, self.grace, self.max_full_age)
         if warnings:
             raise AirflowFailException("; ".join(warnings))
         newest = max(backups, key=lambda m: m.finished_at)
@@ -230,6 +212,6 @@ class BackupStalenessOperator(BaseOperator):
         self.log.info(
             "Fresh: newest backup %s finished %s ago, newest full %s %s ago (limits: RPO %s + %s grace, full %s)",
             newest.id, duration_text(now - newest.finished_at), newest_full.id, duration_text(now - newest_full.finished_at),
-            duration_text(limits.rpo), duration_text(limits.grace), duration_text(limits.max_full_age),
+            duration_text(self.rpo), duration_text(self.grace), duration_text(self.max_full_age),
         )
         return {"newest": newest.id, "newest_full": newest_full.id}

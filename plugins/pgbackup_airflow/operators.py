@@ -63,7 +63,7 @@ class CaptureBackupOperator(_KillAwareOperator):
         rclone_conn_id: str = RcloneHook.default_conn_name,
         local_dir: str,
         prefix: str = "database",
-        zstd_level: int = 3,
+        zstd_level: int = 6,
         zstd_threads: int = 0,
         pg_bin_dir: str | None = None,
         **kwargs,

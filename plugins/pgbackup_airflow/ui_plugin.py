@@ -21,8 +21,6 @@ The app is built on its first request: every Airflow process loads plugins,
 and only the api-server needs FastAPI and the auth machinery.
 """
 
-from __future__ import annotations
-
 import html
 import logging
 import secrets
@@ -32,6 +30,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.plugins_manager import AirflowPlugin
+
+from pgbackup.humanize import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +44,6 @@ KIND_COLORS = {"full": "#1d4ed8", "incremental": "#60a5fa"}
 
 # ---------------------------------------------------------------------------------------------
 # Pure rendering helpers (no Airflow, no FastAPI): tested directly.
-
-
-def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def parse_iso(text: str | None) -> datetime | None:
@@ -95,6 +84,33 @@ def _nice_ceiling(value: float) -> float:
     return 10 * magnitude * unit
 
 
+TICK_STEPS = [timedelta(hours=h) for h in (1, 2, 3, 6, 12)] + [timedelta(days=d) for d in (1, 2, 7, 14, 28, 56, 91, 182, 364)]
+
+
+def time_ticks(start: datetime, end: datetime, zone: ZoneInfo, most: int = 8) -> list[tuple[datetime, str]]:
+    """Round local times between ``start`` and ``end`` (at most ``most``), each with its label."""
+    span = end - start
+    step = next((s for s in TICK_STEPS if span / s <= most), TICK_STEPS[-1])
+    local = start.astimezone(zone)
+    if step < timedelta(days=1):
+        hours = int(step.total_seconds() // 3600)
+        tick = local.replace(hour=local.hour // hours * hours, minute=0, second=0, microsecond=0)
+    else:
+        tick = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        if step >= timedelta(days=7):  # weeks start on Mondays
+            tick -= timedelta(days=tick.weekday())
+    ticks = []
+    while tick <= end:
+        if tick >= start:
+            if step < timedelta(days=1):
+                label = tick.strftime("%b %d") if tick.hour == 0 else tick.strftime("%H:%M")
+            else:
+                label = tick.strftime("%Y-%m-%d" if span > timedelta(days=400) else "%b %d")
+            ticks.append((tick, label))
+        tick = (tick + step).astimezone(zone)
+    return ticks
+
+
 def storage_chart_svg(backups: list[dict[str, Any]], now: datetime, tz: str, *, width: int = 960) -> str:
     """Two panels sharing a time axis: each backup's size (bars), and the bytes on the remote (step line).
 
@@ -116,7 +132,7 @@ def storage_chart_svg(backups: list[dict[str, Any]], now: datetime, tz: str, *, 
         end += timedelta(hours=6)
     pad = (end - start) * 0.03
     start, end = start - pad, end + pad
-    left, right, top, panel, gap, axis = 78, 16, 26, 130, 46, 26
+    left, right, top, panel, gap, axis = 78, 24, 26, 130, 46, 26
     plot_w = width - left - right
     height = top + panel + gap + panel + axis
 
@@ -169,16 +185,13 @@ def storage_chart_svg(backups: list[dict[str, Any]], now: datetime, tz: str, *, 
     out.append(f'<circle cx="{points[-1][0]:.1f}" cy="{yv(total):.1f}" r="3.5" class="dot"/>')
     out.append(f'<text x="{points[-1][0] - 6:.1f}" y="{yv(total) - 8:.1f}" text-anchor="end" class="tick strong">{esc(human_bytes(total))}</text>')
 
-    # shared time axis
-    span = end - start
-    fmt = "%H:%M" if span <= timedelta(days=2) else "%b %d" if span <= timedelta(days=400) else "%Y-%m"
-    ticks = 6
+    # shared time axis, ticks on round local times
     axis_y = y2 + panel
-    for i in range(ticks + 1):
-        moment = start + span * (i / ticks)
+    for moment, label in time_ticks(start, end, zone):
         px = x(moment)
         out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{axis_y}" y2="{axis_y + 4}" class="grid"/>')
-        out.append(f'<text x="{px:.1f}" y="{axis_y + 17}" text-anchor="middle" class="tick">{esc(moment.astimezone(zone).strftime(fmt))}</text>')
+        tx = min(max(px, left + 18), left + plot_w - 18)
+        out.append(f'<text x="{tx:.1f}" y="{axis_y + 17}" text-anchor="middle" class="tick">{esc(label)}</text>')
     now_x = x(now)
     for y0 in (top, y2):
         out.append(f'<line x1="{now_x:.1f}" x2="{now_x:.1f}" y1="{y0}" y2="{y0 + panel}" class="now"><title>now</title></line>')
@@ -270,10 +283,10 @@ def create_app():
 
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
-    from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+    from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
     from airflow.models.dag import DagModel
 
-    from pgbackup.settings import BackupSettings
+    from pgbackup.settings import BackupSettings, SettingsError
 
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                    undefined=jinja2.StrictUndefined)
@@ -309,7 +322,10 @@ def create_app():
             return False
 
     def status_or_error() -> tuple[Any, dict[str, Any], str | None]:
-        settings = BackupSettings.from_env()
+        try:
+            settings = BackupSettings.from_env()
+        except SettingsError as exc:  # the DAGs fail to import with the same line
+            return BackupSettings(), _empty_report(BackupSettings()), f"SettingsError: {exc}"
         try:
             return settings, _read_status(settings), None
         except Exception as exc:  # a missing connection or an unreachable remote: say so on the page
@@ -317,7 +333,7 @@ def create_app():
             return settings, _empty_report(settings), f"{type(exc).__name__}: {exc}"
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request, user: GetUserDep):
+    def page(request: Request, user=Depends(get_user)):
         settings, report, error = status_or_error()
         can_trigger = {dag_id: may_trigger(user, dag_id) for dag_id in report["dags"]}
         context = page_context(report, tz=settings.timezone, can_trigger=can_trigger, airflow_base=airflow_base(request),
@@ -335,7 +351,7 @@ def create_app():
         })
 
     @app.get("/api/status")
-    def status_json(user: GetUserDep):
+    def status_json():
         _, report, error = status_or_error()
         return JSONResponse({**report, "error": error}, headers={"Cache-Control": "no-store"})
 

@@ -204,6 +204,10 @@ class Rclone:
             self.children.forget(child)
         if code not in ok_codes:
             raise RcloneError(verb, target, code, child.stderr_tail)
+        if "undecryptable" in child.stderr_tail:
+            raise RemoteConfigError(
+                f"{target}: the remote holds names this crypt password cannot decrypt: wrong password (or password2)?"
+            )
 
     def run(self, verb: str, args: Sequence[str], *, target: str, input: bytes | None = None, ok_codes=(0,)) -> tuple[int, bytes]:
         """Run one rclone command to completion and return ``(exit code, stdout)``."""
@@ -261,6 +265,10 @@ class Rclone:
             )
             for item in json.loads(out or b"[]")
         ]
+
+    def check_readable(self) -> None:
+        """List the remote's root once: raises when a crypt remote's password does not fit what is stored."""
+        self.list("")
 
     def stat(self, relative: str, *, hashes: bool = False) -> StoredObject | None:
         """One object's size (and sha256 where the backend has it), or None when it does not exist."""

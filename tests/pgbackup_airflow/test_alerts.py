@@ -18,8 +18,11 @@ from aiosmtpd.controller import Controller
 from conftest import PROJECT, airflow_cli
 from factories import manifest
 from loopback import free_port
+from pgbackup.catalog import Catalog
+from pgbackup.layout import BackupLayout
 from pgbackup.settings import BackupSettings, SettingsError
-from pgbackup.staleness import StalenessLimits, duration_text, staleness_warnings
+from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
+from rclone_provider.client import Rclone
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
 RPO, GRACE, MAX_FULL = timedelta(hours=6), timedelta(hours=1), timedelta(days=8)
@@ -49,8 +52,9 @@ def test_a_backup_exactly_at_rpo_plus_grace_is_still_fresh_one_second_more_is_st
 
 def test_the_newest_by_finish_time_counts_whatever_its_kind():
     old_full = finished("full", timedelta(days=2))
-    assert warnings(old_full) == [warnings(old_full)[0]] and "no successful backup since" in warnings(old_full)[0]
+    assert warnings(old_full)[0].startswith("no successful backup since 2026-03-08T12:00:00Z (2d ago, ")
     assert warnings(old_full, finished("full", timedelta(hours=1))) == []
+    assert warnings(old_full, finished("incremental", timedelta(hours=1), parent=old_full)) == []
 
 
 def test_a_full_exactly_max_age_old_is_fine_older_is_reported_even_with_fresh_incrementals():
@@ -70,17 +74,21 @@ def test_an_empty_catalog_is_stale():
     assert warnings() == ["no successful backup in the catalog at all (RPO 6h + 1h grace)"]
 
 
+def test_only_restorable_backups_reset_the_clock(local_remote):
+    """A fresh incremental whose parent is gone, or whose object is missing, is not a successful backup."""
+    root = Path(local_remote.root)
+    full = finished("full", timedelta(days=2))
+    orphaned = finished("incremental", timedelta(hours=1), parent=finished("full", timedelta(days=3)))
+    missing_object = finished("incremental", timedelta(minutes=30), parent=full)
+    for m, with_object in ((full, True), (orphaned, True), (missing_object, False)):
+        store_backup(root, m, with_object=with_object)
+    catalog = Catalog.load(Rclone(local_remote), BackupLayout("database"))
+    assert [m.id for m in restorable_backups(catalog)] == [full.id]
+    assert warnings(*restorable_backups(catalog))[0].startswith("no successful backup since")
+
+
 def test_a_backup_finishing_after_now_clock_skew_is_fresh():
     assert warnings(finished("full", -timedelta(minutes=5))) == []
-
-
-def test_limits_come_from_the_environment_and_a_bad_one_names_its_variable():
-    assert StalenessLimits.from_env({}) == StalenessLimits(RPO, GRACE, MAX_FULL)
-    assert StalenessLimits.from_env({"BACKUP_RPO": "24h", "BACKUP_RPO_GRACE": "", "BACKUP_MAX_FULL_AGE": "2w"}) == StalenessLimits(
-        timedelta(hours=24), GRACE, timedelta(weeks=2)
-    )
-    with pytest.raises(SettingsError, match="BACKUP_RPO_GRACE"):
-        StalenessLimits.from_env({"BACKUP_RPO_GRACE": "an hour"})
 
 
 def test_durations_read_like_the_settings():
@@ -92,19 +100,15 @@ def test_durations_read_like_the_settings():
 # ---------------------------------------------------------------- which notifiers
 
 
-def test_no_recipients_and_no_webhook_means_no_notifiers(monkeypatch):
+def test_no_recipients_and_no_webhook_means_no_notifiers():
     from pgbackup_airflow.alerts import failure_notifiers
 
-    monkeypatch.delenv("BACKUP_ALERT_WEBHOOK_URL", raising=False)
     assert failure_notifiers(BackupSettings.from_env({})) == []
 
 
-def test_a_webhook_url_that_is_not_http_is_refused_without_echoing_it(monkeypatch):
-    from pgbackup_airflow.alerts import failure_notifiers
-
-    monkeypatch.setenv("BACKUP_ALERT_WEBHOOK_URL", "file:///etc/SECRET-TOKEN")
+def test_a_webhook_url_that_is_not_http_is_refused_without_echoing_it():
     with pytest.raises(SettingsError) as raised:
-        failure_notifiers(BackupSettings.from_env({}))
+        BackupSettings.from_env({"BACKUP_ALERT_WEBHOOK_URL": "file:///etc/SECRET-TOKEN"})
     assert "BACKUP_ALERT_WEBHOOK_URL" in str(raised.value) and "SECRET-TOKEN" not in str(raised.value)
 
 
@@ -153,6 +157,15 @@ def webhook_server():
     server.server_close()
 
 
+def store_backup(remote_root: Path, backup, *, with_object: bool = True) -> None:
+    """Commit a synthetic backup to a local remote: its manifest, and an object of the manifest's size beside it."""
+    folder = remote_root / backup.artifact.path.rsplit("/", 1)[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{backup.id}.manifest.json").write_bytes(backup.to_json())
+    if with_object:
+        (remote_root / backup.artifact.path).write_bytes(b"x" * backup.artifact.bytes)
+
+
 def alert_env(remote_root: Path, smtp_port: int, **extra) -> dict[str, str]:
     smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port, "extra": {"disable_tls": True, "disable_ssl": True, "timeout": 10}}
     return {
@@ -165,8 +178,8 @@ def alert_env(remote_root: Path, smtp_port: int, **extra) -> dict[str, str]:
     }
 
 
-def dags_test(dag_id: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([airflow_cli(), "dags", "test", dag_id, *args], env=env, capture_output=True, text=True, timeout=300)
+def dags_test(dag_id: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([airflow_cli(), "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=300)
 
 
 def only_mail(inbox):
@@ -194,10 +207,7 @@ def test_staleness_run_with_a_fresh_backup_passes_and_mails_nothing(airflow_home
     controller, inbox = smtp_server
     remote = tmp_path / "remote"
     fresh = manifest("full", datetime.now(timezone.utc) - timedelta(hours=2), size=123)
-    manifest_path = remote / fresh.artifact.path.replace(".dump.zst", ".manifest.json")
-    manifest_path.parent.mkdir(parents=True)
-    manifest_path.write_bytes(fresh.to_json())
-    (remote / fresh.artifact.path).write_bytes(b"x" * 123)
+    store_backup(remote, fresh)
     result = dags_test("pg_backup_staleness", alert_env(remote, controller.port))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert f"Fresh: newest backup {fresh.id}" in result.stdout + result.stderr
@@ -227,13 +237,17 @@ with DAG(dag_id="alerts_probe_pipeline", schedule=None, start_date=pendulum.date
 
 @pytest.mark.airflow
 def test_a_failure_after_capture_names_the_backup_in_the_mail_and_the_webhook(airflow_home, smtp_server, webhook_server, tmp_path):
-    """A stand-in for a backup DAG (same task ids, no database), run for real with ``dags test -f``."""
+    """A stand-in for a backup DAG (the capture task's id and XComs, no database) in a DAG folder of its own.
+
+    Its own folder because ``dags test -f`` only takes files inside the configured DAG bundle.
+    """
     controller, inbox = smtp_server
     url, posted = webhook_server
-    dag_file = tmp_path / "alerts_probe_pipeline.py"
-    dag_file.write_text(FAILING_PIPELINE_DAG)
-    env = alert_env(tmp_path / "remote", controller.port, BACKUP_ALERT_WEBHOOK_URL=url, BACKUP_ALERT_FROM="backups@example.com")
-    result = dags_test("alerts_probe_pipeline", env, "-f", str(dag_file))
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "alerts_probe_pipeline.py").write_text(FAILING_PIPELINE_DAG)
+    env = alert_env(tmp_path / "remote", controller.port, BACKUP_ALERT_WEBHOOK_URL=url, BACKUP_ALERT_FROM="backups@example.com",
+                    AIRFLOW__CORE__DAGS_FOLDER=str(tmp_path / "dags"))
+    result = dags_test("alerts_probe_pipeline", env)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     envelope, message, body = only_mail(inbox)
@@ -258,7 +272,8 @@ bag = DagBag(dag_folder=%r)
 dag = bag.dags.get("pg_backup_staleness")
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
                   "dag": dag and {"cron": dag.timetable.expression, "tz": str(dag.timetable.timezone), "catchup": dag.catchup,
-                                  "callbacks": [type(c).__name__ for t in dag.tasks for c in t.on_failure_callback]}}))
+                                  "callbacks": [type(c).__name__ for t in dag.tasks for c in t.on_failure_callback],
+                                  "limits": [str(getattr(t, k)) for t in dag.tasks for k in ("rpo", "grace", "max_full_age")]}}))
 """
 
 
@@ -268,12 +283,11 @@ def load_staleness_dag(**env):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_staleness_dag_runs_hourly_in_the_backup_timezone_and_alerts_when_recipients_are_set():
-    loaded = load_staleness_dag(BACKUP_TIMEZONE="Europe/Berlin", BACKUP_ALERT_EMAILS="ops@example.com")
+def test_staleness_dag_runs_hourly_in_the_backup_timezone_with_the_settings_limits_and_alerts_when_recipients_are_set():
+    loaded = load_staleness_dag(BACKUP_TIMEZONE="Europe/Berlin", BACKUP_ALERT_EMAILS="ops@example.com", BACKUP_RPO="24h")
     assert loaded["errors"] == {}
-    assert loaded["dag"] == {"cron": "0 * * * *", "tz": "Europe/Berlin", "catchup": False, "callbacks": ["BackupFailureEmail"]}
+    assert loaded["dag"] == {
+        "cron": "0 * * * *", "tz": "Europe/Berlin", "catchup": False, "callbacks": ["BackupFailureEmail"],
+        "limits": ["1 day, 0:00:00", "1:00:00", "8 days, 0:00:00"],
+    }
 
-
-def test_a_bad_rpo_is_an_import_error_naming_the_variable():
-    errors = load_staleness_dag(BACKUP_RPO="six hours")["errors"]
-    assert any("BACKUP_RPO" in e for e in errors.values())

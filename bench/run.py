@@ -78,6 +78,7 @@ sys.path.insert(0, str(PROJECT / "plugins"))
 
 from psycopg2 import sql  # noqa: E402
 
+from child_process import ChildProcess  # noqa: E402
 from pgbackup.capture import BackupCapture, CapturedBackup, list_tables  # noqa: E402
 from pgbackup.catalog import Catalog  # noqa: E402
 from pgbackup.compression import Compression  # noqa: E402
@@ -176,9 +177,10 @@ def _publish(captured: CapturedBackup, client: Rclone) -> BackupManifest:
 def op_baseline_dump(spec: dict) -> dict:
     """``pg_dump -Fc | rclone rcat``: the bare way to get a compressed dump onto a remote."""
     rclone_env = {**os.environ, "RCLONE_CONFIG": os.devnull, "RCLONE_CONFIG_BENCH_TYPE": "local"}
-    with PgTarget(**spec["pg"]).libpq_env() as env:
-        dump = subprocess.Popen([spec["pg_dump"], "--format=custom", "--no-password"], stdout=subprocess.PIPE, env=env)
-        rcat = subprocess.Popen([find_rclone(), "rcat", f"bench:{spec['object']}"], stdin=dump.stdout, env=rclone_env)
+    log = logging.getLogger("baseline")
+    with PgTarget(**spec["pg"]).libpq_env() as env, \
+            ChildProcess([spec["pg_dump"], "--format=custom", "--no-password"], env=env, log=log) as dump, \
+            ChildProcess([find_rclone(), "rcat", f"bench:{spec['object']}"], env=rclone_env, log=log, stdin=dump.stdout, stdout=sys.stderr) as rcat:
         dump.stdout.close()  # rclone alone reads the pipe, so pg_dump sees it close if rclone dies
         codes = rcat.wait(), dump.wait()
     if any(codes):
@@ -193,7 +195,11 @@ def op_library_full(spec: dict) -> dict:
 
 def op_dag_full(spec: dict) -> dict:
     """``bin/backupctl full``: pg_full_backup through ``airflow dags test``, every task of it."""
-    subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), "full"], env=spec["env"], stdout=sys.stderr, check=True)
+    argv = [sys.executable, str(PROJECT / "bin" / "backupctl"), "full"]
+    with ChildProcess(argv, env=spec["env"], log=logging.getLogger("backupctl"), stdout=sys.stderr) as backupctl:
+        code = backupctl.wait()
+    if code != 0:
+        raise BenchError(f"backupctl full failed with exit code {code}")
     return {}
 
 
@@ -223,8 +229,10 @@ def op_bare_restore(spec: dict) -> dict:
     """``pg_restore -j N`` of a local ``pg_dump -Fc`` file, with the flags ChainRestore gives it."""
     target = PgTarget(**spec["pg"])
     argv = [spec["pg_restore"], "--no-password", "--exit-on-error", f"--jobs={spec['jobs']}", f"--dbname={target.dbname}", spec["file"]]
-    with target.libpq_env() as env:
-        subprocess.run(argv, env=env, check=True)
+    with target.libpq_env() as env, ChildProcess(argv, env=env, log=logging.getLogger("pg_restore"), stdout=sys.stderr) as restore:
+        code = restore.wait()
+    if code != 0:
+        raise BenchError(f"pg_restore failed with exit code {code}")
     return {}
 
 
@@ -328,12 +336,13 @@ class Bench:
         with open(LOG, "a") as log:
             print(f"\n===== {operation} {datetime.now(timezone.utc).isoformat(timespec='seconds')}", file=log, flush=True)
             # The spec travels on stdin: it may hold the database password, which argv would show to `ps`.
+            # Its own session keeps Ctrl-C to this process, which then stops it once, with SIGTERM.
             with subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--run-one"], stdin=subprocess.PIPE,
-                                  stdout=log, stderr=log, text=True) as child:
+                                  stdout=log, stderr=log, text=True, start_new_session=True) as child:
                 try:
                     child.communicate(json.dumps(spec))
                 except BaseException:
-                    child.terminate()  # it stops its own children (pg_dump, rclone run in their own sessions)
+                    child.terminate()  # it unwinds and stops the tools it started, each in a session of its own
                     child.wait()
                     raise
         if child.returncode != 0:

@@ -336,12 +336,18 @@ class BackupCapture:
         if self._cancelled:
             raise DumpError("capture cancelled")
 
-    def _prune_state(self, keep: set[str]) -> None:
-        """Row-key states are only needed for the next incremental's parent: keep just ``keep``."""
+    def _prune_state(self, keep: set[str], newest: int = 3) -> None:
+        """Drop old row-key states: an incremental's parent is always one of the newest backups.
+
+        The newest few are kept, not just ``keep``, because a capture that is not yet
+        committed (or never will be) must not take its parent's state from a concurrent
+        or later incremental.
+        """
         if not self.state_root.is_dir():
             return
-        for entry in self.state_root.iterdir():
-            if entry.is_dir() and entry.name not in keep:
+        states = sorted((e for e in self.state_root.iterdir() if e.is_dir()), key=lambda e: e.name.split("-")[0])
+        for entry in states[:-newest]:
+            if entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
 
     # -- incremental -------------------------------------------------------------------

@@ -56,6 +56,7 @@ class BackupSettings:
     local_full_retention: timedelta = timedelta(weeks=2)
     local_incremental_retention: timedelta = timedelta(days=3)
     min_fulls: int = 1
+    orphan_grace: timedelta = timedelta(days=1)
     local_dir: Path = PROJECT_DIR / "data" / "backups"
     zstd_level: int = 6
     zstd_threads: int = 0
@@ -112,6 +113,7 @@ class BackupSettings:
             local_full_retention=duration("BACKUP_LOCAL_FULL_RETENTION", defaults.local_full_retention),
             local_incremental_retention=duration("BACKUP_LOCAL_INCREMENTAL_RETENTION", defaults.local_incremental_retention),
             min_fulls=integer("BACKUP_MIN_FULLS", defaults.min_fulls),
+            orphan_grace=duration("BACKUP_ORPHAN_GRACE", defaults.orphan_grace),
             local_dir=Path(text("BACKUP_LOCAL_DIR", str(defaults.local_dir))).expanduser(),
             zstd_level=integer("BACKUP_ZSTD_LEVEL", defaults.zstd_level),
             zstd_threads=integer("BACKUP_ZSTD_THREADS", defaults.zstd_threads),
@@ -154,7 +156,7 @@ class BackupSettings:
         return Compression(level=self.zstd_level, threads=self.zstd_threads)
 
     def remote_policy(self) -> RetentionPolicy:
-        return RetentionPolicy(self.remote_full_retention, self.remote_incremental_retention, min_fulls=self.min_fulls)
+        return RetentionPolicy(self.remote_full_retention, self.remote_incremental_retention, min_fulls=self.min_fulls, orphan_grace=self.orphan_grace)
 
     def local_policy(self) -> RetentionPolicy:
-        return RetentionPolicy(self.local_full_retention, self.local_incremental_retention, min_fulls=self.min_fulls)
+        return RetentionPolicy(self.local_full_retention, self.local_incremental_retention, min_fulls=self.min_fulls, orphan_grace=self.orphan_grace)

@@ -211,3 +211,27 @@ def test_missing_link_in_the_chain_is_named(shop_db, capture, client, local_remo
     (Path(local_remote.root) / inc1.artifact.path).unlink()
     with pytest.raises(RestoreError, match=f"needs {inc1.id}"):
         choose_chain(Catalog.load(client, LAYOUT), backup_id=inc2.id)
+
+
+def test_full_and_incremental_started_together_capture_one_after_the_other(shop_db, capture, client):
+    """The capture lock serialises them; both finish, and the second reads a snapshot taken after the first ended."""
+    parent = publish(capture.full(), client)
+    blocker = shop_db.connect()
+    blocker.cursor().execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')  # holds the first capture's pg_dump for a moment
+    results = {}
+    full_thread = threading.Thread(target=lambda: results.__setitem__("full", capture.full()))
+    full_thread.start()
+    import time
+
+    time.sleep(1.0)
+    inc_thread = threading.Thread(target=lambda: results.__setitem__("incremental", capture.incremental(parent)))
+    inc_thread.start()
+    time.sleep(2.0)
+    assert "incremental" not in results, "the incremental must wait for the full's capture"
+    blocker.rollback()
+    blocker.close()
+    full_thread.join(timeout=120)
+    inc_thread.join(timeout=120)
+    full, inc = results["full"], results["incremental"]
+    assert full.kind == "full" and inc.kind == "incremental"
+    assert inc.details["snapshot"]["taken_at"] >= full.finished_at.replace("+00:00", "Z")[:19]

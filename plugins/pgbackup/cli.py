@@ -26,10 +26,10 @@ from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
 from pgbackup.manifest import ManifestError
 from pgbackup.postgres import PgTarget, SourceError, ToolVersionError
-from pgbackup.restore import ChainRestore, RestoreError, choose_chain
+from pgbackup.restore import ChainRestore, ObjectUnavailable, RestoreError, choose_chain
 from pgbackup.retention import apply_plan, plan_retention
 from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError
-from pgbackup.status import collect_status
+from pgbackup.status import collect_status, other_remotes
 from pgbackup.store import LocalStore
 from rclone_provider.client import Rclone, RcloneError, RemoteConfig, RemoteConfigError, VerificationError
 
@@ -127,6 +127,10 @@ def cmd_status(args, settings: BackupSettings) -> int:
         except Exception as exc:
             log.info("Airflow metadata database not readable: %s", exc)
     report = collect_status(remote, settings, runs=runs, paused=paused)
+    newest = report["backups"][0]["id"] if report["backups"] else None
+    extra = {conn_id: Rclone(remote_config(conn_id), logger=log) for conn_id in settings.remote_conn_ids[1:]}
+    report["other_remotes"], lagging = other_remotes(extra, BackupLayout(settings.prefix), newest)
+    report["warnings"] += lagging
     if args.json:
         json.dump(report, sys.stdout, indent=2, default=str)
         print()
@@ -145,6 +149,9 @@ def cmd_status(args, settings: BackupSettings) -> int:
     if st["quota"] and "total" in st["quota"]:
         q = st["quota"]
         print(f"Remote quota: {human_bytes(q.get('used', 0))} used of {human_bytes(q['total'])}, {human_bytes(q.get('free', 0))} free")
+    for other in report["other_remotes"]:
+        if "error" not in other:
+            print(f"Also on remote {other['remote']}: {other['count']} backups, {human_bytes(other['bytes'])}, newest {other['newest'] or '-'}")
     if report["local"]:
         loc = report["local"]
         print(f"Local copies: {human_bytes(loc['backup_bytes'])} in {loc['dir']} ({loc['free_fraction']:.0%} of the disk free)")
@@ -294,28 +301,47 @@ def restore_target(url: str) -> PgTarget:
 
 
 def cmd_restore(args, settings: BackupSettings) -> int:
-    remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
+    """Restore from the first remote holding an intact copy of the chain; the next ones are fallbacks."""
     layout = BackupLayout(settings.prefix)
-    catalog = Catalog.load(remote, layout)
     if not args.to:
-        print_restore_procedure(remote, catalog, settings)
+        remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
+        print_restore_procedure(remote, Catalog.load(remote, layout), settings)
         return 0
     target = restore_target(args.to)
-    chain = choose_chain(catalog, backup_id=args.backup, at=parse_time(args.at) if args.at else None)
-    total = sum(m.artifact.bytes for m in chain)
-    print(f"Restore plan: {chain[-1].id} into {target.describe()} ({len(chain)} object(s), {human_bytes(total)} to download)")
-    for step, m in enumerate(chain, 1):
-        print(f"  {step}. {m.kind:<11} {m.id}  {human_bytes(m.artifact.bytes):>10}  snapshot {m.started_at.astimezone():%Y-%m-%d %H:%M:%S %Z}")
-    if args.dry_run:
-        print("Dry run: nothing downloaded, nothing changed.")
+    at = parse_time(args.at) if args.at else None
+    remotes = settings.remote_conn_ids
+    for position, conn_id in enumerate(remotes, 1):
+        fallback = position < len(remotes)
+        try:
+            remote = Rclone(remote_config(conn_id), logger=log)
+            chain = choose_chain(Catalog.load(remote, layout), backup_id=args.backup, at=at)
+        except (RcloneError, RemoteConfigError, RestoreError, LookupError) as exc:
+            if not fallback:
+                raise
+            print(f"Remote {conn_id} cannot serve this restore ({exc}); trying {remotes[position]}", file=sys.stderr)
+            continue
+        total = sum(m.artifact.bytes for m in chain)
+        print(f"Restore plan: {chain[-1].id} into {target.describe()} from remote {conn_id} "
+              f"({len(chain)} object(s), {human_bytes(total)} to download)")
+        for step, m in enumerate(chain, 1):
+            print(f"  {step}. {m.kind:<11} {m.id}  {human_bytes(m.artifact.bytes):>10}  snapshot {m.started_at.astimezone():%Y-%m-%d %H:%M:%S %Z}")
+        if args.dry_run:
+            print("Dry run: nothing downloaded, nothing changed.")
+            return 0
+        logging.getLogger().setLevel(logging.INFO)
+        try:
+            report = ChainRestore(remote, layout, pg_bin_dir=settings.pg_bin_dir, logger=log).run(chain, target, jobs=args.jobs, clean=args.clean)
+        except ObjectUnavailable as exc:
+            if not fallback:
+                raise
+            print(f"Remote {conn_id}: {exc}; nothing was applied, trying {remotes[position]}", file=sys.stderr)
+            continue
+        print(f"Restored {report.backup_id} into {target.describe()} in {report.seconds:.1f}s: "
+              f"{report.tables} tables, {report.rows} rows; every table's fingerprint and every sequence match the backup.")
+        for step, seconds in report.steps.items():
+            print(f"  {step:<48} {seconds:7.1f}s")
         return 0
-    logging.getLogger().setLevel(logging.INFO)
-    report = ChainRestore(remote, layout, pg_bin_dir=settings.pg_bin_dir, logger=log).run(chain, target, jobs=args.jobs, clean=args.clean)
-    print(f"Restored {report.backup_id} into {target.describe()} in {report.seconds:.1f}s: "
-          f"{report.tables} tables, {report.rows} rows; every table's fingerprint and every sequence match the backup.")
-    for step, seconds in report.steps.items():
-        print(f"  {step:<48} {seconds:7.1f}s")
-    return 0
+    raise AssertionError("unreachable: the last remote either restores or raises")
 
 
 def print_restore_procedure(remote: Rclone, catalog: Catalog, settings: BackupSettings) -> None:

@@ -39,6 +39,10 @@ class RestoreError(RuntimeError):
     """The restore cannot start or did not give the backed-up state; the message says which backup or table."""
 
 
+class ObjectUnavailable(RestoreError):
+    """An object could not be read whole from this remote; nothing was applied, another copy may serve."""
+
+
 def choose_chain(catalog: Catalog, *, backup_id: str | None = None, at: datetime | None = None) -> list[BackupManifest]:
     """The backups to apply, base full first: to ``backup_id``, to the newest at or before ``at``, or to the newest."""
     if backup_id and at:
@@ -77,9 +81,9 @@ def fetch_verified(store, manifest: BackupManifest, dest: Path, logger: logging.
                 size += len(chunk)
                 out.write(chunk)
     except (RcloneError, FileNotFoundError) as exc:
-        raise RestoreError(f"backup {manifest.id}: cannot read {manifest.artifact.path} from the remote ({exc})") from None
+        raise ObjectUnavailable(f"backup {manifest.id}: cannot read {manifest.artifact.path} from the remote ({exc})") from None
     if size != manifest.artifact.bytes or digest.hexdigest() != manifest.artifact.sha256:
-        raise RestoreError(
+        raise ObjectUnavailable(
             f"backup {manifest.id}: {manifest.artifact.path} is corrupt ({size} bytes, sha256 {digest.hexdigest()[:16]}…; "
             f"the manifest says {manifest.artifact.bytes} bytes, sha256 {manifest.artifact.sha256[:16]}…)"
         )

@@ -46,7 +46,7 @@ def _webhook_url(url: str) -> str | None:
 @dataclass(frozen=True)
 class BackupSettings:
     source_conn_id: str = "backup_source"
-    remote_conn_id: str = "backup_remote"
+    remote_conn_ids: tuple[str, ...] = ("backup_remote",)  # the first is the primary; every backup goes to each
     prefix: str = "database"
     timezone: str = "UTC"
     full_schedule: str = "0 2 * * 0"
@@ -103,7 +103,7 @@ class BackupSettings:
             raise SettingsError(f"BACKUP_PREFIX={prefix!r}: must be a relative folder name such as 'database'")
         settings = cls(
             source_conn_id=text("BACKUP_SOURCE_CONN_ID", defaults.source_conn_id),
-            remote_conn_id=text("BACKUP_REMOTE_CONN_ID", defaults.remote_conn_id),
+            remote_conn_ids=tuple(c.strip() for c in text("BACKUP_REMOTE_CONN_ID", ",".join(defaults.remote_conn_ids)).split(",") if c.strip()),
             prefix=prefix,
             timezone=timezone,
             full_schedule=text("BACKUP_FULL_SCHEDULE", defaults.full_schedule),
@@ -140,6 +140,11 @@ class BackupSettings:
         except ValueError as exc:
             raise SettingsError(f"BACKUP_MIN_FULLS={settings.min_fulls}: {exc}") from None
         return settings
+
+    @property
+    def remote_conn_id(self) -> str:
+        """The primary remote: incrementals chain on its catalog, drills and status read it first."""
+        return self.remote_conn_ids[0]
 
     def default_args(self, **overrides) -> dict:
         """Task defaults every DAG shares: owner, retries with backoff, a timeout that kills stuck tools."""

@@ -107,3 +107,22 @@ def _local_disk(settings: BackupSettings) -> dict[str, Any] | None:
     used_by_backups = sum(f.stat().st_size for f in settings.local_dir.rglob("*") if f.is_file()) if settings.local_dir.exists() else 0
     return {"dir": str(settings.local_dir), "backup_bytes": used_by_backups, "disk_free": usage.free,
             "disk_total": usage.total, "free_fraction": usage.free / usage.total if usage.total else 1.0}
+
+
+def other_remotes(stores: dict[str, Any], layout: BackupLayout, primary_newest: str | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """A line per redundant remote (count, bytes, newest backup) and warnings when one lags or cannot be read."""
+    summaries, warnings = [], []
+    for name, store in stores.items():
+        try:
+            catalog = Catalog.load(store, layout)
+        except Exception as exc:  # an unreachable copy is a warning, not a failure of status
+            warnings.append(f"remote {name} cannot be read: {exc}")
+            summaries.append({"remote": name, "error": str(exc)})
+            continue
+        newest = catalog.backups[-1].id if catalog.backups else None
+        summaries.append({"remote": name, "count": len(catalog.backups), "bytes": sum(m.artifact.bytes for m in catalog.backups),
+                          "newest": newest, "problems": catalog.problems})
+        if primary_newest and primary_newest not in {m.id for m in catalog.backups}:
+            warnings.append(f"remote {name} lacks the newest backup {primary_newest}")
+        warnings += [f"remote {name}: {problem}" for problem in catalog.problems]
+    return summaries, warnings

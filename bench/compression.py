@@ -37,7 +37,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import zstandard
-
 from pgbackup.compression import Compression
 from pgbackup.dump import PgDump
 from pgbackup.postgres import PgTarget, PgTools, tools_for_server
@@ -151,7 +150,7 @@ def _methods(target: PgTarget, tools: PgTools, env: dict, version: str) -> list[
         return lambda out: _pipe_through_zstd(tools.pg_dump, env, level, out)
 
     def project(level: int) -> Callable[[Path], None]:
-        return lambda out: PgDump(target, tools, Compression(level=level)).run(out, server_version=version)
+        return lambda out: PgDump(target, tools, Compression(level=level)).run(out)
 
     return [
         (BASELINE, pg_dump()),

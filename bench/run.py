@@ -76,8 +76,6 @@ from urllib.parse import urlsplit
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "plugins"))
 
-from psycopg2 import sql  # noqa: E402
-
 from child_process import ChildProcess  # noqa: E402
 from pgbackup.capture import BackupCapture, CapturedBackup, list_tables  # noqa: E402
 from pgbackup.catalog import Catalog  # noqa: E402
@@ -87,6 +85,7 @@ from pgbackup.manifest import BackupManifest  # noqa: E402
 from pgbackup.postgres import PgTarget, PgTools, tools_for_server  # noqa: E402
 from pgbackup.restore import ChainRestore, choose_chain  # noqa: E402
 from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop  # noqa: E402
+from psycopg2 import sql  # noqa: E402
 from rclone_provider.client import Rclone, RemoteConfig, find_rclone  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results" / "run.json"

@@ -10,24 +10,13 @@ It watches the result, not the runs: a scheduler that stopped, a paused DAG or
 a backup that never reached the remote all end up here.
 """
 
-import pendulum
-from airflow.sdk import DAG, CronTriggerTimetable
-
 from pgbackup.settings import BackupSettings
-from pgbackup_airflow.alerts import BackupStalenessOperator, failure_notifiers
+from pgbackup_airflow.alerts import BackupStalenessOperator
+from pgbackup_airflow.dag_defaults import backup_dag
 
 settings = BackupSettings.from_env()
 
-with DAG(
-    dag_id="pg_backup_staleness",
-    schedule=CronTriggerTimetable("0 * * * *", timezone=settings.timezone),
-    start_date=pendulum.datetime(2026, 1, 1, tz=settings.timezone),
-    catchup=False,
-    max_active_runs=1,
-    tags=["backup", "postgres", "alerts"],
-    doc_md=__doc__,
-    default_args=settings.default_args(on_failure_callback=failure_notifiers(settings)),
-) as dag:
+with backup_dag("pg_backup_staleness", "0 * * * *", settings, doc_md=__doc__, tags=["alerts"]) as dag:
     BackupStalenessOperator(
         task_id="check_backup_freshness",
         rclone_conn_id=settings.remote_conn_id,

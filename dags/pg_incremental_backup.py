@@ -12,23 +12,11 @@ not on this machine. It never captures at the same time as a full backup of the
 same database (a PostgreSQL advisory lock).
 """
 
-import pendulum
-from airflow.sdk import DAG, CronTriggerTimetable
-
 from pgbackup.settings import BackupSettings
-from pgbackup_airflow.alerts import failure_notifiers
+from pgbackup_airflow.dag_defaults import backup_dag
 from pgbackup_airflow.pipeline import backup_pipeline
 
 settings = BackupSettings.from_env()
 
-with DAG(
-    dag_id="pg_incremental_backup",
-    schedule=CronTriggerTimetable(settings.incremental_schedule, timezone=settings.timezone),
-    start_date=pendulum.datetime(2026, 1, 1, tz=settings.timezone),
-    catchup=False,
-    max_active_runs=1,
-    tags=["backup", "postgres", "incremental"],
-    doc_md=__doc__,
-    default_args=settings.default_args(on_failure_callback=failure_notifiers(settings)),
-) as dag:
+with backup_dag("pg_incremental_backup", settings.incremental_schedule, settings, doc_md=__doc__, tags=["incremental"]) as dag:
     backup_pipeline("incremental", settings)

@@ -11,25 +11,17 @@ or trigger with `{"backup_id": "..."}` to drill a chosen backup). The scratch
 server is connection `backup_drill`, or the source's server when it is not set.
 """
 
-import pendulum
-from airflow.sdk import DAG, CronTriggerTimetable, Param
+from airflow.sdk import Param
 
 from pgbackup.settings import BackupSettings
-from pgbackup_airflow.alerts import failure_notifiers
+from pgbackup_airflow.dag_defaults import backup_dag
 from pgbackup_airflow.operators import RestoreDrillOperator
 
 settings = BackupSettings.from_env()
 
-with DAG(
-    dag_id="pg_restore_drill",
-    schedule=CronTriggerTimetable(settings.drill_schedule, timezone=settings.timezone),
-    start_date=pendulum.datetime(2026, 1, 1, tz=settings.timezone),
-    catchup=False,
-    max_active_runs=1,
-    tags=["backup", "postgres", "drill"],
-    doc_md=__doc__,
+with backup_dag(
+    "pg_restore_drill", settings.drill_schedule, settings, doc_md=__doc__, tags=["drill"], task_defaults={"retries": 0},
     params={"backup_id": Param(None, type=["null", "string"], description="backup to drill; empty = the newest")},
-    default_args=settings.default_args(retries=0, on_failure_callback=failure_notifiers(settings)),
 ) as dag:
     RestoreDrillOperator(
         task_id="restore_and_check",

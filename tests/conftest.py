@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-
 from loopback import RcloneServer
 from pgbackup.postgres import PgTarget
 from pgbackup.sample_shop import seed_sample_shop

@@ -5,7 +5,6 @@ import subprocess
 import time
 
 import pytest
-
 from child_process import ChildProcess, ChildRegistry, ProcessCancelled
 
 log = logging.getLogger("test")

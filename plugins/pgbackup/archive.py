@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from child_process import ChildProcess
-from pgbackup.compression import CorruptArchiveError, DecompressedStream, decompressed_chunks
+
+from pgbackup.compression import (
+    CorruptArchiveError,
+    DecompressedStream,
+    decompressed_chunks,
+)
 from pgbackup.delta import DeltaFormatError, DeltaReader
 from pgbackup.postgres import PgTools
 

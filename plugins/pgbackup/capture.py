@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import heapq
 import json
 import logging
 import os
 import shutil
-import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,67 +33,24 @@ from typing import Any
 
 import psycopg2.extensions
 import zstandard
+from child_process import ChildProcess
 from psycopg2 import sql
 
-from child_process import ChildProcess
+from pgbackup import __version__
 from pgbackup.compression import CHUNK, Compression, HashingWriter
 from pgbackup.delta import DeltaWriter
 from pgbackup.dump import DumpError, PgDump
 from pgbackup.fingerprint import read_sequences, table_fingerprint
 from pgbackup.layout import BackupLayout, new_backup_id
-from pgbackup import __version__
 from pgbackup.manifest import BackupManifest, StoredArtifact, parse_utc, utc_iso
 from pgbackup.postgres import PgTarget, PgTools
 from pgbackup.snapshot import SnapshotSession
+from pgbackup.tables import TableInfo, list_tables
 
 log = logging.getLogger(__name__)
 XID_WRAP = 1 << 32
 # Past this many transactions since the parent, 32-bit xmin values become ambiguous: take a full.
 MAX_XID_DISTANCE = 1 << 30
-
-TABLES_SQL = """
-SELECT n.nspname, c.relname,
-  coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
-            FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-            WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
-  (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
-   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY 1, 2
-"""
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    schema: str
-    name: str
-    key_columns: tuple[str, ...]
-    columns: tuple[str, ...]
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    @property
-    def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
-
-    def column_list(self, alias: str | None = None) -> sql.Composable:
-        return sql.SQL(", ").join(sql.Identifier(alias, c) if alias else sql.Identifier(c) for c in self.columns)
-
-    def key_text(self, alias: str = "t") -> sql.Composable:
-        """The primary key rendered as one text, e.g. ``(42)``: how deletes name rows."""
-        return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.Identifier(alias, c) for c in self.key_columns))
-
-
-def list_tables(cur) -> list[TableInfo]:
-    cur.execute(TABLES_SQL)
-    return [TableInfo(s, n, tuple(keys or ()), tuple(cols or ())) for s, n, keys, cols in cur.fetchall()]
-
 
 @dataclass(frozen=True)
 class CapturedBackup:
@@ -265,7 +220,7 @@ class BackupCapture:
             self._dump = PgDump(self.target, self.tools, self.compression, logger=self.log)
             out_path = self.local_dir / object_path
             try:
-                artifact = self._dump.run(out_path, server_version=self.server_version, snapshot=session.info.exported_id)
+                artifact = self._dump.run(out_path, snapshot=session.info.exported_id)
                 details = describe.result()
                 details["schema_sha256"] = self._schema_hash(session)
             except BaseException as failure:
@@ -292,7 +247,7 @@ class BackupCapture:
             backup_id=backup_id, kind="full", object_path=object_path, path=artifact.path, bytes=artifact.bytes,
             sha256=artifact.sha256, uncompressed_bytes=artifact.uncompressed_bytes, database=self.target.dbname,
             server_version=self.server_version, pg_dump_version=self.tools.version, started_at=artifact.started_at,
-            finished_at=artifact.finished_at, compression=artifact.compression, details=details,
+            finished_at=artifact.finished_at, compression=self.compression.describe(), details=details,
         )
 
     def _describe(self, session: SnapshotSession, state: RowKeyState) -> dict[str, Any]:

@@ -12,10 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from rclone_provider.client import StoredObject
+
 from pgbackup.layout import KINDS, MANIFEST_SUFFIX, BackupLayout
 from pgbackup.manifest import BackupManifest, ManifestError
 from pgbackup.store import BackupStore
-from rclone_provider.client import StoredObject
 
 log = logging.getLogger(__name__)
 

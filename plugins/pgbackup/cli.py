@@ -19,6 +19,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rclone_provider.client import (
+    Rclone,
+    RcloneError,
+    RemoteConfig,
+    RemoteConfigError,
+    VerificationError,
+)
+
 from pgbackup.catalog import Catalog
 from pgbackup.connections import ConnectionMissing, env_var, remote_from_env
 from pgbackup.humanize import human_bytes
@@ -31,7 +39,6 @@ from pgbackup.retention import apply_plan, plan_retention
 from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError
 from pgbackup.status import collect_status, other_remotes
 from pgbackup.store import LocalStore
-from rclone_provider.client import Rclone, RcloneError, RemoteConfig, RemoteConfigError, VerificationError
 
 log = logging.getLogger("backupctl")
 OPERATOR_ERRORS = (

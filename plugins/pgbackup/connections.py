@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pgbackup.postgres import PgTarget
 from rclone_provider.client import RemoteConfig
+
+from pgbackup.postgres import PgTarget
 
 
 class ConnectionMissing(LookupError):

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import psycopg2
 from psycopg2 import sql
 
-from pgbackup.catalog import Catalog, BackupNotFound
+from pgbackup.catalog import BackupNotFound, Catalog
 from pgbackup.layout import BackupLayout
 from pgbackup.manifest import utc_iso
 from pgbackup.postgres import PgTarget

@@ -10,12 +10,12 @@ import errno
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from child_process import ChildRegistry
+
 from pgbackup.compression import CHUNK, Compression, HashingWriter
 from pgbackup.postgres import PgTarget, PgTools
 
@@ -29,25 +29,14 @@ class DumpError(RuntimeError):
 
 @dataclass(frozen=True)
 class DumpArtifact:
-    """A finished, compressed dump on local disk and the facts the manifest needs about it."""
+    """A finished, compressed dump on local disk: where, how big, its sha256, and when pg_dump ran."""
 
     path: str
     bytes: int
     sha256: str
     uncompressed_bytes: int
-    database: str
-    server_version: str
-    pg_dump_version: str
     started_at: str
     finished_at: str
-    compression: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DumpArtifact:
-        return cls(**data)
 
 
 class PgDump:
@@ -63,7 +52,7 @@ class PgDump:
     def terminate(self) -> None:
         self.children.terminate_all()
 
-    def run(self, out_path: Path, *, server_version: str, snapshot: str | None = None) -> DumpArtifact:
+    def run(self, out_path: Path, *, snapshot: str | None = None) -> DumpArtifact:
         """Dump into ``out_path``; with ``snapshot`` (an exported snapshot id) pg_dump reads exactly that snapshot."""
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,12 +100,8 @@ class PgDump:
             bytes=sink.bytes,
             sha256=sink.sha256,
             uncompressed_bytes=raw_bytes,
-            database=self.target.dbname,
-            server_version=server_version,
-            pg_dump_version=self.tools.version,
             started_at=started.isoformat(),
             finished_at=datetime.now(timezone.utc).isoformat(),
-            compression=self.compression.describe(),
         )
 
     def _compress(self, source, sink: HashingWriter, clock: float) -> int:

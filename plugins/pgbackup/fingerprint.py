@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
+from pgbackup.tables import list_tables
+
 # Settings that change how values print (and so their md5) are pinned on both sides.
 STABLE_OUTPUT_SETTINGS = (
     "SET LOCAL TimeZone = 'UTC'",
@@ -21,16 +23,6 @@ STABLE_OUTPUT_SETTINGS = (
     "SET LOCAL extra_float_digits = 3",
     "SET LOCAL bytea_output = 'hex'",
 )
-
-USER_TABLES_SQL = """
-SELECT n.nspname, c.relname
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY 1, 2
-"""
-
 
 @dataclass(frozen=True)
 class TableFingerprint:
@@ -48,8 +40,7 @@ def pin_output_settings(cur) -> None:
 
 
 def user_tables(cur) -> list[tuple[str, str]]:
-    cur.execute(USER_TABLES_SQL)
-    return [tuple(row) for row in cur.fetchall()]
+    return [(t.schema, t.name) for t in list_tables(cur)]
 
 
 def table_fingerprint(cur, schema: str, table: str) -> TableFingerprint:

@@ -21,7 +21,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import psycopg2
 
 
-
 class SourceError(RuntimeError):
     """The database cannot be reached or used; the message says what to fix."""
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,18 +17,28 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg2
-from psycopg2 import sql
-
 from child_process import ChildRegistry
+from psycopg2 import sql
+from rclone_provider.client import RcloneError
+
 from pgbackup.catalog import BrokenChainError, Catalog
-from pgbackup.compression import CHUNK, CorruptArchiveError, DecompressedStream, decompressed_chunks
+from pgbackup.compression import (
+    CHUNK,
+    CorruptArchiveError,
+    DecompressedStream,
+    decompressed_chunks,
+)
 from pgbackup.delta import DeltaFormatError, DeltaReader
+from pgbackup.fingerprint import (
+    pin_output_settings,
+    sequence_values,
+    table_fingerprints,
+    user_tables,
+)
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import Lease
-from pgbackup.fingerprint import pin_output_settings, sequence_values, table_fingerprints, user_tables
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import PgTarget, PgTools, SourceError, tools_for_server
-from rclone_provider.client import RcloneError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from rclone_provider.client import StoredObject
+
 from pgbackup.layout import BackupLayout
 from pgbackup.manifest import BackupManifest, parse_utc
-from rclone_provider.client import StoredObject
 
 log = logging.getLogger(__name__)
 

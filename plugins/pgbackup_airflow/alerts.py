@@ -27,7 +27,6 @@ from typing import Any
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
-
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
 from pgbackup.settings import BackupSettings

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
-
 from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
+from sqlalchemy import select
 
 BACKUP_DAGS = ("pg_full_backup", "pg_incremental_backup", "pg_restore_drill", "pg_backup_staleness")
 _ERROR_LINE = re.compile(r"^\s*([\w.]+(?:Error|Exception|Busy|Missing|Invalid)\w*): (.+)$")

@@ -9,7 +9,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
-
 from pgbackup.archive import check_archive, check_delta
 from pgbackup.capture import BackupCapture, CapturedBackup
 from pgbackup.catalog import BrokenChainError, Catalog
@@ -21,8 +20,9 @@ from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import tools_for_server
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.store import LocalStore
-from pgbackup_airflow.connections import drill_server, source_target
 from rclone_provider.hooks.rclone import RcloneHook
+
+from pgbackup_airflow.connections import drill_server, source_target
 
 
 class _KillAwareOperator(BaseOperator):

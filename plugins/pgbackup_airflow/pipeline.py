@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pgbackup.settings import BackupSettings
-from pgbackup_airflow.operators import CaptureBackupOperator, CheckArchiveOperator, CommitManifestOperator, RetentionOperator
 from rclone_provider.operators.rclone import RcloneUploadOperator, RcloneVerifyOperator
+
+from pgbackup_airflow.operators import (
+    CaptureBackupOperator,
+    CheckArchiveOperator,
+    CommitManifestOperator,
+    RetentionOperator,
+)
 
 
 def backup_pipeline(kind: str, settings: BackupSettings) -> CaptureBackupOperator:

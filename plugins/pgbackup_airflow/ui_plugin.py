@@ -30,7 +30,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.plugins_manager import AirflowPlugin
-
 from pgbackup.humanize import human_bytes
 
 log = logging.getLogger(__name__)
@@ -276,17 +275,18 @@ def _empty_report(settings) -> dict[str, Any]:
 def create_app():
     """The plugin's FastAPI app; every route requires an Airflow user allowed to read ``GATE_DAG``."""
     import jinja2
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import (
+        DagAccessEntity,
+        DagDetails,
+    )
+    from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
+    from airflow.models.dag import DagModel
     from fastapi import Depends, FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
     from markupsafe import Markup
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
-    from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
-    from airflow.models.dag import DagModel
-
     from pgbackup.settings import BackupSettings, SettingsError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                    undefined=jinja2.StrictUndefined)

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import PROJECT
 
 PROBE = """
@@ -18,7 +17,8 @@ print(json.dumps({
     "dags": {d.dag_id: {"summary": d.timetable.expression, "tz": str(d.timetable.timezone), "catchup": d.catchup,
                         "max_active_runs": d.max_active_runs,
                         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
-                        "tags": sorted(d.tags)} for d in bag.dags.values()},
+                        "tags": sorted(d.tags), "owners": sorted({t.owner for t in d.tasks}),
+                        "alerting": all(bool(t.on_failure_callback) for t in d.tasks)} for d in bag.dags.values()},
 }))
 """
 
@@ -62,3 +62,18 @@ def test_schedule_and_timezone_come_from_the_settings():
 def test_bad_settings_are_an_import_error_naming_the_variable():
     errors = load_dags(BACKUP_REMOTE_FULL_RETENTION="forever")["errors"]
     assert any("BACKUP_REMOTE_FULL_RETENTION" in e for e in errors.values())
+
+
+def test_every_backup_dag_is_there_with_one_run_at_a_time(default_dags):
+    dags = default_dags["dags"]
+    assert set(dags) == {"pg_full_backup", "pg_incremental_backup", "pg_restore_drill", "pg_backup_staleness"}
+    assert dags["pg_incremental_backup"]["summary"] == "0 0,6,12,18 * * *"
+    assert dags["pg_restore_drill"]["summary"] == "0 6 * * 0" and dags["pg_backup_staleness"]["summary"] == "0 * * * *"
+    for dag in dags.values():
+        assert dag["catchup"] is False and dag["max_active_runs"] == 1
+        assert dag["owners"] == ["backup"] and "backup" in dag["tags"]
+
+
+def test_every_task_of_every_dag_alerts_on_failure_once_recipients_are_set():
+    dags = load_dags(BACKUP_ALERT_EMAILS="ops@example.com")["dags"]
+    assert all(dag["alerting"] for dag in dags.values())

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import admin_connection, airflow_cli
 
 pytestmark = pytest.mark.airflow

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT, airflow_cli
 from pgbackup.catalog import Catalog
 from pgbackup.drill import latest_drill

@@ -5,10 +5,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT, airflow_cli
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
@@ -36,7 +34,7 @@ def test_every_remote_gets_a_copy_and_restore_falls_back_past_a_corrupt_one(airf
     assert [b.id for b in catalogs["secondary"].backups] == [backup.id]
 
     status = subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), "status"], env=env, capture_output=True, text=True)
-    assert f"Also on remote backup_secondary: 1 backups" in status.stdout
+    assert "Also on remote backup_secondary: 1 backups" in status.stdout
 
     stored = roots["primary"] / backup.artifact.path
     data = bytearray(stored.read_bytes())

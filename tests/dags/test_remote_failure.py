@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import airflow_cli
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout

@@ -5,7 +5,6 @@ import threading
 import time
 
 import pytest
-
 from pgbackup.archive import check_archive
 from pgbackup.compression import Compression, CorruptArchiveError
 from pgbackup.dump import DumpError, PgDump
@@ -30,7 +29,7 @@ def tools(shop_db):
 
 
 def dump(shop_db, tools, out):
-    return PgDump(shop_db, tools, Compression(level=3)).run(out, server_version=shop_db.server_version()[1])
+    return PgDump(shop_db, tools, Compression(level=3)).run(out)
 
 
 def test_dump_restores_to_identical_tables_and_sequences(shop_db, tools, tmp_path, make_database):
@@ -80,7 +79,7 @@ def test_archive_check_fails_on_a_truncated_file(shop_db, tools, tmp_path):
 def test_a_failing_pg_dump_leaves_no_file(tools, tmp_path):
     missing = PgTarget(dbname="pgb_does_not_exist")
     with pytest.raises(DumpError, match="pg_dump of postgres@127.0.0.1:5432/pgb_does_not_exist failed"):
-        PgDump(missing, tools, Compression()).run(tmp_path / "x.dump.zst", server_version="15")
+        PgDump(missing, tools, Compression()).run(tmp_path / "x.dump.zst")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -90,7 +89,7 @@ def test_terminate_stops_pg_dump_and_removes_the_partial_file(shop_db, tools, tm
     blocker.cursor().execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')
     run = PgDump(shop_db, tools, Compression())
     outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(_capture(run.run, tmp_path / "x.dump.zst", server_version="15")))
+    worker = threading.Thread(target=lambda: outcome.append(_capture(run.run, tmp_path / "x.dump.zst")))
     worker.start()
     time.sleep(1.5)
     run.terminate()

@@ -5,7 +5,6 @@ import logging
 import threading
 
 import pytest
-
 from pgbackup.capture import BackupCapture
 from pgbackup.catalog import Catalog
 from pgbackup.compression import Compression

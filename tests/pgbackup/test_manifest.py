@@ -2,7 +2,6 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-
 from factories import manifest
 from pgbackup.manifest import FORMAT_VERSION, BackupManifest, ManifestError
 

@@ -1,8 +1,14 @@
 from pathlib import Path
 
 import pytest
-
-from pgbackup.postgres import PgTarget, PgTools, SourceError, ToolVersionError, choose_tools, installed_tools
+from pgbackup.postgres import (
+    PgTarget,
+    PgTools,
+    SourceError,
+    ToolVersionError,
+    choose_tools,
+    installed_tools,
+)
 
 
 def tools(major):

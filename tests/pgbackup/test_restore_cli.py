@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import PROJECT, admin_connection
 from pgbackup.capture import BackupCapture
 from pgbackup.compression import Compression
@@ -118,3 +117,24 @@ def test_two_captures_of_one_database_never_overlap(shop_db):
     finally:
         first.close()
     SnapshotSession(shop_db, lock_wait_seconds=1).close()
+
+
+def test_a_target_server_older_than_the_backup_is_refused(one_full, local_remote):
+    import json as _json
+    from pathlib import Path
+
+    manifest_file = Path(local_remote.root) / LAYOUT.manifest_path("full", one_full.id)
+    data = _json.loads(manifest_file.read_text())
+    data["server_version"] = "99.1"  # as if the backup came from a newer PostgreSQL than this server
+    manifest_file.write_text(_json.dumps(data))
+    result = backupctl(local_remote, "restore", "--to", "postgresql://postgres@127.0.0.1:5432/pgb_too_old")
+    assert result.returncode == 1
+    assert "older than the backup's 99.1" in result.stderr
+    assert not database_exists("pgb_too_old")
+
+
+def test_refused_credentials_on_the_target_are_one_clear_line(one_full, local_remote):
+    result = backupctl(local_remote, "restore", "--to", "postgresql://pgb_no_such_role@127.0.0.1:5432/pgb_x")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("backupctl: error: restore target: cannot connect to pgb_no_such_role@127.0.0.1:5432/postgres")

@@ -2,7 +2,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from pgbackup.settings import BackupSettings, SettingsError
 
 

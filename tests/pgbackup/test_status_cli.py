@@ -8,8 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-from conftest import PROJECT, airflow_cli
+from conftest import PROJECT
 from factories import manifest
 from pgbackup.layout import BackupLayout
 from pgbackup.settings import BackupSettings

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-
 from conftest import PROJECT, airflow_cli
 from factories import manifest
 from loopback import free_port

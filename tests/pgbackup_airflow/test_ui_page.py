@@ -11,7 +11,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from airflow_api_server import ApiServer, get
 from conftest import PROJECT, airflow_cli
 from factories import manifest

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 from rclone_provider.client import Rclone, RcloneError, RemoteConfig, VerificationError
 
 
@@ -132,3 +131,35 @@ def test_terminate_stops_a_running_transfer(local_remote, tmp_path):
     worker.join(timeout=20)
     assert not worker.is_alive() and time.monotonic() - started < 20
     assert errors, "the killed upload must raise, not return"
+
+
+def test_a_remote_answering_503_for_a_while_is_retried_until_it_works(webdav_server, payload):
+    from loopback import FlakyProxy
+
+    path, size, sha = payload
+    proxy = FlakyProxy(webdav_server.url, failures=4)
+    try:
+        client = Rclone(RemoteConfig.from_extra("backup_remote", {"type": "webdav", "url": proxy.url, "root": "r",
+                                                                    "flags": ["--retries=3", "--low-level-retries=10", "--retries-sleep=100ms"]}))
+        client.upload(path, "obj")
+        assert client.verify("obj", size=size, sha256=sha) in ("download and sha256", "remote sha256")
+    finally:
+        proxy.stop()
+    assert proxy.failed == 4 and proxy.forwarded > 0
+
+
+def test_a_remote_that_keeps_failing_gives_up_in_bounded_time_with_a_clear_error(webdav_server, payload):
+    from loopback import FlakyProxy
+
+    path, _, _ = payload
+    proxy = FlakyProxy(webdav_server.url, failures=10_000, status=503)
+    started = time.monotonic()
+    try:
+        client = Rclone(RemoteConfig.from_extra("backup_remote", {"type": "webdav", "url": proxy.url,
+                                                                    "flags": ["--retries=2", "--low-level-retries=2", "--retries-sleep=100ms"]}))
+        with pytest.raises(RcloneError) as err:
+            client.upload(path, "obj")
+    finally:
+        proxy.stop()
+    assert time.monotonic() - started < 60
+    assert "503" in str(err.value) or "try again later" in str(err.value) or "Service Unavailable" in str(err.value)

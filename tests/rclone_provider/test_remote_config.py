@@ -1,5 +1,4 @@
 import pytest
-
 from rclone_provider.client import RemoteConfig, RemoteConfigError
 
 

@@ -27,11 +27,11 @@ TEMPLATE``), so rounds start alike however much the last one changed:
 
 How it measures. Every variant runs in its own process (this script with ``--run-one``)
 that reports its wall time, its CPU (its own plus that of every child it waited for:
-pg_dump, rclone, pg_restore, Airflow) and its peak RSS — that of the largest single process,
-itself or a child, which is what ``/usr/bin/time -f %M`` reports, read from the same kernel
-counters (``getrusage``) without needing that tool. So no variant's memory hides behind
-another's. Linux carries a parent's high-water mark into a child it starts, so a tool
-smaller than the measuring process (bare pg_restore) shows that process's size, ~40 MB. PostgreSQL's own CPU (the server side of COPY, fingerprints and key sorting)
+pg_dump, rclone, pg_restore, Airflow) and its peak RSS — that of the largest single process:
+itself (``VmHWM``) or a child (``getrusage``, the counter ``/usr/bin/time -f %M`` reads).
+So no variant's memory hides behind another's, nor behind this script's. Linux starts a
+child's getrusage peak at the size of the process that started it, so a tool smaller than
+the measuring process (bare pg_restore) shows that process's size, ~40 MB. PostgreSQL's own CPU (the server side of COPY, fingerprints and key sorting)
 is not counted. Medians of ``--rounds`` rounds are reported, ratios are ratios of medians.
 The machine facts printed first include the load average: on a shared machine wall times
 move with it.
@@ -141,15 +141,23 @@ def run_one(spec: dict) -> None:
     cpu, wall = time.process_time(), time.perf_counter()
     measured = OPERATIONS[spec["operation"]](spec)
     wall = time.perf_counter() - wall
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, children = own_peak_rss_kib(), resource.getrusage(resource.RUSAGE_CHILDREN)
     # ru_maxrss is in KiB; for RUSAGE_CHILDREN it is the largest single child's, not a sum.
     measured.update(
         wall_s=wall,
         cpu_s=time.process_time() - cpu + children.ru_utime + children.ru_stime,
-        peak_rss_mb=max(own.ru_maxrss, children.ru_maxrss) * 1024 / MB,
-        own_rss_mb=own.ru_maxrss * 1024 / MB,
+        peak_rss_mb=max(own, children.ru_maxrss) * 1024 / MB,
+        own_rss_mb=own * 1024 / MB,
     )
     Path(spec["result"]).write_text(json.dumps(measured))
+
+
+def own_peak_rss_kib() -> int:
+    """This process's peak RSS, ``VmHWM``: getrusage's would start at the size of the process that started it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise BenchError("/proc/self/status has no VmHWM line: peak memory is measured on Linux only")
 
 
 def _client(root: str) -> Rclone:

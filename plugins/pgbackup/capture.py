@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import psycopg2.extensions
 import zstandard
 from child_process import ChildProcess
@@ -224,15 +225,18 @@ class BackupCapture:
                 details = describe.result()
                 details["schema_sha256"] = self._schema_hash(session)
             except BaseException as failure:
-                session.conn.cancel()  # stop the reads running beside the dump before the session closes
+                try:
+                    session.conn.cancel()  # stop the reads running beside the dump before the session closes
+                except psycopg2.Error:
+                    pass  # the connection is already gone (the server restarted, say)
                 describe.wait_quietly()
                 shutil.rmtree(state.dir, ignore_errors=True)
                 out_path.unlink(missing_ok=True)
                 cause = describe.error
                 if cause is not None and cause is not failure and not isinstance(cause, psycopg2.extensions.QueryCanceledError):
                     # A failed read aborts the snapshot's transaction, and pg_dump then fails too: report the cause.
-                    raise _disk_full(cause, state.dir) from failure
-                cleaned = _disk_full(failure, out_path)
+                    raise _for_operator(cause, state.dir) from failure
+                cleaned = _for_operator(failure, out_path)
                 if cleaned is failure:
                     raise
                 raise cleaned from None
@@ -377,7 +381,7 @@ class BackupCapture:
         except BaseException as failure:
             partial.unlink(missing_ok=True)
             shutil.rmtree(state.dir, ignore_errors=True)
-            cleaned = _disk_full(failure, partial)
+            cleaned = _for_operator(failure, partial)
             if cleaned is failure:
                 raise
             raise cleaned from None
@@ -443,10 +447,13 @@ class BackupCapture:
         return {"mode": "rows", "upserted": upserted, "deleted": deleted}
 
 
-def _disk_full(exc: BaseException, where: Path) -> BaseException:
-    """ENOSPC as the operator should read it; any other error unchanged."""
+def _for_operator(exc: BaseException, where: Path) -> BaseException:
+    """ENOSPC and a lost database connection as the operator should read them; any other error unchanged."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return DumpError(f"local disk full while writing {where}; the partial files were removed and older backups left as they were")
+    if isinstance(exc, psycopg2.Error):
+        first = (str(exc).strip().splitlines() or ["connection lost"])[0]
+        return DumpError(f"the backup's database session failed: {first}; nothing was kept")
     return exc
 
 

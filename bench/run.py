@@ -31,15 +31,16 @@ pg_dump, rclone, pg_restore, Airflow) and its peak RSS — that of the largest s
 itself (``VmHWM``) or a child (``getrusage``, the counter ``/usr/bin/time -f %M`` reads).
 So no variant's memory hides behind another's, nor behind this script's. Linux starts a
 child's getrusage peak at the size of the process that started it, so a tool smaller than
-the measuring process (bare pg_restore) shows that process's size, ~40 MB. PostgreSQL's own CPU (the server side of COPY, fingerprints and key sorting)
-is not counted. Medians of ``--rounds`` rounds are reported, ratios are ratios of medians.
-The machine facts printed first include the load average: on a shared machine wall times
-move with it.
+the measuring process (bare pg_restore) shows that process's size, ~40 MB. PostgreSQL's
+own CPU (the server side of COPY, fingerprints and key sorting) is not counted. Medians of
+``--rounds`` rounds are reported; ratios are ratios of medians. The machine facts printed
+first include the load average: on a shared machine wall times move with it.
 
 Run from the repository root (``make bench`` runs the first line)::
 
-    .venv/bin/python bench/run.py                        # scale 300 and 30, 3 rounds: about an hour on 2 cores
-    .venv/bin/python bench/run.py --scale 5 --small-scale 2 --rounds 1   # a quick check, a few minutes
+    .venv/bin/python bench/run.py                                        # scale 300 and 30, 3 rounds: about an hour on 2 cores
+    .venv/bin/python bench/run.py --scale 100 --small-scale 20           # 20 minutes on 2 cores
+    .venv/bin/python bench/run.py --scale 5 --small-scale 2 --rounds 1   # a check that it all works, under 2 minutes
 
 The table goes to stdout, the same numbers (and every round's) to ``bench/results/run.json``,
 and the output of every measured process (the library's and Airflow's logs) to
@@ -77,7 +78,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "plugins"))
 
 from child_process import ChildProcess  # noqa: E402
-from pgbackup.capture import BackupCapture, CapturedBackup, list_tables  # noqa: E402
+from pgbackup.capture import BackupCapture, CapturedBackup  # noqa: E402
 from pgbackup.catalog import Catalog  # noqa: E402
 from pgbackup.compression import Compression  # noqa: E402
 from pgbackup.layout import BackupLayout  # noqa: E402
@@ -85,6 +86,7 @@ from pgbackup.manifest import BackupManifest  # noqa: E402
 from pgbackup.postgres import PgTarget, PgTools, tools_for_server  # noqa: E402
 from pgbackup.restore import ChainRestore, choose_chain  # noqa: E402
 from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop  # noqa: E402
+from pgbackup.tables import list_tables  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 from rclone_provider.client import Rclone, RemoteConfig, find_rclone  # noqa: E402
 
@@ -290,7 +292,8 @@ class Bench:
         for number in range(self.args.rounds):
             rounds.append(self.main_round(number))
             small_rounds.append(self.small_round(number))
-        settings = {key: value for key, value in vars(self.args).items() if key != "run_one"} | {"restore_jobs": self.jobs}
+        # Not --pg-url: it may hold a password.
+        settings = {key: getattr(self.args, key) for key in ("scale", "small_scale", "rounds", "skip_airflow")} | {"restore_jobs": self.jobs}
         return summarise(facts, settings, rounds, small_rounds)
 
     def cleanup(self) -> None:

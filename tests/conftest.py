@@ -79,12 +79,19 @@ def webdav_remote(webdav_server) -> RemoteConfig:
     return RemoteConfig.from_extra("backup_remote", {"type": "webdav", "url": webdav_server.url, "root": "Shop Backups"})
 
 
-def remote_conn_json(remote_extra: dict) -> str:
-    return json.dumps({"conn_type": "rclone", "extra": remote_extra})
-
-
-def source_conn_url(target: PgTarget) -> str:
-    return f"postgresql://{target.user}@{target.host}:{target.port}/{target.dbname}"
+def backup_env(source: PgTarget, remote_extra: dict | None, local_dir: Path, *, password: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment a DAG run or ``backupctl`` needs: this process's (with the throwaway AIRFLOW_HOME),
+    plus the source and remote connections and the local backup folder."""
+    credentials = f"{source.user}:{password}" if password else source.user
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{credentials}@{source.host}:{source.port}/{source.dbname}",
+        BACKUP_LOCAL_DIR=str(local_dir),
+        **extra,
+    )
+    if remote_extra is not None:
+        env["AIRFLOW_CONN_BACKUP_REMOTE"] = json.dumps({"conn_type": "rclone", "extra": remote_extra})
+    return env
 
 
 def pytest_configure(config):

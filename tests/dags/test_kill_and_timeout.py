@@ -1,13 +1,11 @@
 """A backup task that is timed out or SIGTERMed stops its pg_dump (whole process group) and is never marked successful."""
 
-import json
-import os
 import signal
 import subprocess
 import time
 
 import pytest
-from conftest import admin_connection, airflow_cli
+from conftest import admin_connection, airflow_cli, backup_env
 
 pytestmark = pytest.mark.airflow
 
@@ -32,14 +30,7 @@ def blocked_source(shop_db):
 
 
 def dag_env(source, local_remote, tmp_path, **extra):
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{source.user}@{source.host}:{source.port}/{source.dbname}",
-        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
-        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
-        **extra,
-    )
-    return env
+    return backup_env(source, {"type": "local", "root": local_remote.root}, tmp_path / "local", **extra)
 
 
 def stored_files(tmp_path, local_remote):

@@ -1,13 +1,12 @@
 """The full backup DAG, run for real with `airflow dags test`, then restored and compared table by table."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, airflow_cli
+from conftest import PROJECT, airflow_cli, backup_env
 from pgbackup.catalog import Catalog
 from pgbackup.fingerprint import sequence_values, table_fingerprints
 from pgbackup.layout import BackupLayout
@@ -20,13 +19,7 @@ PASSWORD = "Pw-DISTINCT-7f3a9"  # trust auth accepts it; it must never show up i
 
 
 def run_full_dag(source, remote_extra: dict, local_dir: Path, **extra_env):
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{source.user}:{PASSWORD}@{source.host}:{source.port}/{source.dbname}",
-        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": remote_extra}),
-        BACKUP_LOCAL_DIR=str(local_dir),
-        **extra_env,
-    )
+    env = backup_env(source, remote_extra, local_dir, password=PASSWORD, **extra_env)
     return subprocess.run([airflow_cli(), "dags", "test", "pg_full_backup"], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -88,12 +81,7 @@ def test_unreachable_source_fails_the_run_and_stores_nothing(airflow_home, local
 
 
 def test_backupctl_full_runs_the_dag_and_reports_where_it_landed(airflow_home, shop_db, local_remote, tmp_path):
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{shop_db.user}@{shop_db.host}:{shop_db.port}/{shop_db.dbname}",
-        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
-        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
-    )
+    env = backup_env(shop_db, {"type": "local", "root": local_remote.root}, tmp_path / "local")
     result = subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), "full"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (backup,) = Catalog.load(Rclone(local_remote), BackupLayout("database")).backups

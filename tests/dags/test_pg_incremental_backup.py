@@ -1,13 +1,12 @@
 """The incremental and drill DAGs run for real with `airflow dags test`; restores go through `backupctl restore`."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, airflow_cli
+from conftest import PROJECT, airflow_cli, backup_env
 from pgbackup.catalog import Catalog
 from pgbackup.drill import latest_drill
 from pgbackup.layout import BackupLayout
@@ -21,13 +20,7 @@ LAYOUT = BackupLayout("database")
 
 @pytest.fixture
 def env(airflow_home, shop_db, local_remote, tmp_path):
-    values = dict(os.environ)
-    values.update(
-        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{shop_db.user}@{shop_db.host}:{shop_db.port}/{shop_db.dbname}",
-        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
-        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
-    )
-    return values
+    return backup_env(shop_db, {"type": "local", "root": local_remote.root}, tmp_path / "local")
 
 
 def run_dag(dag_id, env, *extra):

@@ -2,12 +2,11 @@
 get their copy; restore takes the first intact copy and falls back to the next."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from conftest import PROJECT, airflow_cli
+from conftest import PROJECT, airflow_cli, backup_env
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
 from pgcompare import database_content
@@ -19,11 +18,9 @@ LAYOUT = BackupLayout("database")
 
 def test_every_remote_gets_a_copy_and_restore_falls_back_past_a_corrupt_one(airflow_home, shop_db, tmp_path, make_database):
     roots = {name: tmp_path / name for name in ("primary", "secondary")}
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{shop_db.user}@{shop_db.host}:{shop_db.port}/{shop_db.dbname}",
+    env = backup_env(
+        shop_db, None, tmp_path / "local",
         BACKUP_REMOTE_CONN_ID="backup_primary,backup_secondary",
-        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
         **{f"AIRFLOW_CONN_BACKUP_{name.upper()}": json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": str(root)}})
            for name, root in roots.items()},
     )
@@ -53,11 +50,9 @@ def test_every_remote_gets_a_copy_and_restore_falls_back_past_a_corrupt_one(airf
 
 def test_a_dead_remote_fails_the_run_while_the_other_copy_lands(airflow_home, shop_db, webdav_server, tmp_path):
     good_root = tmp_path / "good"
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{shop_db.user}@{shop_db.host}:{shop_db.port}/{shop_db.dbname}",
+    env = backup_env(
+        shop_db, None, tmp_path / "local",
         BACKUP_REMOTE_CONN_ID="backup_good,backup_dead",
-        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
         AIRFLOW_CONN_BACKUP_GOOD=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": str(good_root)}}),
         AIRFLOW_CONN_BACKUP_DEAD=json.dumps({"conn_type": "rclone", "extra": {"type": "webdav", "url": webdav_server.url, "flags": ["--retries=1", "--low-level-retries=1"]}}),
     )

@@ -1,15 +1,13 @@
 """The network remote dies in the middle of an upload: the run fails after its retries, no manifest is written,
 the partial object never shows as a backup, retention removes it later, and the next run succeeds."""
 
-import json
-import os
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import airflow_cli
+from conftest import airflow_cli, backup_env
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
 from rclone_provider.client import Rclone, RemoteConfig
@@ -21,15 +19,7 @@ LAYOUT = BackupLayout("database")
 def test_remote_dying_mid_upload_loses_nothing_and_the_next_run_succeeds(airflow_home, shop_db, webdav_server, tmp_path):
     # --bwlimit keeps the ~0.5 MB upload running for seconds, so the server can die under it.
     extra = {"type": "webdav", "url": webdav_server.url, "root": "Backups", "flags": ["--bwlimit=100k", "--retries=1", "--low-level-retries=1"]}
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{shop_db.user}@{shop_db.host}:{shop_db.port}/{shop_db.dbname}",
-        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": extra}),
-        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
-        BACKUP_TASK_RETRIES="1",
-        BACKUP_RETRY_DELAY="1s",
-        BACKUP_ZSTD_LEVEL="1",
-    )
+    env = backup_env(shop_db, extra, tmp_path / "local", BACKUP_TASK_RETRIES="1", BACKUP_RETRY_DELAY="1s", BACKUP_ZSTD_LEVEL="1")
     served = webdav_server.directory / "Backups" / "database" / "full"
 
     def kill_when_upload_starts():

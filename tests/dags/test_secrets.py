@@ -1,15 +1,13 @@
 """No secret on a command line, in a log, in a manifest or in an error: full + incremental + restore with a
 distinctive database password and remote option, while the process table is sampled."""
 
-import json
-import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT
+from conftest import PROJECT, backup_env
 from pgbackup.sample_shop import mutate_sample_shop
 
 pytestmark = pytest.mark.airflow
@@ -44,12 +42,7 @@ class CommandLineWatcher:
 
 
 def test_secrets_never_leak_through_a_whole_backup_and_restore_cycle(airflow_home, shop_db, local_remote, tmp_path, make_database):
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_CONN_BACKUP_SOURCE=f"postgresql://{shop_db.user}:{DB_PASSWORD}@{shop_db.host}:{shop_db.port}/{shop_db.dbname}",
-        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root, "description": REMOTE_SECRET}}),
-        BACKUP_LOCAL_DIR=str(tmp_path / "local"),
-    )
+    env = backup_env(shop_db, {"type": "local", "root": local_remote.root, "description": REMOTE_SECRET}, tmp_path / "local", password=DB_PASSWORD)
     backupctl = [sys.executable, str(PROJECT / "bin" / "backupctl")]
     outputs = []
     with CommandLineWatcher() as watcher:

@@ -1,7 +1,9 @@
 """``backupctl``: the operator's command line.
 
-It needs no running scheduler: ``list`` and ``retention`` talk to the remote
-directly; ``full`` runs the DAG in-process with ``airflow dags test`` so that
+It needs no running scheduler: ``list``, ``restore``, ``verify``, ``retention``
+and ``status`` talk to the remotes directly (``status`` and ``logs`` add Airflow's
+run history when its metadata database is reachable); ``full``, ``incremental``
+and ``verify --drill`` run the DAG in-process with ``airflow dags test`` so that
 the run is recorded in Airflow like a scheduled one.
 """
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test bench clean
 
 venv: $(BIN)/.installed
 
@@ -18,6 +18,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# The performance benchmark (prints a table, writes bench/results/run.json); e.g. make bench BENCH_ARGS="--scale 100"
+bench: venv
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .data .pytest_cache

@@ -128,9 +128,8 @@ class RowKeyState:
         return path
 
     def keys(self, table: str):
+        """The table's keys in sorted order.  A missing file is an error, never "no keys": that would hide deletes."""
         path = self.path(table)
-        if not path.exists():
-            return
         with open(path, "rb") as raw:
             reader = zstandard.ZstdDecompressor().stream_reader(raw)
             buffered = _lines(reader)
@@ -341,6 +340,9 @@ class BackupCapture:
             return f"over {MAX_XID_DISTANCE} transactions since the parent"
         if not parent_state.exists():
             return f"the row-key state of parent {parent.id} is not on this machine ({parent_state.dir})"
+        missing = [t for t, info in parent.details.get("tables", {}).items() if info.get("key_columns") and not parent_state.path(t).is_file()]
+        if missing:
+            return f"the row-key state of parent {parent.id} lacks {missing[0]}"
         schema = self._schema_hash(session)
         if schema != parent.details["schema_sha256"]:
             return "the schema changed since the parent (tables, columns, indexes or other definitions)"

@@ -137,6 +137,13 @@ NEW_CUSTOMER = (
 )
 
 
+def test_a_missing_key_file_in_the_parent_state_promotes_to_full(shop_db, capture, client, tmp_path):
+    full = publish(capture.full(), client)
+    next((tmp_path / "local" / "state").rglob("public.payment.keys.zst")).unlink()
+    captured = capture.incremental(full)
+    assert captured.kind == "full" and "lacks public.payment" in captured.details["promoted_from_incremental"]
+
+
 def test_application_can_insert_with_default_ids_after_restore(shop_db, capture, client, make_database):
     full = publish(capture.full(), client)
     execute(shop_db, NEW_CUSTOMER.format(name="Ada"))

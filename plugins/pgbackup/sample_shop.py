@@ -452,6 +452,7 @@ class _CopyLoader:
         self._cur = cur
         self._buffers = {table: io.StringIO() for table in SAMPLE_TABLES}
         self._widths: dict[str, int] = {}
+        self._columns: dict[str, str] = {}  # per table, read once: the column list of its COPY
         self._pending = 0
         self.counts: Counter[str] = Counter()
 
@@ -463,16 +464,21 @@ class _CopyLoader:
         if self._pending >= _COPY_BATCH_ROWS:
             self.flush()
 
+    def _column_list(self, table: str) -> str:
+        """The table's first columns, one per generated value: a column added later (a schema-change test) keeps its default."""
+        if table not in self._columns:
+            self._cur.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                (f'"{table}"',),
+            )
+            self._columns[table] = ", ".join(f'"{name}"' for (name,) in self._cur.fetchall()[: self._widths[table]])
+        return self._columns[table]
+
     def flush(self) -> None:
         for table, buffer in self._buffers.items():
             if buffer.tell():
                 buffer.seek(0)
-                # Name the columns: a column added later (a schema-change test) keeps its default.
-                self._cur.execute(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                    (f'"{table}"',),
-                )
-                columns = ", ".join(f'"{name}"' for (name,) in self._cur.fetchall()[: self._widths[table]])
+                columns = self._column_list(table)
                 self._cur.copy_expert(f'COPY "{table}" ({columns}) FROM STDIN', buffer)
                 self._buffers[table] = io.StringIO()
         self._pending = 0

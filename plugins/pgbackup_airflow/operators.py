@@ -29,6 +29,12 @@ from pgbackup_airflow.connections import drill_server, source_target
 class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
     """An operator of this package: ``on_kill`` stops what ``self._running`` runs, a kill is never a success."""
 
+    def __init__(self, **kwargs) -> None:
+        # Not redundant: without an __init__ of its own, Airflow's metaclass puts BaseOperator.__init__ in this
+        # class's __dict__, and .partial() then takes its inlets=None/outlets=None as this class's defaults —
+        # a mapped subclass (the drill) then fails before it starts ('NoneType' object is not iterable).
+        super().__init__(**kwargs)
+
 
 class CaptureBackupOperator(_KillAwareOperator):
     """Capture a backup of the source into the local directory: ``kind="full"`` or ``kind="incremental"``.

@@ -236,10 +236,14 @@ def _with_final(blocks: Iterable[list[bytes]]) -> Iterator[list[bytes]]:
 
 def count_updated(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes]) -> int:
     """How many changed rows' keys were in the parent (updates, not inserts)."""
+    import bisect
+
     updated = 0
     for block, changed, _ in _windows(parent_blocks, changed_lines, None):
-        if changed:
-            updated += len({_key(line) for line in changed} & {_key(line) for line in block})
+        for line in changed:  # few per block: look each up, rather than take every parent line's key
+            probe = line[: -HASH_HEX]  # the key and its tab (COPY prints tabs in keys as \\t): only that key starts so
+            at = bisect.bisect_left(block, probe)
+            updated += at < len(block) and block[at].startswith(probe)
     return updated
 
 

@@ -1,31 +1,39 @@
 """Capture a backup — full or incremental — from one snapshot of the source database.
 
 A **full** backup is ``pg_dump`` of the exported snapshot.  While it runs, the same
-snapshot is read for what the next incremental needs: per-table fingerprints,
-sequence values, a hash of the schema, and the sorted primary keys of every
-table (the *row-key state*, kept locally under ``<local dir>/state``).
+snapshot is read — on a few connections that import it, side by side — for what the
+next incremental needs: sequence values, a hash of the schema, and per table the
+sorted primary keys with each row's hash (the *row-key state*, ``rowstate.py``,
+kept locally under ``<local dir>/state``), from which the table's fingerprint is summed.
 
 An **incremental** backup stores, per table, only what changed since its parent:
 - rows whose ``xmin`` is at or after the parent snapshot's ``xmin`` (inserted or
   updated since; a few older ones may be re-sent, which is harmless), as upserts;
-- keys present in the parent's row-key state and gone now, as deletes;
-- for a table without a primary key, the whole table when its fingerprint changed.
+- keys present in the parent's row-key state and gone now, as deletes.  The current
+  keys are read only when the row counts prove some parent rows are gone;
+- for a table without a primary key, the whole table when a row changed or went missing.
+Its row-key state and fingerprints are the parent's, adjusted by the changed and
+deleted rows; a state that does not add up with its manifest or the source
+promotes the capture to a full.
 
 It promotes itself to a full backup — and says why in the log and the manifest —
 when there is no parent, the schema changed, the parent's row-key state is not on
-this machine, or the source is not the same cluster.  Never a silently wrong restore.
+this machine or is of an older format, or the source is not the same cluster.
+Never a silently wrong restore.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
+import queue
 import shutil
+import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,18 +41,29 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-import zstandard
 from child_process import ChildProcess
 from psycopg2 import sql
 
 from pgbackup import __version__
-from pgbackup.compression import CHUNK, Compression, HashingWriter
+from pgbackup.compression import Compression, HashingWriter
 from pgbackup.delta import DeltaWriter
 from pgbackup.dump import DumpError, PgDump
 from pgbackup.fingerprint import read_sequences, table_fingerprint
 from pgbackup.layout import BackupLayout, new_backup_id
 from pgbackup.manifest import BackupManifest, StoredArtifact, parse_utc, utc_iso
 from pgbackup.postgres import PgTarget, PgTools
+from pgbackup.rowstate import (
+    RowKeyState,
+    StateMismatch,
+    StateOrderError,
+    TableFingerprintSums,
+    checked_order,
+    count_updated,
+    keys_query,
+    merge_state,
+    rows_query,
+    text_blocks,
+)
 from pgbackup.snapshot import SnapshotSession
 from pgbackup.tables import TableInfo, list_tables
 
@@ -102,70 +121,6 @@ class CapturedBackup:
         )
 
 
-class RowKeyState:
-    """Sorted primary keys of every table at one backup, one zstd file per table, on local disk."""
-
-    def __init__(self, root: Path, backup_id: str) -> None:
-        self.dir = Path(root) / backup_id
-
-    def exists(self) -> bool:
-        return (self.dir / "COMPLETE").is_file()
-
-    def path(self, table: str) -> Path:
-        return self.dir / f"{table}.keys.zst"
-
-    def write_keys(self, session: SnapshotSession, table: TableInfo) -> Path:
-        """Stream the table's key texts, sorted bytewise (``COLLATE "C"`` = Python's str order), into its file."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.path(table.qualified)
-        query = sql.SQL('SELECT k FROM (SELECT {} AS k FROM {} AS t) AS keys ORDER BY k COLLATE "C"').format(table.key_text(), table.ident)
-        with session.cursor(name=f"keys_{abs(hash(table.qualified))}") as cur, open(path, "wb") as raw:
-            cur.itersize = 50_000
-            cur.execute(query)
-            with zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as out:
-                for (key,) in cur:
-                    out.write(json.dumps(key).encode() + b"\n")
-        return path
-
-    def keys(self, table: str):
-        """The table's keys in sorted order.  A missing file is an error, never "no keys": that would hide deletes."""
-        path = self.path(table)
-        with open(path, "rb") as raw:
-            reader = zstandard.ZstdDecompressor().stream_reader(raw)
-            buffered = _lines(reader)
-            for line in buffered:
-                yield json.loads(line)
-
-    def mark_complete(self) -> None:
-        (self.dir / "COMPLETE").write_text(datetime.now(timezone.utc).isoformat())
-
-
-def _lines(reader):
-    pending = b""
-    for chunk in iter(lambda: reader.read(CHUNK), b""):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from complete
-    if pending:
-        yield pending
-
-
-def deleted_keys(parent_keys, current_keys):
-    """Keys in ``parent_keys`` but not in ``current_keys``; both sorted, streamed in one pass."""
-    current = iter(current_keys)
-    head = next(current, None)
-    for key in parent_keys:
-        while head is not None and head < key:
-            head = next(current, None)
-        if head != key:
-            yield key
-
-
-def copy_escape(text: str) -> str:
-    """A value in COPY text format."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-
-
 class BackupCapture:
     """Captures full and incremental backups of one source into ``<local_dir>/<prefix>/<kind>/``."""
 
@@ -179,6 +134,7 @@ class BackupCapture:
         prefix: str,
         server_version: str,
         logger: logging.Logger | None = None,
+        readers: int = 2,
     ) -> None:
         self.target = target
         self.tools = tools
@@ -191,6 +147,9 @@ class BackupCapture:
         self._dump: PgDump | None = None
         self._cancelled = False
         self._children: list[ChildProcess] = []
+        # Connections reading tables side by side in the snapshot (the session's own included).
+        self.readers = max(1, readers)
+        self._reader_conns: list = []
 
     def terminate(self) -> None:
         self._cancelled = True
@@ -198,6 +157,14 @@ class BackupCapture:
             self._dump.terminate()
         for child in self._children:
             child.terminate()
+        self._cancel_readers()
+
+    def _cancel_readers(self) -> None:
+        for conn in list(self._reader_conns):
+            try:
+                conn.cancel()
+            except psycopg2.Error:
+                pass  # already gone
 
     # -- full ----------------------------------------------------------------------
     def _new_id(self, kind: str, after: str | None) -> str:
@@ -228,6 +195,7 @@ class BackupCapture:
                     session.conn.cancel()  # stop the reads running beside the dump before the session closes
                 except psycopg2.Error:
                     pass  # the connection is already gone (the server restarted, say)
+                self._cancel_readers()
                 describe.wait_quietly()
                 shutil.rmtree(state.dir, ignore_errors=True)
                 out_path.unlink(missing_ok=True)
@@ -254,24 +222,83 @@ class BackupCapture:
         )
 
     def _describe(self, session: SnapshotSession, state: RowKeyState) -> dict[str, Any]:
-        """Fingerprints, sequences, tables (and row keys into ``state``) read in the session's snapshot."""
+        """Fingerprints, sequences, tables (and each table's row keys and hashes into ``state``), all in the session's snapshot.
+
+        One pass per table: the sorted (key, row hash) lines go straight from COPY into
+        the state file, and the fingerprint is summed from that file — the rows are
+        rendered and hashed once, not once for the fingerprint and again for the keys.
+        """
         clock = time.monotonic()
         with session.cursor() as cur:
             tables = list_tables(cur)
-            fingerprints = {}
-            for table in tables:
-                self._check_cancelled()
-                fingerprints[table.qualified] = table_fingerprint(cur, table.schema, table.name).to_dict()
-                if table.key_columns:
-                    state.write_keys(session, table)
             sequences = read_sequences(cur)
-        self.log.info("Read fingerprints and row keys of %s tables in %.1fs", len(tables), time.monotonic() - clock)
+            sizes = {}
+            for table in tables:
+                cur.execute("SELECT pg_table_size(%s::regclass)", (table.ident.as_string(cur),))
+                sizes[table.qualified] = cur.fetchone()[0]
+        fingerprints = self._each_table(session, sorted(tables, key=lambda t: -sizes[t.qualified]),
+                                        lambda cur, table: self._read_table(cur, table, state))
+        self.log.info("Read fingerprints and row keys of %s tables in %.1fs on %s connections",
+                      len(tables), time.monotonic() - clock, min(self.readers, max(1, len(tables))))
         return {
             "snapshot": session.info.to_dict(),
-            "fingerprints": fingerprints,
+            "fingerprints": {t.qualified: fingerprints[t.qualified] for t in tables},
             "sequences": sequences,
             "tables": {t.qualified: {"key_columns": list(t.key_columns)} for t in tables},
         }
+
+    def _read_table(self, cur, table: TableInfo, state: RowKeyState) -> dict:
+        if not table.key_columns:
+            return table_fingerprint(cur, table.schema, table.name).to_dict()
+        with state.writer(table.qualified) as out:
+            cur.copy_expert(rows_query(table).as_string(cur), out)
+        return state.fingerprint(table.qualified).to_dict()
+
+    def _each_table(self, session: SnapshotSession, tables: list[TableInfo], work) -> dict[str, Any]:
+        """``{table: work(cursor, table)}``, spread over up to ``readers`` connections that share the session's snapshot.
+
+        Biggest tables first, so the longest read starts at once.  The first error stops
+        the other connections' queries and is raised.
+        """
+        pending: queue.Queue = queue.Queue()
+        for table in tables:
+            pending.put(table)
+        results: dict[str, Any] = {}
+        errors: list[BaseException] = []
+
+        def drain(conn) -> None:
+            try:
+                with conn.cursor() as cur:
+                    while not errors:
+                        try:
+                            table = pending.get_nowait()
+                        except queue.Empty:
+                            return
+                        self._check_cancelled()
+                        results[table.qualified] = work(cur, table)
+            except BaseException as exc:  # re-raised below
+                errors.append(exc)
+                self._cancel_readers()
+
+        extra = []
+        try:
+            for _ in range(min(self.readers, len(tables)) - 1):
+                extra.append(session.attach())
+            self._reader_conns[:] = [session.conn, *extra]
+            threads = [threading.Thread(target=drain, args=(conn,), daemon=True) for conn in extra]
+            for thread in threads:
+                thread.start()
+            drain(session.conn)
+            for thread in threads:
+                thread.join()
+        finally:
+            self._reader_conns[:] = []
+            for conn in extra:
+                conn.close()
+        if errors:
+            real = [e for e in errors if not isinstance(e, psycopg2.extensions.QueryCanceledError)]
+            raise (real or errors)[0]
+        return results
 
     def _schema_hash(self, session: SnapshotSession) -> str:
         """sha256 of ``pg_dump --schema-only`` of the snapshot, without the per-run ``\\restrict`` token lines."""
@@ -321,7 +348,13 @@ class BackupCapture:
             if reason:
                 self.log.warning("Taking a full backup instead of an incremental: %s", reason)
                 return self.full(promoted_because=reason, session=session, after=parent.id)
-            return self._incremental(session, parent, parent_state)
+            try:
+                return self._incremental(session, parent, parent_state)
+            except (StateMismatch, StateOrderError) as exc:
+                # Nothing was kept of the incremental; the snapshot is intact (these are checks, not SQL errors).
+                reason = f"the row-key state of parent {parent.id} does not add up with the source: {exc}"
+                self.log.warning("Taking a full backup instead of an incremental: %s", reason)
+                return self.full(promoted_because=reason, session=session, after=parent.id)
         finally:
             session.close()
 
@@ -340,6 +373,8 @@ class BackupCapture:
             return f"over {MAX_XID_DISTANCE} transactions since the parent"
         if not parent_state.exists():
             return f"the row-key state of parent {parent.id} is not on this machine ({parent_state.dir})"
+        if not parent_state.current_format():
+            return f"the row-key state of parent {parent.id} is of an older format (keys without row hashes)"
         missing = [t for t, info in parent.details.get("tables", {}).items() if info.get("key_columns") and not parent_state.path(t).is_file()]
         if missing:
             return f"the row-key state of parent {parent.id} lacks {missing[0]}"
@@ -368,15 +403,22 @@ class BackupCapture:
                 with self.compression.compressor().stream_writer(sink, closefd=False) as zwriter:
                     counted = _Tee(zwriter, raw_counter)
                     delta = DeltaWriter(counted)
-                    details = self._describe(session, state)
-                    with session.cursor() as cur:
-                        for table in list_tables(cur):
+                    fingerprints = {}
+                    with session.cursor() as cur, tempfile.TemporaryDirectory(prefix="pgbackup-merge-", dir=self.local_dir) as tmp:
+                        tables = list_tables(cur)
+                        sequences = read_sequences(cur)
+                        for table in tables:
                             self._check_cancelled()
-                            captured[table.qualified] = self._capture_table(
-                                cur, delta, table, parent_state, state, changed_rows,
-                                details["fingerprints"][table.qualified], parent_fingerprints.get(table.qualified),
+                            captured[table.qualified], fingerprints[table.qualified] = self._capture_table(
+                                cur, delta, table, parent_state, state, changed_rows, parent_fingerprints.get(table.qualified), Path(tmp),
                             )
                     delta.close()
+                    details = {
+                        "snapshot": session.info.to_dict(),
+                        "fingerprints": fingerprints,
+                        "sequences": sequences,
+                        "tables": {t.qualified: {"key_columns": list(t.key_columns)} for t in tables},
+                    }
                 raw_out.flush()
                 os.fsync(raw_out.fileno())
             os.replace(partial, out_path)
@@ -423,30 +465,100 @@ class BackupCapture:
         ).format(base=sql.Literal(base), xmax=sql.Literal(xmax), wrap=sql.Literal(XID_WRAP), parent_xmin=sql.Literal(parent_xmin))
 
     def _capture_table(self, cur, delta: DeltaWriter, table: TableInfo, parent_state: RowKeyState, state: RowKeyState,
-                       changed_rows: sql.Composable, fingerprint: dict, parent_fingerprint: dict | None) -> dict[str, Any]:
+                       changed_rows: sql.Composable, parent_fingerprint: dict | None, tmp: Path) -> tuple[dict[str, Any], dict]:
+        """Write the table's sections and its new state; return what was captured and the table's fingerprint.
+
+        The work follows the change, not the table: the changed rows are read, the
+        parent's state is merged with them, and the current keys are read only when
+        the row counts prove some parent rows are gone.
+        """
+        if parent_fingerprint is None:
+            raise StateMismatch(f"parent has no fingerprint of {table.qualified} though the schema is unchanged")
         header = {"table": table.qualified, "schema": table.schema, "name": table.name,
                   "columns": list(table.columns), "key_columns": list(table.key_columns)}
         if not table.key_columns:
-            if fingerprint == parent_fingerprint:
-                return {"mode": "unchanged"}
-            with delta.section({**header, "action": "replace"}) as out:
-                cur.copy_expert(sql.SQL("COPY (SELECT {} FROM {} AS t) TO STDOUT").format(table.column_list("t"), table.ident).as_string(cur), out)
-            return {"mode": "whole table", "reason": "no primary key", "rows": fingerprint["rows"], "bytes": out.bytes}
-        deleted = 0
-        gone = deleted_keys(parent_state.keys(table.qualified), state.keys(table.qualified))
-        first = next(gone, None)
-        if first is not None:
-            with delta.section({**header, "action": "delete"}) as out:
-                for key in (first, *gone):
-                    out.write((copy_escape(key) + "\n").encode())
-                    deleted += 1
+            return self._capture_keyless(cur, delta, table, header, changed_rows, parent_fingerprint)
+        name = table.qualified
+        changed_path = tmp / f"{name}.changed"
+        with open(changed_path, "wb") as out:
+            cur.copy_expert(rows_query(table, changed_rows).as_string(cur), out)
+        changed = cur.rowcount
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident))
+        current = cur.fetchone()[0]
+        sums = TableFingerprintSums.parse(parent_fingerprint)
+
+        def changed_lines():
+            with open(changed_path, "rb") as raw:
+                for block in checked_order(text_blocks(raw), f"changed rows of {name}"):
+                    yield from block
+
+        # Rows not changed since the parent were all in the parent, so
+        # parent rows − current rows + changed rows − changed rows that were in the parent = deleted rows.
+        updated = count_updated(parent_state.blocks(name), changed_lines()) if changed else 0
+        gone = sums.rows - current + changed - updated
+        if gone < 0:
+            raise StateMismatch(f"{name}: {current} rows now, {sums.rows} at the parent, {changed} changed of which "
+                                f"{updated} were in the parent: more rows than the parent's and the changed ones")
+        if not changed and not gone:
+            _link_or_copy(parent_state.path(name), state.path(name))
+            return {"mode": "unchanged"}, parent_fingerprint
+        current_keys = None
+        if gone:
+            keys_path = tmp / f"{name}.keys"
+            with open(keys_path, "wb") as out:
+                cur.copy_expert(keys_query(table).as_string(cur), out)
+            keys_file = open(keys_path, "rb")
+            current_keys = checked_order(text_blocks(keys_file), f"current keys of {name}")
+        with ExitStack() as stack, state.writer(name) as new_state:
+            if current_keys is not None:
+                stack.callback(keys_file.close)
+            deletes = []
+
+            def on_deleted(keys: list[bytes]) -> None:
+                if not deletes:
+                    deletes.append(stack.enter_context(delta.section({**header, "action": "delete"})))
+                deletes[0].write(b"\n".join(keys) + b"\n")
+
+            parent_seen = TableFingerprintSums()
+            deleted = merge_state(parent_state.blocks(name), changed_lines(), current_keys, new_state, sums, on_deleted, parent_seen)
+        if parent_seen.to_dict() != parent_fingerprint:
+            raise StateMismatch(f"{name}: the parent's row-key state holds {parent_seen.to_dict()}, its manifest {parent_fingerprint}")
+        if deleted != gone or sums.rows != current:
+            raise StateMismatch(f"{name}: the counts say {gone} rows were deleted and {current} remain; "
+                                f"merging the keys found {deleted} deleted and {sums.rows} remaining")
         query = sql.SQL("COPY (SELECT {} FROM {} AS t WHERE {}) TO STDOUT").format(table.column_list("t"), table.ident, changed_rows)
         with delta.section({**header, "action": "upsert"}) as out:
             cur.copy_expert(query.as_string(cur), out)
             upserted = cur.rowcount
-        if not deleted and not upserted:
-            return {"mode": "unchanged"}
-        return {"mode": "rows", "upserted": upserted, "deleted": deleted}
+        if upserted != changed:
+            raise StateMismatch(f"{name}: {upserted} changed rows copied, {changed} hashed, in one snapshot")
+        return {"mode": "rows", "upserted": upserted, "deleted": deleted}, sums.to_dict()
+
+    @staticmethod
+    def _capture_keyless(cur, delta: DeltaWriter, table: TableInfo, header: dict, changed_rows: sql.Composable,
+                         parent_fingerprint: dict) -> tuple[dict[str, Any], dict]:
+        """A table without a primary key: unchanged when no row changed and none went missing, else stored whole.
+
+        Rows not changed since the parent were all in the parent; with as many rows as
+        the parent and none changed, the table holds exactly the parent's rows.
+        """
+        cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {} AS t").format(changed_rows, table.ident))
+        rows, changed = cur.fetchone()
+        if not changed and rows == parent_fingerprint["rows"]:
+            return {"mode": "unchanged"}, parent_fingerprint
+        fingerprint = table_fingerprint(cur, table.schema, table.name).to_dict()
+        with delta.section({**header, "action": "replace"}) as out:
+            cur.copy_expert(sql.SQL("COPY (SELECT {} FROM {} AS t) TO STDOUT").format(table.column_list("t"), table.ident).as_string(cur), out)
+        return {"mode": "whole table", "reason": "no primary key", "rows": fingerprint["rows"], "bytes": out.bytes}, fingerprint
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    """An unchanged table's state is the parent's file: a hard link, or a copy where links are not possible."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
 
 
 def _for_operator(exc: BaseException, where: Path) -> BaseException:

@@ -31,8 +31,7 @@ from pgbackup.compression import (
 from pgbackup.delta import DeltaFormatError, DeltaReader
 from pgbackup.fingerprint import (
     pin_output_settings,
-    sequence_values,
-    table_fingerprints,
+    snapshot_fingerprints,
     user_tables,
 )
 from pgbackup.layout import BackupLayout
@@ -193,7 +192,7 @@ class ChainRestore:
                 steps[f"apply {manifest.id}"] = time.monotonic() - clock
         clock = time.monotonic()
         restore_sequences(target, point)
-        tables, rows = check_restored(target, point)
+        tables, rows = check_restored(target, point, jobs=jobs)
         steps["check fingerprints"] = time.monotonic() - clock
         report = RestoreReport(point.id, [m.id for m in chain], time.monotonic() - started, tables, rows, steps)
         self.log.info("Restored %s: %s tables, %s rows, fingerprints match, %.1fs", point.id, tables, rows, report.seconds)
@@ -308,17 +307,17 @@ def restore_sequences(target: PgTarget, point: BackupManifest) -> None:
         conn.close()
 
 
-def check_restored(target: PgTarget, point: BackupManifest) -> tuple[int, int]:
-    """Compare the target with the fingerprints and sequences recorded at ``point``; raise on any difference."""
+def check_restored(target: PgTarget, point: BackupManifest, *, jobs: int = 1) -> tuple[int, int]:
+    """Compare the target with the fingerprints and sequences recorded at ``point``; raise on any difference.
+
+    The tables are fingerprinted on up to ``jobs`` connections sharing one snapshot:
+    the same check as in one transaction, in a fraction of the time.
+    """
     expected = point.details.get("fingerprints")
     if expected is None:
         raise RestoreError(f"backup {point.id} records no fingerprints; the restore cannot be checked")
-    conn = target.connect()
-    try:
-        actual = {t: f.to_dict() for t, f in table_fingerprints(conn).items()}
-        sequences = sequence_values(conn)
-    finally:
-        conn.close()
+    fingerprints, sequences = snapshot_fingerprints(target, jobs=max(1, jobs))
+    actual = {t: f.to_dict() for t, f in fingerprints.items()}
     differing = sorted(t for t in set(expected) | set(actual) if expected.get(t) != actual.get(t))
     if differing:
         detail = "; ".join(f"{t}: expected {expected.get(t)}, found {actual.get(t)}" for t in differing[:5])

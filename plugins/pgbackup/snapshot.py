@@ -99,6 +99,25 @@ class SnapshotSession:
         self.log.info("Snapshot %s taken at %s (exported as %s)", snapshot, taken_at, exported)
         return SnapshotInfo(exported, snapshot, xmin, xmax, taken_at, system_identifier)
 
+    def attach(self, application_name: str = "pgbackup capture reader"):
+        """Another connection that sees exactly this session's snapshot (``SET TRANSACTION SNAPSHOT``).
+
+        Reads spread over such connections run side by side and still give one
+        consistent state.  It needs no capture lock: this session holds it, and
+        the exported snapshot stays importable only while this session's
+        transaction is open.
+        """
+        conn = self.target.connect(application_name=application_name)
+        try:
+            conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION SNAPSHOT %s", (self.info.exported_id,))
+                pin_output_settings(cur)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def cursor(self, name: str | None = None):
         return self.conn.cursor(name=name) if name else self.conn.cursor()
 

@@ -1,0 +1,149 @@
+"""The row-key state kept between backups: incrementals maintain it and the fingerprints from the change alone,
+and the result must be exactly what a full backup reads from scratch — on the real PostgreSQL."""
+
+import pytest
+import zstandard
+from pgbackup.capture import BackupCapture
+from pgbackup.compression import Compression
+from pgbackup.fingerprint import table_fingerprints
+from pgbackup.postgres import tools_for_server
+from pgbackup.rowstate import RowKeyState, StateOrderError
+from pgcompare import database_content
+from pgbackup.catalog import Catalog
+from pgbackup.layout import BackupLayout
+from pgbackup.restore import ChainRestore, choose_chain
+from rclone_provider.client import Rclone
+
+LAYOUT = BackupLayout("database")
+
+
+def publish(captured, client):
+    """What the DAG's upload → verify → commit_manifest tasks do."""
+    client.upload(captured.path, captured.object_path)
+    manifest = captured.manifest(verified_method=client.verify(captured.object_path, size=captured.bytes, sha256=captured.sha256))
+    client.put_bytes(manifest.to_json(), LAYOUT.manifest_path(manifest.kind, manifest.id))
+    return manifest
+
+
+def execute(target, *statements):
+    conn = target.connect()
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def restore(client, backup_id, make_database):
+    target = make_database("restored")
+    ChainRestore(client, LAYOUT).run(choose_chain(Catalog.load(client, LAYOUT), backup_id=backup_id), target, jobs=2)
+    return target
+
+
+@pytest.fixture
+def capture(shop_db, tmp_path):
+    num, version = shop_db.server_version()
+    return BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local", prefix="database", server_version=version)
+
+
+@pytest.fixture
+def client(local_remote):
+    return Rclone(local_remote)
+
+
+def from_scratch(target):
+    conn = target.connect()
+    try:
+        return {t: f.to_dict() for t, f in table_fingerprints(conn).items()}
+    finally:
+        conn.close()
+
+
+def state_files(capture, backup_id):
+    state = RowKeyState(capture.state_root, backup_id)
+    return {p.name: zstandard.ZstdDecompressor().decompressobj().decompress(p.read_bytes()) for p in sorted(state.dir.glob("*.rows.zst"))}
+
+
+CHANGES = [
+    # inserts only: no parent row can be gone, so the current keys are never read
+    "INSERT INTO history_entry (customer_id, order_id, type, is_public, data, created_at) "
+    "SELECT customer_id, order_id, type, is_public, data, created_at FROM history_entry ORDER BY id LIMIT 5",
+    # updates only
+    "UPDATE customer SET last_name = last_name || '!' WHERE id IN (SELECT id FROM customer ORDER BY id LIMIT 4)",
+    # deletes, updates and inserts in one table
+    "DELETE FROM payment WHERE id IN (SELECT id FROM payment ORDER BY id DESC LIMIT 3)",
+    "UPDATE payment SET amount = amount + 1 WHERE id IN (SELECT id FROM payment ORDER BY id LIMIT 2)",
+    # a primary key that changes is a delete and an insert
+    "UPDATE setting SET key = key || '.renamed' WHERE key = (SELECT min(key) FROM setting)",
+    # a row deleted and inserted again under the same key
+    "INSERT INTO setting (key, value, revision, updated_at) VALUES ('tmp', '1', 1, now())",
+]
+CHANGES_2 = [
+    "DELETE FROM setting WHERE key = 'tmp'",
+    "INSERT INTO setting (key, value, revision, updated_at) VALUES ('tmp', '2', 1, now())",
+    "DELETE FROM session WHERE id IN (SELECT id FROM session ORDER BY id LIMIT 7)",
+    "DELETE FROM search_index_item WHERE ctid IN (SELECT ctid FROM search_index_item LIMIT 1)",
+]
+
+
+def test_incremental_state_and_fingerprints_equal_what_a_full_reads_from_scratch(shop_db, capture, client):
+    parent = publish(capture.full(), client)
+    for changes in (CHANGES, CHANGES_2):
+        execute(shop_db, *changes)
+        inc = capture.incremental(parent)
+        assert inc.kind == "incremental"
+        assert inc.details["fingerprints"] == from_scratch(shop_db)
+        parent = publish(inc, client)
+        check = capture.full()  # nothing changed since the incremental: the same rows, read from scratch
+        assert check.details["fingerprints"] == inc.details["fingerprints"]
+        assert state_files(capture, inc.backup_id) == state_files(capture, check.backup_id)
+    assert inc.details["captured"]["public.setting"] == {"mode": "rows", "upserted": 1, "deleted": 0}
+    assert inc.details["captured"]["public.session"] == {"mode": "rows", "upserted": 0, "deleted": 7}
+
+
+TRICKY_KEYS = ["a\nb", "a\tb", "a\\b", "a\rb", "a\bb", "a\x0bb", "a\x0cb", "a\x01b", "aAb", "a b", 'a"b', "a,b", "a(b)", "ä", "", "a", "ab"]
+
+
+def test_text_keys_that_copy_escapes_merge_in_order(shop_db, capture, client, make_database):
+    """Keys holding COPY's escaped characters sort by their printed form: deletes among them are all found."""
+    execute(shop_db, *(f"INSERT INTO setting (key, value, revision, updated_at) VALUES ({_literal(k)}, '1', 1, now())" for k in TRICKY_KEYS))
+    full = publish(capture.full(), client)
+    gone = TRICKY_KEYS[::2]
+    execute(shop_db, *(f"DELETE FROM setting WHERE key = {_literal(k)}" for k in gone),
+            "UPDATE setting SET value = '2' WHERE key = E'a\\tb'",
+            "INSERT INTO setting (key, value, revision, updated_at) VALUES (E'a\\nc', '3', 1, now())")
+    inc = publish(capture.incremental(full), client)
+    assert inc.kind == "incremental"
+    assert inc.details["captured"]["public.setting"] == {"mode": "rows", "upserted": 2, "deleted": len(gone)}
+    assert inc.details["fingerprints"] == from_scratch(shop_db)
+    assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)
+
+
+def _literal(text):
+    return "E'" + "".join(f"\\x{ord(c):02x}" if ord(c) < 32 else ("\\\\" if c == "\\" else ("''" if c == "'" else c)) for c in text) + "'"
+
+
+def test_a_state_of_the_older_format_promotes_to_full(shop_db, capture, client):
+    full = publish(capture.full(), client)
+    (RowKeyState(capture.state_root, full.id).dir / "FORMAT").unlink()
+    captured = capture.incremental(full)
+    assert captured.kind == "full" and "older format" in captured.details["promoted_from_incremental"]
+
+
+def test_a_state_that_does_not_match_its_manifest_promotes_to_full(shop_db, capture, client):
+    """A parent state missing a row would hide that row's delete: the merge notices, and a full is taken."""
+    full = publish(capture.full(), client)
+    path = RowKeyState(capture.state_root, full.id).path("public.payment")
+    lines = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()).splitlines(keepends=True)
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"".join(lines[:5] + lines[6:])))
+    execute(shop_db, "UPDATE payment SET amount = amount + 1 WHERE id = (SELECT min(id) FROM payment)")
+    captured = capture.incremental(full)
+    assert captured.kind == "full" and "does not add up" in captured.details["promoted_from_incremental"]
+
+
+def test_an_unsorted_state_is_refused(tmp_path):
+    state = RowKeyState(tmp_path, "x")
+    with state.writer("public.t") as out:
+        out.write(b"(2)\t" + b"0" * 32 + b"\n(1)\t" + b"0" * 32 + b"\n")
+    with pytest.raises(StateOrderError, match="not in bytewise key order"):
+        state.fingerprint("public.t")

@@ -99,7 +99,7 @@ FRACTIONS = (0.001, 0.01, 0.1, 0.01)
 ONE_PERCENT = 1
 DAG_ID = "pg_full_backup"
 # Tasks of the DAG that the library path does not run, so Airflow's share is not all Airflow's.
-DAG_ONLY_TASKS = ("check_archive", "retention_remote", "retention_local")
+DAG_ONLY_TASKS = ("backup.check_archive", "backup.retention_remote", "backup.retention_local")
 MB = 1e6
 
 

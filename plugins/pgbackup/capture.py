@@ -483,7 +483,7 @@ class BackupCapture:
         with open(changed_path, "wb") as out:
             cur.copy_expert(rows_query(table, changed_rows).as_string(cur), out)
         changed = cur.rowcount
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident))
+        cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(table.ident))
         current = cur.fetchone()[0]
         sums = TableFingerprintSums.parse(parent_fingerprint)
 
@@ -526,7 +526,7 @@ class BackupCapture:
         if deleted != gone or sums.rows != current:
             raise StateMismatch(f"{name}: the counts say {gone} rows were deleted and {current} remain; "
                                 f"merging the keys found {deleted} deleted and {sums.rows} remaining")
-        query = sql.SQL("COPY (SELECT {} FROM {} AS t WHERE {}) TO STDOUT").format(table.column_list("t"), table.ident, changed_rows)
+        query = sql.SQL("COPY (SELECT {} FROM ONLY {} AS t WHERE {}) TO STDOUT").format(table.column_list("t"), table.ident, changed_rows)
         with delta.section({**header, "action": "upsert"}) as out:
             cur.copy_expert(query.as_string(cur), out)
             upserted = cur.rowcount
@@ -542,13 +542,13 @@ class BackupCapture:
         Rows not changed since the parent were all in the parent; with as many rows as
         the parent and none changed, the table holds exactly the parent's rows.
         """
-        cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {} AS t").format(changed_rows, table.ident))
+        cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM ONLY {} AS t").format(changed_rows, table.ident))
         rows, changed = cur.fetchone()
         if not changed and rows == parent_fingerprint["rows"]:
             return {"mode": "unchanged"}, parent_fingerprint
         fingerprint = table_fingerprint(cur, table.schema, table.name).to_dict()
         with delta.section({**header, "action": "replace"}) as out:
-            cur.copy_expert(sql.SQL("COPY (SELECT {} FROM {} AS t) TO STDOUT").format(table.column_list("t"), table.ident).as_string(cur), out)
+            cur.copy_expert(sql.SQL("COPY (SELECT {} FROM ONLY {} AS t) TO STDOUT").format(table.column_list("t"), table.ident).as_string(cur), out)
         return {"mode": "whole table", "reason": "no primary key", "rows": fingerprint["rows"], "bytes": out.bytes}, fingerprint
 
 

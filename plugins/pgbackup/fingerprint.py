@@ -3,7 +3,8 @@
 Two databases with equal fingerprints hold the same rows in every table.  The
 hash is the sum (as numeric, so it never overflows) of each row's md5 split in
 two 64-bit halves: streaming, no sort, no memory that grows with the table.
-Rows are rendered with fixed session settings so that a source and a restored
+Each table counts its own rows only (``FROM ONLY``), as pg_dump dumps them: an
+inheritance child's rows belong to the child.  Rows are rendered with fixed session settings so that a source and a restored
 copy on another server print every value alike.
 """
 
@@ -51,7 +52,7 @@ def table_fingerprint(cur, schema: str, table: str) -> TableFingerprint:
         sql.SQL(
             "SELECT count(*), coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text"
             " || ':' || coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text"
-            " FROM (SELECT md5(t::text) AS h FROM {} AS t) AS rows"
+            " FROM (SELECT md5(t::text) AS h FROM ONLY {} AS t) AS rows"
         ).format(sql.Identifier(schema, table))
     )
     rows, digest = cur.fetchone()

@@ -273,19 +273,19 @@ def _apply_section(cur, header: dict, data, counts: dict[str, int]) -> None:
         cur.execute("CREATE TEMP TABLE pgb_deleted_keys (k text)")
         cur.copy_expert("COPY pgb_deleted_keys FROM STDIN", data)
         key_text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.SQL("t.") + k for k in keys))
-        cur.execute(sql.SQL("DELETE FROM {} AS t WHERE {} IN (SELECT k FROM pgb_deleted_keys)").format(table, key_text))
+        cur.execute(sql.SQL("DELETE FROM ONLY {} AS t WHERE {} IN (SELECT k FROM pgb_deleted_keys)").format(table, key_text))
         counts["deleted"] += cur.rowcount
         cur.execute("DROP TABLE pgb_deleted_keys")
     elif action == "upsert":
         cur.execute(sql.SQL("CREATE TEMP TABLE pgb_rows AS SELECT {} FROM {} WITH NO DATA").format(columns, table))
         cur.copy_expert(sql.SQL("COPY pgb_rows ({}) FROM STDIN").format(columns).as_string(cur), data)
         match = sql.SQL(" AND ").join(sql.SQL("t.{k} = u.{k}").format(k=k) for k in keys)
-        cur.execute(sql.SQL("DELETE FROM {} AS t USING pgb_rows AS u WHERE {}").format(table, match))
+        cur.execute(sql.SQL("DELETE FROM ONLY {} AS t USING pgb_rows AS u WHERE {}").format(table, match))
         cur.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM pgb_rows").format(table, columns, columns))
         counts["upserted"] += cur.rowcount
         cur.execute("DROP TABLE pgb_rows")
     elif action == "replace":
-        cur.execute(sql.SQL("DELETE FROM {}").format(table))
+        cur.execute(sql.SQL("DELETE FROM ONLY {}").format(table))
         cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(table, columns).as_string(cur), data)
         counts["replaced"] += cur.rowcount
     else:

@@ -54,7 +54,7 @@ def printed_key_order(key: sql.Composable) -> sql.Composable:
 
 def rows_query(table: TableInfo, where: sql.Composable | None = None) -> sql.Composable:
     """``COPY`` of every (or every ``where``) row's key and hash, in state order."""
-    return sql.SQL("COPY (SELECT {k}, md5(t::text) FROM {t} AS t{w} ORDER BY {o}) TO STDOUT").format(
+    return sql.SQL("COPY (SELECT {k}, md5(t::text) FROM ONLY {t} AS t{w} ORDER BY {o}) TO STDOUT").format(
         k=table.key_text(), t=table.ident, w=sql.SQL(" WHERE ") + where if where is not None else sql.SQL(""),
         o=printed_key_order(table.key_text()),
     )
@@ -62,7 +62,7 @@ def rows_query(table: TableInfo, where: sql.Composable | None = None) -> sql.Com
 
 def keys_query(table: TableInfo) -> sql.Composable:
     """``COPY`` of every row's key only, in state order: what finds deletes when rows went missing."""
-    return sql.SQL("COPY (SELECT {k} FROM {t} AS t ORDER BY {o}) TO STDOUT").format(
+    return sql.SQL("COPY (SELECT {k} FROM ONLY {t} AS t ORDER BY {o}) TO STDOUT").format(
         k=table.key_text(), t=table.ident, o=printed_key_order(table.key_text()),
     )
 

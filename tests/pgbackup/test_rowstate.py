@@ -147,3 +147,17 @@ def test_an_unsorted_state_is_refused(tmp_path):
         out.write(b"(2)\t" + b"0" * 32 + b"\n(1)\t" + b"0" * 32 + b"\n")
     with pytest.raises(StateOrderError, match="not in bytewise key order"):
         state.fingerprint("public.t")
+
+
+def test_a_row_updated_then_frozen_is_still_captured(shop_db, capture, client):
+    """The derived fingerprints trust xmin; VACUUM FREEZE keeps a row's raw xmin (PostgreSQL ≥ 9.4), so the update still counts."""
+    full = publish(capture.full(), client)
+    execute(shop_db, "UPDATE customer SET last_name = 'Frozen' WHERE id = (SELECT min(id) FROM customer)")
+    conn = shop_db.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("VACUUM FREEZE customer")
+    conn.close()
+    inc = capture.incremental(full)
+    assert inc.kind == "incremental" and inc.details["captured"]["public.customer"]["upserted"] >= 1
+    assert inc.details["fingerprints"] == from_scratch(shop_db)

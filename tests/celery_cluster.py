@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import secrets
 import subprocess
 import time
@@ -90,8 +91,8 @@ class CeleryCluster:
         self._claim_redis_db()
         env = self._common_env()
         self.api = ApiServer(self.logs, {ADMIN: ("admin", self._admin_password)}, apps="all", base_env=env,
-                             env={"AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-                                  "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32)})
+                             env={"AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+                                  "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(64)})
         # Every component gets the api-server's environment: the same secrets (the scheduler signs
         # the task tokens the api-server checks), the same base URL and the Execution API's address.
         self.api.env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{self.api.url}/execution/"
@@ -222,6 +223,25 @@ class CeleryCluster:
     def _process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> AirflowProcess:
         return AirflowProcess(name, args, {**self.env, **(env or {})}, self.logs / f"{name}.log")
 
+    def shell_beside_workers(self, command: str, timeout: float = 120) -> dict[str, subprocess.CompletedProcess]:
+        """Run a shell command once per worker, all at once, each in that worker's environment with
+        ``HOSTNAME`` set to the worker's name (as in its container); worker name → result."""
+        path = os.pathsep.join((str(Path(airflow_cli()).parent), self.env.get("PATH", os.defpath)))
+        running = {
+            name: subprocess.Popen(["bash", "-c", command], env={**self.env, HOSTNAME_VARIABLE: name, "HOSTNAME": name, "PATH": path},
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+            for name in self.worker_names
+        }
+        results = {}
+        for name, process in running.items():
+            try:
+                output, _ = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                output, _ = process.communicate()
+            results[name] = subprocess.CompletedProcess(command, process.returncode, output)
+        return results
+
     # ------------------------------------------------------------------ readiness
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         conn = psycopg2.connect(f"{PG_SERVER_URL}/{self.metadata_db}")
@@ -316,9 +336,12 @@ class CeleryCluster:
             for ti in tis:
                 if ti["state"] != "success":
                     for path in self.task_log_paths(dag_id, run_id, ti["task_id"], ti["map_index"]):
-                        parts.append(f"----- task log {path.relative_to(self.home)} -----\n{log_tail(path, chars)}")
+                        parts.append(f"----- task log {path.relative_to(self.home)} -----\n{task_log_summary(path, chars)}")
         for path in sorted(self.logs.glob("*.log")):
-            parts.append(f"----- {path.name} -----\n{log_tail(path, chars)}")
+            # the api-server logs every request, the harness's own polling included: keep the failed ones
+            lines = [line for line in log_tail(path, 200_000).splitlines()
+                     if not ("[http.access]" in line and re.search(r"status_code=[23]\d\d\b", line))]
+            parts.append(f"----- {path.name} -----\n" + "\n".join(lines)[-chars:])
         return "\n".join(parts)
 
     def task_log_paths(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[Path]:
@@ -326,3 +349,23 @@ class CeleryCluster:
         if map_index >= 0:
             folder = folder / f"map_index={map_index}"
         return sorted(folder.glob("attempt=*.log")) if folder.is_dir() else []
+
+
+def task_log_summary(path: Path, chars: int = 3000) -> str:
+    """The end of a task's log, its JSON lines made readable: time, level, message, and the exception
+    (type, message, innermost frames) that failed the task."""
+    lines = []
+    for raw in log_tail(path, 200_000).splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            lines.append(raw)
+            continue
+        if not isinstance(record, dict):
+            lines.append(raw)
+            continue
+        lines.append(f"{str(record.get('timestamp', ''))[11:23]} {record.get('level', '')}: {record.get('event', '')}")
+        for error in record.get("error_detail") or []:
+            frames = " < ".join(f"{Path(f['filename']).name}:{f['lineno']} {f['name']}" for f in error.get("frames", [])[::-1][:4])
+            lines.append(f"    {error.get('exc_type')}: {error.get('exc_value')}  [{frames}]")
+    return "\n".join(lines)[-chars:]

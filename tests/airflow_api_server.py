@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 from conftest import airflow_cli
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -27,8 +28,9 @@ def free_port() -> int:
 class AirflowProcess:
     """``airflow <args>`` in its own process group, stdout and stderr in ``log_path``.
 
-    ``stop()`` ends that group only (SIGTERM, then SIGKILL), so it takes every child the
-    command started (a Celery worker's pool, a task's supervisor) and nothing else.
+    ``stop()`` ends that group (SIGTERM, then SIGKILL), then every descendant seen on the
+    way that is still alive: Airflow's supervisor runs each task in a process group of its
+    own, and pg_dump runs in yet another, so the group alone would not take them.
     """
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
@@ -37,6 +39,7 @@ class AirflowProcess:
         self.env = env
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
+        self._descendants: dict[int, psutil.Process] = {}
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -53,15 +56,24 @@ class AirflowProcess:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"airflow {self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
 
+    def _note_descendants(self) -> None:
+        try:
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                self._descendants.setdefault(child.pid, child)
+        except psutil.Error:
+            pass
+
     def terminate(self) -> None:
         """SIGTERM to the group, without waiting (see :meth:`stop`)."""
         if self.process is not None and self.process.poll() is None:
+            self._note_descendants()
             _signal_group(self.process.pid, signal.SIGTERM)
 
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM to the group, up to ``timeout`` s for the command to exit, then SIGKILL to what is left."""
         if self.process is None:
             return
+        self._note_descendants()
         if self.process.poll() is None:
             self.terminate()
             try:
@@ -74,6 +86,12 @@ class AirflowProcess:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        for child in self._descendants.values():
+            try:
+                if child.is_running():  # same pid and start time: not a reused pid
+                    child.kill()
+            except psutil.Error:
+                pass
 
     def log_tail(self, chars: int = 4000) -> str:
         return log_tail(self.log_path, chars)

@@ -7,21 +7,24 @@ newest restorable backup finished longer ago than the RPO plus its grace
 full longer ago than `BACKUP_MAX_FULL_AGE` (default 8d).
 
 It watches the result, not the runs: a scheduler that stopped, a paused DAG or
-a backup that never reached the remote all end up here.
+a backup that never reached the remote all end up here. Every database
+(`BACKUP_DATABASES`) is checked by its own mapped task instance.
 """
 
 from pgbackup.settings import BackupSettings
 from pgbackup_airflow.alerts import BackupStalenessOperator
 from pgbackup_airflow.dag_defaults import backup_dag
+from pgbackup_airflow.pipeline import database_label_template
 
 settings = BackupSettings.from_env()
 
 with backup_dag("pg_backup_staleness", "0 * * * *", settings, doc_md=__doc__, tags=["alerts"]) as dag:
-    BackupStalenessOperator(
+    # One mapped instance per database: a stale database fails (and alerts) by name, the others stay green.
+    BackupStalenessOperator.partial(
         task_id="check_backup_freshness",
         rclone_conn_id=settings.remote_conn_id,
-        prefix=settings.prefix,
         rpo=settings.rpo,
         grace=settings.rpo_grace,
         max_full_age=settings.max_full_age,
-    )
+        map_index_template=database_label_template(settings),
+    ).expand(prefix=[d.prefix for d in settings.databases])

@@ -9,6 +9,10 @@ the time taken — the measured RTO) on the remote for `backupctl status`.
 Runs weekly after the full backup and on demand (`backupctl verify --drill`,
 or trigger with `{"backup_id": "..."}` to drill a chosen backup). The scratch
 server is connection `backup_drill`, or the source's server when it is not set.
+
+With several databases (`BACKUP_DATABASES`) every database is drilled as its own
+mapped task instance; trigger with `{"database": "shop"}` to drill only one
+(and `{"database": "shop", "backup_id": "..."}` for a chosen backup of it).
 """
 
 from airflow.sdk import Param
@@ -16,19 +20,24 @@ from airflow.sdk import Param
 from pgbackup.settings import BackupSettings
 from pgbackup_airflow.dag_defaults import backup_dag
 from pgbackup_airflow.operators import RestoreDrillOperator
+from pgbackup_airflow.pipeline import database_label_template
 
 settings = BackupSettings.from_env()
 
 with backup_dag(
     "pg_restore_drill", settings.drill_schedule, settings, doc_md=__doc__, tags=["drill"], task_defaults={"retries": 0},
-    params={"backup_id": Param(None, type=["null", "string"], description="backup to drill; empty = the newest")},
+    params={
+        "backup_id": Param(None, type=["null", "string"], description="backup to drill; empty = the newest"),
+        "database": Param(None, type=["null", "string"], description="only this database; empty = every one"),
+    },
 ) as dag:
-    RestoreDrillOperator(
+    RestoreDrillOperator.partial(
         task_id="restore_and_check",
         backup_id="{{ params.backup_id or '' }}",
+        only_database="{{ params.database or '' }}",
+        several_databases=len(settings.databases) > 1,
         drill_conn_id=settings.drill_conn_id,
-        source_conn_id=settings.source_conn_id,
         rclone_conn_id=settings.remote_conn_id,
-        prefix=settings.prefix,
         pg_bin_dir=settings.pg_bin_dir,
-    )
+        map_index_template=database_label_template(settings),
+    ).expand_kwargs([{"database": d.name, "source_conn_id": d.conn_id, "prefix": d.prefix} for d in settings.databases])

@@ -156,3 +156,25 @@ class ChildRegistry:
 
 class ProcessCancelled(RuntimeError):
     """Raised instead of starting a new child once ``terminate_all`` was called."""
+
+
+class StopsChildrenOnKill:
+    """Mixin for an Airflow operator whose work runs in child processes: ``on_kill`` stops them, and a kill is never a success.
+
+    ``execute`` puts what it runs in ``self._running`` (anything with ``terminate()``:
+    a capture, a hook, a drill) and calls ``fail_if_killed()`` when it returns,
+    because a child stopped by the kill may still exit 0 with half its work done.
+    Kept here, free of Airflow, so the rclone provider and the backup operators share it.
+    """
+
+    _running = None
+    _killed = False
+
+    def on_kill(self) -> None:
+        self._killed = True
+        if self._running is not None:
+            self._running.terminate()
+
+    def fail_if_killed(self) -> None:
+        if self._killed:
+            raise ProcessCancelled(f"{getattr(self, 'task_id', 'the task')} was killed; its work is discarded")

@@ -127,3 +127,31 @@ def airflow_home() -> Path:
 
 def airflow_cli() -> str:
     return str(Path(sys.executable).with_name("airflow"))
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server():
+    """An SMTP server on 127.0.0.1 (aiosmtpd) that keeps every message it is given: ``(controller, inbox)``."""
+    from aiosmtpd.controller import Controller
+    from loopback import free_port
+
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()
+
+
+def smtp_connection_env(port: int) -> dict[str, str]:
+    """``AIRFLOW_CONN_SMTP_DEFAULT`` for the loopback server of ``smtp_server``, without TLS."""
+    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": {"disable_tls": True, "disable_ssl": True, "timeout": 10}}
+    return {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp)}

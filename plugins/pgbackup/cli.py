@@ -38,7 +38,7 @@ from pgbackup.manifest import ManifestError
 from pgbackup.postgres import PgTarget, SourceError, ToolVersionError
 from pgbackup.restore import ChainRestore, ObjectUnavailable, RestoreError, choose_chain
 from pgbackup.retention import apply_plan, plan_retention
-from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError
+from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError, SourceDatabase
 from pgbackup.status import collect_status, other_remotes
 from pgbackup.store import LocalStore
 
@@ -71,37 +71,68 @@ def print_table(rows: list[list[str]], headers: list[str]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
-def cmd_list(args, settings: BackupSettings) -> int:
+def selected_databases(args, settings: BackupSettings) -> list[SourceDatabase]:
+    """``--database NAME`` when given, else every configured database."""
+    return [settings.database(args.database)] if args.database else list(settings.databases)
+
+
+def one_database(args, settings: BackupSettings) -> BackupSettings:
+    """The settings of the database a command must act on alone; with several configured, ``--database`` is required."""
+    return settings.for_database(settings.database(args.database))
+
+
+def dump_json(value) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str)
+    print()
+
+
+def keyed_by_database(values: dict[str, object]):
+    """JSON for one database is its value as such; for several, an object keyed by database name."""
+    return next(iter(values.values())) if len(values) == 1 else values
+
+
+def catalog_rows(settings: BackupSettings) -> list[dict]:
     remote = Rclone(remote_config(settings.remote_conn_id))
     catalog = Catalog.load(remote, BackupLayout(settings.prefix))
     for problem in catalog.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    return [
+        {
+            "id": m.id, "kind": m.kind, "database": m.database,
+            "started_at": m.to_dict()["started_at"], "finished_at": m.to_dict()["finished_at"],
+            "bytes": m.artifact.bytes, "sha256": m.artifact.sha256, "parent": m.parent_id,
+            "path": m.artifact.path, "verified": m.verified,
+        }
+        for m in catalog.backups
+    ]
+
+
+def cmd_list(args, settings: BackupSettings) -> int:
+    databases = selected_databases(args, settings)
     if args.json:
-        json.dump(
-            [
-                {
-                    "id": m.id, "kind": m.kind, "database": m.database,
-                    "started_at": m.to_dict()["started_at"], "finished_at": m.to_dict()["finished_at"],
-                    "bytes": m.artifact.bytes, "sha256": m.artifact.sha256, "parent": m.parent_id,
-                    "path": m.artifact.path, "verified": m.verified,
-                }
-                for m in catalog.backups
-            ],
-            sys.stdout,
-            indent=2,
-        )
-        print()
+        dump_json(keyed_by_database({db.name: catalog_rows(settings.for_database(db)) for db in databases}))
         return 0
+    for db in databases:
+        if len(databases) > 1:
+            print(f"\n== {db.name} (connection {db.conn_id}) ==")
+        list_one(settings.for_database(db))
+    return 0
+
+
+def list_one(settings: BackupSettings) -> None:
+    remote = Rclone(remote_config(settings.remote_conn_id))
+    catalog = Catalog.load(remote, BackupLayout(settings.prefix))
+    for problem in catalog.problems:
+        print(f"warning: {problem}", file=sys.stderr)
     if not catalog.backups:
         print(f"No backups under {remote.remote.spec(settings.prefix)}")
-        return 0
+        return
     rows = [
         [m.id, m.kind, m.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"), human_bytes(m.artifact.bytes),
          m.artifact.sha256[:12], m.parent_id or "-", m.artifact.path]
         for m in catalog.backups
     ]
     print_table(rows, ["ID", "KIND", "STARTED", "SIZE", "SHA256", "PARENT", "PATH"])
-    return 0
 
 
 def local_time(iso: str | None) -> str:
@@ -126,8 +157,18 @@ def airflow_history():
     return history
 
 
-def cmd_status(args, settings: BackupSettings) -> int:
+def status_report(settings: BackupSettings, runs, paused) -> dict:
+    """One database's status (``settings`` narrowed to it), with its redundant remotes compared to the primary."""
     remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
+    report = collect_status(remote, settings, runs=runs, paused=paused)
+    newest = report["backups"][0]["id"] if report["backups"] else None
+    extra = {conn_id: Rclone(remote_config(conn_id), logger=log) for conn_id in settings.remote_conn_ids[1:]}
+    report["other_remotes"], lagging = other_remotes(extra, BackupLayout(settings.prefix), newest)
+    report["warnings"] += lagging
+    return report
+
+
+def cmd_status(args, settings: BackupSettings) -> int:
     history = airflow_history()
     runs = paused = None
     if history is not None:
@@ -135,16 +176,36 @@ def cmd_status(args, settings: BackupSettings) -> int:
             runs, paused = history.last_outcomes(), history.paused()
         except Exception as exc:
             log.info("Airflow metadata database not readable: %s", exc)
-    report = collect_status(remote, settings, runs=runs, paused=paused)
-    newest = report["backups"][0]["id"] if report["backups"] else None
-    extra = {conn_id: Rclone(remote_config(conn_id), logger=log) for conn_id in settings.remote_conn_ids[1:]}
-    report["other_remotes"], lagging = other_remotes(extra, BackupLayout(settings.prefix), newest)
-    report["warnings"] += lagging
+    databases = selected_databases(args, settings)
+    reports = {db.name: status_report(settings.for_database(db), runs, paused) for db in databases}
+    # The DAG warnings (paused, ...) are the same in every report: say them once.
+    warnings = list(dict.fromkeys(
+        w if len(reports) == 1 or w.startswith("DAG ") else f"{name}: {w}" for name, report in reports.items() for w in report["warnings"]
+    ))
     if args.json:
-        json.dump(report, sys.stdout, indent=2, default=str)
-        print()
-        return 2 if report["warnings"] else 0
-    print(f"Backups at {report['remote']}   (now {local_time(report['now'])})\n")
+        dump_json(keyed_by_database(reports) if len(reports) == 1 else {"databases": reports, "warnings": warnings})
+        return 2 if warnings else 0
+    for name, report in reports.items():
+        print_database_status(name if len(reports) > 1 else None, report)
+    report = next(iter(reports.values()))
+    dag_rows = [[dag_id, f"{d['schedule']} ({d['timezone']})", local_time(d["next_run"]), local_time(d["last_success"]),
+                 local_time(d["last_failure"]), {True: "yes", False: "no", None: "?"}[d["paused"]]]
+                for dag_id, d in report["dags"].items()]
+    print_table(dag_rows, ["DAG", "SCHEDULE", "NEXT RUN", "LAST SUCCESS", "LAST FAILURE", "PAUSED"])
+    if not report["airflow"]:
+        print("(Airflow's metadata database is not reachable from here: last runs unknown)")
+    if warnings:
+        print("\nWARNINGS")
+        for warning in warnings:
+            print(f"  ! {warning}")
+        return 2
+    print("\nNo warnings.")
+    return 0
+
+
+def print_database_status(name: str | None, report: dict) -> None:
+    heading = f"Database {name}: backups" if name else "Backups"
+    print(f"{heading} at {report['remote']}   (now {local_time(report['now'])})\n")
     rows = [[b["id"], b["kind"], local_time(b["started_at"]), human_bytes(b["bytes"]), "yes" if b["verified"] else "NO", b["parent"] or "-"]
             for b in report["backups"]]
     if rows:
@@ -164,25 +225,12 @@ def cmd_status(args, settings: BackupSettings) -> int:
     if report["local"]:
         loc = report["local"]
         print(f"Local copies: {human_bytes(loc['backup_bytes'])} in {loc['dir']} ({loc['free_fraction']:.0%} of the disk free)")
-    print()
-    dag_rows = [[dag_id, f"{d['schedule']} ({d['timezone']})", local_time(d["next_run"]), local_time(d["last_success"]),
-                 local_time(d["last_failure"]), {True: "yes", False: "no", None: "?"}[d["paused"]]]
-                for dag_id, d in report["dags"].items()]
-    print_table(dag_rows, ["DAG", "SCHEDULE", "NEXT RUN", "LAST SUCCESS", "LAST FAILURE", "PAUSED"])
-    if not report["airflow"]:
-        print("(Airflow's metadata database is not reachable from here: last runs unknown)")
     drill = report["drill"]
-    print("\nLast restore drill: " + (
+    print("Last restore drill: " + (
         "none yet" if not drill else
         f"{'passed' if drill['ok'] else 'FAILED'} {local_time(drill['at'])}, {drill['backup_id']}, restore took {drill['seconds']}s"
     ))
-    if report["warnings"]:
-        print("\nWARNINGS")
-        for warning in report["warnings"]:
-            print(f"  ! {warning}")
-        return 2
-    print("\nNo warnings.")
-    return 0
+    print()
 
 
 def cmd_logs(args, settings: BackupSettings) -> int:
@@ -190,7 +238,7 @@ def cmd_logs(args, settings: BackupSettings) -> int:
     if history is None:
         print("backupctl: error: Airflow is not installed or configured here (set AIRFLOW_HOME)", file=sys.stderr)
         return 1
-    records = history.task_history(limit=args.n, dag_id=args.dag, failed_only=args.failed)
+    records = history.task_history(limit=args.n, dag_id=args.dag, failed_only=args.failed, database=args.database)
     if args.json:
         json.dump([{**dataclasses.asdict(r), "seconds": r.seconds} for r in records], sys.stdout, indent=2, default=str)
         print()
@@ -198,13 +246,19 @@ def cmd_logs(args, settings: BackupSettings) -> int:
     if not records:
         print("No task runs recorded.")
         return 0
-    rows = [[r.start.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.start else "-", r.dag_id, r.task_id, r.state or "-",
-             f"{r.seconds:.1f}s" if r.seconds is not None else "-", r.error or ""] for r in records]
-    print_table(rows, ["STARTED", "DAG", "TASK", "STATE", "TOOK", "ERROR"])
+    rows = [[r.start.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.start else "-", r.dag_id, r.task_id, r.database or "-",
+             r.state or "-", f"{r.seconds:.1f}s" if r.seconds is not None else "-", r.error or ""] for r in records]
+    print_table(rows, ["STARTED", "DAG", "TASK", "DATABASE", "STATE", "TOOK", "ERROR"])
     return 0
 
 
 def cmd_retention(args, settings: BackupSettings) -> int:
+    for db in selected_databases(args, settings):
+        retention_one(args, settings.for_database(db), heading=f"{db.name}: " if len(settings.databases) > 1 else "")
+    return 0
+
+
+def retention_one(args, settings: BackupSettings, heading: str) -> None:
     layout = BackupLayout(settings.prefix)
     now = datetime.now(timezone.utc)
     targets = [
@@ -214,13 +268,12 @@ def cmd_retention(args, settings: BackupSettings) -> int:
     for name, store, policy in targets:
         catalog = Catalog.load(store, layout)
         plan = plan_retention(catalog.backups, policy, now, orphans=catalog.orphans, leased=leased_backups(store, layout, now))
-        print(f"== {name} copies ({len(plan.decisions)} backups, {len(plan.to_delete)} to delete{', dry run' if args.dry_run else ''})")
+        print(f"== {heading}{name} copies ({len(plan.decisions)} backups, {len(plan.to_delete)} to delete{', dry run' if args.dry_run else ''})")
         for d in plan.decisions:
             print(f"  {'keep  ' if d.keep else 'DELETE'} {d.backup_id:<32} {d.reason}")
         for path in plan.orphans_to_delete:
             print(f"  DELETE orphan {path}")
         apply_plan(plan, catalog.backups, store, layout, log, dry_run=args.dry_run)
-    return 0
 
 
 def airflow_env() -> dict[str, str]:
@@ -268,16 +321,29 @@ def run_dag_now(dag_id: str, verbose: bool, conf: str | None = None) -> bool:
 def cmd_backup(args, settings: BackupSettings) -> int:
     """``full`` and ``incremental``: run the DAG now, then show the backup it committed."""
     dag_id = "pg_full_backup" if args.command == "full" else "pg_incremental_backup"
+    if args.database:
+        settings.database(args.database)
+        print(f"backupctl: error: {args.command} backs up every configured database ({settings.database_names()}); "
+              f"drop --database", file=sys.stderr)
+        return 1
     if not run_dag_now(dag_id, args.verbose):
         return 1
+    worst = 0
+    for db in settings.databases:
+        worst = max(worst, show_latest(dag_id, settings.for_database(db), db.name if len(settings.databases) > 1 else None))
+    return worst
+
+
+def show_latest(dag_id: str, settings: BackupSettings, name: str | None) -> int:
+    """What the run just committed for one database."""
     remote = Rclone(remote_config(settings.remote_conn_id))
     catalog = Catalog.load(remote, BackupLayout(settings.prefix))
     latest = catalog.backups[-1] if catalog.backups else None
     if latest is None:
         print(f"backupctl: {dag_id} succeeded but the catalog holds no backup", file=sys.stderr)
         return 1
-    label = "Full" if latest.kind == "full" else "Incremental"
-    print(f"{label} backup {latest.id}: {human_bytes(latest.artifact.bytes)}, sha256 {latest.artifact.sha256}")
+    label = ("Full" if latest.kind == "full" else "Incremental") + (f" backup of {name}" if name else " backup")
+    print(f"{label} {latest.id}: {human_bytes(latest.artifact.bytes)}, sha256 {latest.artifact.sha256}")
     if latest.details.get("promoted_from_incremental"):
         print(f"  taken as a full backup because {latest.details['promoted_from_incremental']}")
     if latest.parent_id:
@@ -311,10 +377,12 @@ def restore_target(url: str) -> PgTarget:
 
 def cmd_restore(args, settings: BackupSettings) -> int:
     """Restore from the first remote holding an intact copy of the chain; the next ones are fallbacks."""
+    option = f" --database {args.database}" if len(settings.databases) > 1 else ""
+    settings = one_database(args, settings)
     layout = BackupLayout(settings.prefix)
     if not args.to:
         remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
-        print_restore_procedure(remote, Catalog.load(remote, layout), settings)
+        print_restore_procedure(remote, Catalog.load(remote, layout), settings, option)
         return 0
     target = restore_target(args.to)
     at = parse_time(args.at) if args.at else None
@@ -353,7 +421,7 @@ def cmd_restore(args, settings: BackupSettings) -> int:
     raise AssertionError("unreachable: the last remote either restores or raises")
 
 
-def print_restore_procedure(remote: Rclone, catalog: Catalog, settings: BackupSettings) -> None:
+def print_restore_procedure(remote: Rclone, catalog: Catalog, settings: BackupSettings, option: str = "") -> None:
     """What the seed's `restore` printed: how to restore, for this installation."""
     print(f"Backups are stored at {remote.remote.spec(settings.prefix)} ({len(catalog.backups)} backups).")
     for m in catalog.backups[-5:]:
@@ -362,8 +430,8 @@ def print_restore_procedure(remote: Rclone, catalog: Catalog, settings: BackupSe
         "\nTo restore (needs only this project, rclone and PostgreSQL client tools; no Airflow):\n"
         f"  1. Make the remote reachable: export {env_var(settings.remote_conn_id)}='<the backup_remote connection JSON>'\n"
         "  2. Put the target server's password in PGPASSWORD or ~/.pgpass (never on the command line).\n"
-        "  3. Check the plan:   bin/backupctl restore --to postgresql://USER@HOST:5432/DBNAME --dry-run\n"
-        "  4. Restore:          bin/backupctl restore --to postgresql://USER@HOST:5432/DBNAME [--at 2026-11-29T14:00:00+01:00 | --backup ID] [--jobs 4] [--clean]\n"
+        f"  3. Check the plan:   bin/backupctl restore{option} --to postgresql://USER@HOST:5432/DBNAME --dry-run\n"
+        f"  4. Restore:          bin/backupctl restore{option} --to postgresql://USER@HOST:5432/DBNAME [--at 2026-11-29T14:00:00+01:00 | --backup ID] [--jobs 4] [--clean]\n"
         "The target database is created if missing; a non-empty one is refused unless --clean is given.\n"
         "The restore checks every object's sha256 before it changes anything, and every table against the backup afterwards."
     )
@@ -372,8 +440,23 @@ def print_restore_procedure(remote: Rclone, catalog: Catalog, settings: BackupSe
 def cmd_verify(args, settings: BackupSettings) -> int:
     """Check every stored object against its manifest, or (``--drill``) run the restore drill through Airflow."""
     if args.drill:
-        conf = json.dumps({"backup_id": args.backup}) if args.backup else None
-        return 0 if run_dag_now("pg_restore_drill", args.verbose, conf=conf) else 1
+        if args.backup and len(settings.databases) > 1 and not args.database:
+            raise SettingsError(f"--backup with several databases ({settings.database_names()}): add --database")
+        conf = {"backup_id": args.backup, "database": args.database and settings.database(args.database).name}
+        conf = {k: v for k, v in conf.items() if v}
+        return 0 if run_dag_now("pg_restore_drill", args.verbose, conf=json.dumps(conf) if conf else None) else 1
+    databases = selected_databases(args, settings)
+    if args.backup and len(databases) > 1:
+        raise SettingsError(f"--backup with several databases ({settings.database_names()}): add --database")
+    failed = 0
+    for db in databases:
+        if len(databases) > 1:
+            print(f"== {db.name} ==")
+        failed |= verify_one(args, settings.for_database(db))
+    return failed
+
+
+def verify_one(args, settings: BackupSettings) -> int:
     remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
     catalog = Catalog.load(remote, BackupLayout(settings.prefix))
     chosen = [catalog.get(args.backup)] if args.backup else catalog.backups
@@ -394,13 +477,22 @@ def cmd_verify(args, settings: BackupSettings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backupctl", description="PostgreSQL backups run by Airflow, stored with rclone.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show rclone's and the library's log lines")
+    database_help = "with several databases (BACKUP_DATABASES): only this one; restore requires it"
+    parser.add_argument("--database", metavar="NAME", help=database_help)
+    # Also accepted after the command (`backupctl restore --database shop ...`), where people type it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database", metavar="NAME", default=argparse.SUPPRESS, help=database_help)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("full", help="take a full backup now (runs pg_full_backup through Airflow)").set_defaults(func=cmd_backup)
-    sub.add_parser("incremental", help="take an incremental backup now (runs pg_incremental_backup through Airflow)").set_defaults(func=cmd_backup)
-    p = sub.add_parser("list", help="list the backups in the remote catalog")
+
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    command("full", help="take a full backup now (runs pg_full_backup through Airflow)").set_defaults(func=cmd_backup)
+    command("incremental", help="take an incremental backup now (runs pg_incremental_backup through Airflow)").set_defaults(func=cmd_backup)
+    p = command("list", help="list the backups in the remote catalog")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser(
+    p = command(
         "restore",
         help="restore a database to a backup point (no Airflow needed); without --to, print the procedure",
         description="Restore the newest backup, the one named by --backup, or the newest at or before --at into --to.",
@@ -413,17 +505,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="parallel pg_restore jobs for the full backup (default 2)")
     p.add_argument("--clean", action="store_true", help="drop and recreate a target database that is not empty")
     p.set_defaults(func=cmd_restore)
-    p = sub.add_parser("verify", help="check every stored object's size and sha256, or run a restore drill")
+    p = command("verify", help="check every stored object's size and sha256, or run a restore drill")
     p.add_argument("--drill", action="store_true", help="run the restore drill (pg_restore_drill) through Airflow")
     p.add_argument("--backup", metavar="ID", help="only this backup")
     p.set_defaults(func=cmd_verify)
-    p = sub.add_parser("retention", help="apply the retention policies to the remote and local copies")
+    p = command("retention", help="apply the retention policies to the remote and local copies")
     p.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
     p.set_defaults(func=cmd_retention)
-    p = sub.add_parser("status", help="recent backups, storage, next runs, last drill and warnings (exit 2 when warnings)")
+    p = command("status", help="recent backups, storage, next runs, last drill and warnings (exit 2 when warnings)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("logs", help="recent backup task runs and their errors, newest first")
+    p = command("logs", help="recent backup task runs and their errors, newest first")
     p.add_argument("-n", type=int, default=20, help="how many task runs (default 20)")
     p.add_argument("--dag", help="only this DAG")
     p.add_argument("--failed", action="store_true", help="only failed tasks")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +23,8 @@ from pgbackup.retention import RetentionPolicy
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# A database name is a remote folder, a local folder, a CLI argument and a Jinja literal: keep it plain.
+_DATABASE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 class SettingsError(ValueError):
@@ -44,7 +46,40 @@ def _webhook_url(url: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class SourceDatabase:
+    """One database the DAGs back up: the connection it is read through and the remote folder its backups live in.
+
+    ``name`` is what operators type (``backupctl --database``) and what the Airflow
+    UI shows for its mapped task instances.
+    """
+
+    name: str
+    conn_id: str
+    prefix: str
+
+
+def parse_databases(text: str) -> tuple[SourceDatabase, ...]:
+    """``BACKUP_DATABASES="shop=shop_source, blog=blog_source"``: each database's backups go under ``<name>/``."""
+    databases: list[SourceDatabase] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        name, sep, conn_id = (part.strip() for part in entry.partition("="))
+        if not sep or not conn_id:
+            raise SettingsError(f"BACKUP_DATABASES: {entry!r} must be name=connection_id, e.g. shop=shop_source")
+        if not _DATABASE_NAME_RE.match(name):
+            raise SettingsError(f"BACKUP_DATABASES: {name!r} is not a usable name (letters, digits, '_', '.', '-'; at most 63)")
+        if name in {d.name for d in databases}:
+            raise SettingsError(f"BACKUP_DATABASES: {name!r} is named twice; each database needs a name of its own")
+        databases.append(SourceDatabase(name=name, conn_id=conn_id, prefix=name))
+    if not databases:
+        raise SettingsError("BACKUP_DATABASES is set but names no database; e.g. BACKUP_DATABASES=shop=shop_source")
+    return tuple(databases)
+
+
+@dataclass(frozen=True)
 class BackupSettings:
+    # One database (the default): read through source_conn_id, stored under prefix.  Several: see ``databases``.
     source_conn_id: str = "backup_source"
     remote_conn_ids: tuple[str, ...] = ("backup_remote",)  # the first is the primary; every backup goes to each
     prefix: str = "database"
@@ -73,6 +108,11 @@ class BackupSettings:
     task_retries: int = 2
     retry_delay: timedelta = timedelta(minutes=5)
     task_timeout: timedelta = timedelta(hours=6)
+    databases: tuple[SourceDatabase, ...] = ()  # empty: the one database of source_conn_id / prefix
+
+    def __post_init__(self) -> None:
+        if not self.databases:
+            object.__setattr__(self, "databases", (SourceDatabase(name=self.prefix.rsplit("/", 1)[-1], conn_id=self.source_conn_id, prefix=self.prefix),))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BackupSettings:
@@ -101,6 +141,15 @@ class BackupSettings:
         prefix = text("BACKUP_PREFIX", defaults.prefix).strip("/")
         if not prefix or ".." in prefix.split("/"):
             raise SettingsError(f"BACKUP_PREFIX={prefix!r}: must be a relative folder name such as 'database'")
+        databases: tuple[SourceDatabase, ...] = ()
+        if env.get("BACKUP_DATABASES", "").strip():
+            databases = parse_databases(env["BACKUP_DATABASES"])
+            for single in ("BACKUP_SOURCE_CONN_ID", "BACKUP_PREFIX"):
+                if env.get(single, "").strip():
+                    raise SettingsError(
+                        f"{single} and BACKUP_DATABASES are both set: BACKUP_DATABASES names each database's connection "
+                        f"and folder (name=connection_id, stored under <name>/); remove {single}"
+                    )
         settings = cls(
             source_conn_id=text("BACKUP_SOURCE_CONN_ID", defaults.source_conn_id),
             remote_conn_ids=tuple(c.strip() for c in text("BACKUP_REMOTE_CONN_ID", ",".join(defaults.remote_conn_ids)).split(",") if c.strip()),
@@ -130,6 +179,7 @@ class BackupSettings:
             smtp_conn_id=text("BACKUP_SMTP_CONN_ID", defaults.smtp_conn_id),
             alert_from=env.get("BACKUP_ALERT_FROM", "").strip() or None,
             alert_webhook_url=_webhook_url(env.get("BACKUP_ALERT_WEBHOOK_URL", "").strip()),
+            databases=databases,
         )
         try:
             settings.compression()
@@ -140,6 +190,24 @@ class BackupSettings:
         except ValueError as exc:
             raise SettingsError(f"BACKUP_MIN_FULLS={settings.min_fulls}: {exc}") from None
         return settings
+
+    def database(self, name: str | None) -> SourceDatabase:
+        """The database called ``name``; ``None`` is the only one, and an error when there are several."""
+        if name is None:
+            if len(self.databases) == 1:
+                return self.databases[0]
+            raise SettingsError(f"several databases are configured ({self.database_names()}): choose one with --database")
+        for database in self.databases:
+            if database.name == name:
+                return database
+        raise SettingsError(f"no database called {name!r}; configured: {self.database_names()}")
+
+    def database_names(self) -> str:
+        return ", ".join(d.name for d in self.databases)
+
+    def for_database(self, database: SourceDatabase) -> BackupSettings:
+        """These settings narrowed to one database, so code written for one (``prefix``, ``source_conn_id``) serves each."""
+        return replace(self, source_conn_id=database.conn_id, prefix=database.prefix, databases=(database,))
 
     @property
     def remote_conn_id(self) -> str:

@@ -57,6 +57,7 @@ class FailureReport:
     backup_id: str | None
     error: str
     log_url: str
+    database: str | None = None  # the mapped instance's database; None for a task that is not mapped
 
     @classmethod
     def from_context(cls, context: Any) -> FailureReport:
@@ -69,16 +70,19 @@ class FailureReport:
             backup_id=_backup_id(context),
             error=_error_line(context.get("exception")),
             log_url=_log_url(ti),
+            database=_database(context),
         )
 
     @property
     def subject(self) -> str:
-        return f"[pgbackup] FAILED {self.dag_id}.{self.task_id}"
+        where = f" [{self.database}]" if self.database else ""
+        return f"[pgbackup] FAILED {self.dag_id}.{self.task_id}{where}"
 
     def lines(self) -> list[tuple[str, str]]:
         lines = [
             ("DAG", self.dag_id),
             ("Task", self.task_id),
+            ("Database", self.database),
             ("Run", f"{self.run_id} (try {self.try_number})" if self.try_number else self.run_id),
             ("Backup", self.backup_id),
             ("Error", self.error),
@@ -126,6 +130,21 @@ def _backup_id(context: Any) -> str | None:
         pass
     params = context.get("params") or {}
     return str(params["backup_id"]) if params.get("backup_id") else None
+
+
+def _database(context: Any) -> str | None:
+    """Which database a mapped instance served: its rendered map index (``map_index_template``), else the index."""
+    ti, task = context["ti"], context.get("task")
+    index = getattr(ti, "map_index", -1)
+    if index is None or index < 0:
+        return None
+    if getattr(ti, "rendered_map_index", None):
+        return str(ti.rendered_map_index)
+    template = getattr(task, "map_index_template", None)
+    try:
+        return str(task.render_template(template, context)) if template else str(index)
+    except Exception:
+        return str(index)
 
 
 def _log_url(ti: Any) -> str:
@@ -205,7 +224,7 @@ class BackupStalenessOperator(BaseOperator):
         now = datetime.now(timezone.utc)
         warnings = staleness_warnings(backups, now, self.rpo, self.grace, self.max_full_age)
         if warnings:
-            raise AirflowFailException("; ".join(warnings))
+            raise AirflowFailException(f"{self.prefix}: " + "; ".join(warnings))
         newest = max(backups, key=lambda m: m.finished_at)
         newest_full = max((m for m in backups if m.kind == "full"), key=lambda m: m.finished_at)
         self.log.info(

@@ -33,6 +33,7 @@ class TaskRecord:
     end: datetime | None
     try_number: int
     error: str | None
+    database: str | None = None  # a mapped instance's database (its rendered map index); None when not mapped
 
     @property
     def seconds(self) -> float | None:
@@ -62,9 +63,11 @@ def paused(dag_ids=BACKUP_DAGS) -> dict[str, bool | None]:
     return {dag_id: rows.get(dag_id) for dag_id in dag_ids}
 
 
-def task_history(limit: int = 20, dag_id: str | None = None, failed_only: bool = False) -> list[TaskRecord]:
+def task_history(limit: int = 20, dag_id: str | None = None, failed_only: bool = False, database: str | None = None) -> list[TaskRecord]:
     """The most recent task instances of the backup DAGs, newest first, with the error line of failures."""
     query = select(TaskInstance).where(TaskInstance.dag_id.in_([dag_id] if dag_id else BACKUP_DAGS))
+    if database:
+        query = query.where(TaskInstance.rendered_map_index == database)
     if failed_only:
         query = query.where(TaskInstance.state == "failed")  # not upstream_failed: the cause, not its echoes
     query = query.order_by(TaskInstance.start_date.desc().nulls_last()).limit(limit)
@@ -72,7 +75,8 @@ def task_history(limit: int = 20, dag_id: str | None = None, failed_only: bool =
         rows = session.execute(query).scalars().all()
         records = [
             TaskRecord(ti.dag_id, ti.task_id, ti.run_id, ti.state, ti.start_date, ti.end_date, ti.try_number,
-                       error_line(ti.dag_id, ti.run_id, ti.task_id, ti.try_number) if ti.state == "failed" else None)
+                       error_line(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.map_index) if ti.state == "failed" else None,
+                       database=ti.rendered_map_index or (str(ti.map_index) if ti.map_index >= 0 else None))
             for ti in rows
         ]
     return records
@@ -82,9 +86,12 @@ def _logs_dir() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "logs"
 
 
-def error_line(dag_id: str, run_id: str, task_id: str, try_number: int) -> str | None:
+def error_line(dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str | None:
     """The last exception line in the task's log (scheduler runs) or in the backupctl log of that run."""
-    task_log = _logs_dir() / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}" / f"attempt={max(try_number, 1)}.log"
+    task_dir = _logs_dir() / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    if map_index >= 0:
+        task_dir /= f"map_index={map_index}"
+    task_log = task_dir / f"attempt={max(try_number, 1)}.log"
     candidates = [task_log] if task_log.is_file() else []
     backupctl_logs = _logs_dir() / "backupctl"
     if backupctl_logs.is_dir():

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from child_process import StopsChildrenOnKill
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 from pgbackup.archive import check_archive, check_delta
 from pgbackup.capture import BackupCapture, CapturedBackup
 from pgbackup.catalog import BrokenChainError, Catalog
@@ -25,22 +26,8 @@ from rclone_provider.hooks.rclone import RcloneHook
 from pgbackup_airflow.connections import drill_server, source_target
 
 
-class _KillAwareOperator(BaseOperator):
-    """``on_kill`` stops the children; ``execute`` then raises so a killed task is never marked successful."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._running = None
-        self._killed = False
-
-    def on_kill(self) -> None:
-        self._killed = True
-        if self._running is not None:
-            self._running.terminate()
-
-    def _fail_if_killed(self) -> None:
-        if self._killed:
-            raise AirflowException(f"{self.task_id} was killed; its work is discarded")
+class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
+    """An operator of this package: ``on_kill`` stops what ``self._running`` runs, a kill is never a success."""
 
 
 class CaptureBackupOperator(_KillAwareOperator):
@@ -95,7 +82,7 @@ class CaptureBackupOperator(_KillAwareOperator):
         else:
             parent, reason = self._parent(target.dbname)
             captured = self._running.full(promoted_because=reason) if reason else self._running.incremental(parent)
-        self._fail_if_killed()
+        self.fail_if_killed()
         return captured.to_dict()
 
     def _parent(self, dbname: str) -> tuple[BackupManifest | None, str | None]:
@@ -130,7 +117,7 @@ class CheckArchiveOperator(_KillAwareOperator):
             check = check_archive(backup.path, tools, expected_uncompressed=backup.uncompressed_bytes, logger=self.log)
         else:
             check = check_delta(backup.path, expected_uncompressed=backup.uncompressed_bytes, logger=self.log)
-        self._fail_if_killed()
+        self.fail_if_killed()
         return {"toc_entries": check.toc_entries, "table_data_entries": check.table_data_entries}
 
 
@@ -174,15 +161,10 @@ class CommitManifestOperator(_KillAwareOperator):
         client.put_bytes(body, path)
         if client.read_bytes(path) != body:
             raise AirflowException(f"manifest {path} read back from the remote differs from what was written")
-        self._fail_if_killed()
+        self.fail_if_killed()
         LocalStore(self.local_dir).put_bytes(body, path)
         self.log.info("Committed %s backup %s: manifest %s (%s bytes stored, sha256 %s)", manifest.kind, manifest.id, path, backup.bytes, backup.sha256)
         return manifest.to_dict()
-
-    def on_kill(self) -> None:
-        self._killed = True
-        if self._running is not None:
-            self._running.send_sigterm()
 
 
 class RetentionOperator(_KillAwareOperator):
@@ -233,15 +215,20 @@ class RetentionOperator(_KillAwareOperator):
 class RestoreDrillOperator(_KillAwareOperator):
     """Restore the newest backup point (or ``backup_id``) into a scratch database, check it, drop it, record the result.
 
-    Fails — so the failure alert fires — when the restore or its fingerprint check fails.
+    Fails — so the failure alert fires — when the restore or its fingerprint check
+    fails.  Mapped over the databases, an instance skips itself when the run asks
+    for another one (``only_database``).
     """
 
-    template_fields: Sequence[str] = ("backup_id", "drill_conn_id", "source_conn_id", "rclone_conn_id", "prefix")
+    template_fields: Sequence[str] = ("backup_id", "database", "only_database", "drill_conn_id", "source_conn_id", "rclone_conn_id", "prefix")
 
     def __init__(
         self,
         *,
         backup_id: str | None = None,
+        database: str = "database",
+        only_database: str | None = None,
+        several_databases: bool = False,
         drill_conn_id: str = "backup_drill",
         source_conn_id: str = "backup_source",
         rclone_conn_id: str = RcloneHook.default_conn_name,
@@ -252,6 +239,9 @@ class RestoreDrillOperator(_KillAwareOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.backup_id = backup_id
+        self.database = database
+        self.only_database = only_database
+        self.several_databases = several_databases
         self.drill_conn_id = drill_conn_id
         self.source_conn_id = source_conn_id
         self.rclone_conn_id = rclone_conn_id
@@ -260,14 +250,19 @@ class RestoreDrillOperator(_KillAwareOperator):
         self.pg_bin_dir = pg_bin_dir
 
     def execute(self, context) -> dict[str, Any]:
+        if self.only_database and self.only_database != self.database:
+            raise AirflowSkipException(f"this run drills database {self.only_database!r}, not {self.database!r}")
+        if self.backup_id and self.several_databases and not self.only_database:
+            # Backup ids repeat across databases; drilling "the same id" everywhere would record false failures.
+            raise AirflowFailException(f"backup_id {self.backup_id!r} given without database: with several databases, name both")
         server = drill_server(self.drill_conn_id, self.source_conn_id)
         store = RcloneHook(self.rclone_conn_id).get_conn()
         self._running = RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log)
         result = self._running.run(backup_id=self.backup_id or None, jobs=self.jobs)
-        self._fail_if_killed()
+        self.fail_if_killed()
         if not result.ok:
-            raise AirflowException(f"restore drill of {result.backup_id or 'the newest backup'} failed: {result.error}")
-        return {"backup_id": result.backup_id, "seconds": result.seconds, "chain": result.chain}
+            raise AirflowException(f"restore drill of {self.database} {result.backup_id or 'newest backup'} failed: {result.error}")
+        return {"database": self.database, "backup_id": result.backup_id, "seconds": result.seconds, "chain": result.chain}
 
 
 def _version_num(version: str) -> int:

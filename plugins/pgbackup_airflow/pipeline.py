@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from airflow.sdk import task_group
 from pgbackup.settings import BackupSettings
 from rclone_provider.operators.rclone import RcloneUploadOperator, RcloneVerifyOperator
 
@@ -12,54 +15,79 @@ from pgbackup_airflow.operators import (
     RetentionOperator,
 )
 
+GROUP_ID = "backup"
 
-def backup_pipeline(kind: str, settings: BackupSettings) -> CaptureBackupOperator:
-    """capture → check_archive → for each remote: upload → verify → commit_manifest → retention; then local retention.
 
-    Call inside a ``with DAG(...)`` block.  With several remotes (``BACKUP_REMOTE_CONN_ID=a,b``)
-    each gets its own branch, suffixed with its connection id: one remote failing fails the
-    run (and alerts) while the copies on the others still land.  Returns the capture task.
+def database_label_template(settings: BackupSettings) -> str:
+    """A ``map_index_template`` naming the database of a mapped task instance (``shop`` instead of ``0``).
+
+    The databases are known when the DAG is parsed, so the template indexes a
+    literal list; names are plain (see ``SourceDatabase``), the JSON quoting keeps it so.
+    """
+    return "{{ %s[ti.map_index] }}" % json.dumps([d.name for d in settings.databases])
+
+
+def database_kwargs(settings: BackupSettings) -> list[dict[str, str]]:
+    """One entry per database: what the mapped group expands over."""
+    return [{"postgres_conn_id": d.conn_id, "prefix": d.prefix} for d in settings.databases]
+
+
+def backup_pipeline(kind: str, settings: BackupSettings):
+    """For each database, as one mapped task instance of group ``backup``:
+    capture → check_archive → for each remote: upload → verify → commit_manifest → retention; then local retention.
+
+    Call inside a ``with DAG(...)`` block.  Dynamic task mapping gives every
+    database (``BACKUP_DATABASES``) its own instances: one database failing
+    retries and alerts on its own while the others go on.  With several remotes
+    (``BACKUP_REMOTE_CONN_ID=a,b``) each gets its own branch, suffixed with its
+    connection id: one remote failing fails the run (and alerts) while the
+    copies on the others still land.  Returns the mapped group.
     """
     local_dir = str(settings.local_dir)
-    capture = CaptureBackupOperator(
-        task_id="dump_compress_checksum" if kind == "full" else "capture_changes",
-        kind=kind,
-        postgres_conn_id=settings.source_conn_id,
-        rclone_conn_id=settings.remote_conn_id,
-        local_dir=local_dir,
-        prefix=settings.prefix,
-        zstd_level=settings.zstd_level,
-        zstd_threads=settings.zstd_threads,
-        pg_bin_dir=settings.pg_bin_dir,
-    )
-    check = CheckArchiveOperator(task_id="check_archive", captured=capture.output, pg_bin_dir=settings.pg_bin_dir)
-    capture >> check
-    commits = []
-    for remote in settings.remote_conn_ids:
-        suffix = "" if len(settings.remote_conn_ids) == 1 else f"_{remote}"
-        upload = RcloneUploadOperator(
-            task_id=f"upload{suffix}", local_path=capture.output["path"], remote_path=capture.output["object_path"], rclone_conn_id=remote
+    label = database_label_template(settings)
+
+    @task_group(group_id=GROUP_ID, default_args={"map_index_template": label})
+    def backup(postgres_conn_id: str, prefix: str) -> None:
+        capture = CaptureBackupOperator(
+            task_id="dump_compress_checksum" if kind == "full" else "capture_changes",
+            kind=kind,
+            postgres_conn_id=postgres_conn_id,
+            rclone_conn_id=settings.remote_conn_id,
+            local_dir=local_dir,
+            prefix=prefix,
+            zstd_level=settings.zstd_level,
+            zstd_threads=settings.zstd_threads,
+            pg_bin_dir=settings.pg_bin_dir,
         )
-        verify = RcloneVerifyOperator(
-            task_id=f"verify{suffix}",
-            remote_path=capture.output["object_path"],
-            expected_size=capture.output["bytes"],
-            expected_sha256=capture.output["sha256"],
-            rclone_conn_id=remote,
+        check = CheckArchiveOperator(task_id="check_archive", captured=capture.output, pg_bin_dir=settings.pg_bin_dir)
+        capture >> check
+        commits = []
+        for remote in settings.remote_conn_ids:
+            suffix = "" if len(settings.remote_conn_ids) == 1 else f"_{remote}"
+            upload = RcloneUploadOperator(
+                task_id=f"upload{suffix}", local_path=capture.output["path"], remote_path=capture.output["object_path"], rclone_conn_id=remote
+            )
+            verify = RcloneVerifyOperator(
+                task_id=f"verify{suffix}",
+                remote_path=capture.output["object_path"],
+                expected_size=capture.output["bytes"],
+                expected_sha256=capture.output["sha256"],
+                rclone_conn_id=remote,
+            )
+            commit = CommitManifestOperator(
+                task_id=f"commit_manifest{suffix}", captured=capture.output, verification=verify.output,
+                rclone_conn_id=remote, local_dir=local_dir, prefix=prefix,
+            )
+            retention = RetentionOperator(
+                task_id=f"retention_remote{suffix}", target="remote", policy=settings.remote_policy(),
+                rclone_conn_id=remote, local_dir=local_dir, prefix=prefix,
+            )
+            check >> upload >> verify >> commit >> retention
+            commits.append(commit)
+        local_retention = RetentionOperator(
+            task_id="retention_local", target="local", policy=settings.local_policy(),
+            rclone_conn_id=settings.remote_conn_id, local_dir=local_dir, prefix=prefix,
         )
-        commit = CommitManifestOperator(
-            task_id=f"commit_manifest{suffix}", captured=capture.output, verification=verify.output,
-            rclone_conn_id=remote, local_dir=local_dir, prefix=settings.prefix,
-        )
-        retention = RetentionOperator(
-            task_id=f"retention_remote{suffix}", target="remote", policy=settings.remote_policy(),
-            rclone_conn_id=remote, local_dir=local_dir, prefix=settings.prefix,
-        )
-        check >> upload >> verify >> commit >> retention
-        commits.append(commit)
-    local_retention = RetentionOperator(
-        task_id="retention_local", target="local", policy=settings.local_policy(),
-        rclone_conn_id=settings.remote_conn_id, local_dir=local_dir, prefix=settings.prefix,
-    )
-    commits >> local_retention
-    return capture
+        commits >> local_retention
+
+    return backup.expand_kwargs(database_kwargs(settings))

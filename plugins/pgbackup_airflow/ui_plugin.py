@@ -257,6 +257,15 @@ def _read_status(settings) -> dict[str, Any]:
     return collect_status(remote, settings, runs=runs, paused=paused, recent=100_000)
 
 
+def _configured_databases():
+    from pgbackup.settings import BackupSettings, SettingsError
+
+    try:
+        return BackupSettings.from_env().databases
+    except SettingsError:
+        return ()
+
+
 def _empty_report(settings) -> dict[str, Any]:
     from pgbackup.manifest import utc_iso
     from pgbackup.status import next_run, schedules
@@ -321,11 +330,16 @@ def create_app():
             log.warning("Backups page: cannot tell whether %s may trigger %s: %s", user, dag_id, exc)
             return False
 
-    def status_or_error() -> tuple[Any, dict[str, Any], str | None]:
+    def status_or_error(database: str | None) -> tuple[Any, dict[str, Any], str | None]:
+        """One database's report (the first when none is asked for); the page shows the others as links."""
         try:
             settings = BackupSettings.from_env()
         except SettingsError as exc:  # the DAGs fail to import with the same line
             return BackupSettings(), _empty_report(BackupSettings()), f"SettingsError: {exc}"
+        try:
+            settings = settings.for_database(settings.database(database) if database else settings.databases[0])
+        except SettingsError as exc:
+            return settings, _empty_report(settings), f"SettingsError: {exc}"
         try:
             return settings, _read_status(settings), None
         except Exception as exc:  # a missing connection or an unreachable remote: say so on the page
@@ -333,11 +347,13 @@ def create_app():
             return settings, _empty_report(settings), f"{type(exc).__name__}: {exc}"
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request, user=Depends(get_user)):
-        settings, report, error = status_or_error()
+    def page(request: Request, database: str | None = None, user=Depends(get_user)):
+        settings, report, error = status_or_error(database)
         can_trigger = {dag_id: may_trigger(user, dag_id) for dag_id in report["dags"]}
         context = page_context(report, tz=settings.timezone, can_trigger=can_trigger, airflow_base=airflow_base(request),
                                error=error, user=user.get_name())
+        context["databases"] = [d.name for d in _configured_databases()]
+        context["database"] = settings.databases[0].name
         context["chart"] = Markup(context["chart"])
         nonce = secrets.token_urlsafe(16)
         body = templates.get_template("backups.html").render(**context, nonce=nonce)
@@ -351,8 +367,8 @@ def create_app():
         })
 
     @app.get("/api/status")
-    def status_json():
-        _, report, error = status_or_error()
+    def status_json(database: str | None = None):
+        _, report, error = status_or_error(database)
         return JSONResponse({**report, "error": error}, headers={"Cache-Control": "no-store"})
 
     return app

@@ -17,6 +17,8 @@ print(json.dumps({
     "dags": {d.dag_id: {"summary": d.timetable.expression, "tz": str(d.timetable.timezone), "catchup": d.catchup,
                         "max_active_runs": d.max_active_runs,
                         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
+                        "mapped": {t.task_id: getattr(t, "map_index_template", None) for t in d.tasks
+                                   if t.get_closest_mapped_task_group() is not None or type(t).__name__ == "MappedOperator"},
                         "tags": sorted(d.tags), "owners": sorted({t.owner for t in d.tasks}),
                         "alerting": all(bool(t.on_failure_callback) for t in d.tasks)} for d in bag.dags.values()},
 }))
@@ -47,11 +49,20 @@ def test_full_backup_runs_sundays_at_two_in_utc_by_default(default_dags):
 
 def test_full_backup_chains_the_steps_in_order(default_dags):
     upstream = default_dags["dags"]["pg_full_backup"]["upstream"]
-    chain = ["dump_compress_checksum", "check_archive", "upload", "verify", "commit_manifest"]
-    assert upstream["dump_compress_checksum"] == []
+    chain = ["backup.dump_compress_checksum", "backup.check_archive", "backup.upload", "backup.verify", "backup.commit_manifest"]
+    assert upstream["backup.dump_compress_checksum"] == []
     for before, after in zip(chain, chain[1:]):
         assert before in upstream[after]
-    assert upstream["retention_remote"] == upstream["retention_local"] == ["commit_manifest"]
+    assert upstream["backup.retention_remote"] == upstream["backup.retention_local"] == ["backup.commit_manifest"]
+
+
+def test_every_database_is_a_mapped_instance_named_after_it():
+    dags = load_dags(BACKUP_DATABASES="shop=shop_source, blog=blog_source, crm=crm_source")["dags"]
+    for dag_id, first in [("pg_full_backup", "backup.dump_compress_checksum"), ("pg_incremental_backup", "backup.capture_changes"),
+                          ("pg_restore_drill", "restore_and_check"), ("pg_backup_staleness", "check_backup_freshness")]:
+        mapped = dags[dag_id]["mapped"]
+        assert set(mapped) == set(dags[dag_id]["upstream"]), f"{dag_id}: every task is per database"
+        assert mapped[first] == '{{ ["shop", "blog", "crm"][ti.map_index] }}'
 
 
 def test_schedule_and_timezone_come_from_the_settings():

@@ -37,7 +37,7 @@ def test_remote_dying_mid_upload_loses_nothing_and_the_next_run_succeeds(airflow
     output = first.stdout + first.stderr
     assert first.returncode != 0
     assert "RcloneError" in output and "connection refused" in output.lower()
-    assert output.count("[DAG TEST] end task task_id=upload") >= 2, "the upload was retried"
+    assert output.count("[DAG TEST] end task task_id=backup.upload") >= 2, "the upload was retried"
     assert not list(served.glob("*.manifest.json"))
 
     webdav_server.start()

@@ -92,5 +92,6 @@ def test_logs_show_failed_tasks_with_their_error_line(airflow_home, local_remote
     result = backupctl(local_remote, tmp_path, "logs", "--failed", "--dag", "pg_full_backup", "-n", "5", "--json", airflow_home=airflow_home)
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
-    assert records[0]["task_id"] == "dump_compress_checksum" and records[0]["state"] == "failed"
+    assert records[0]["task_id"] == "backup.dump_compress_checksum" and records[0]["state"] == "failed"
+    assert records[0]["database"] == "database"  # the mapped instance's name
     assert "pgb_no_such_db_for_logs" in records[0]["error"]

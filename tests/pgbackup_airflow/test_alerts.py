@@ -13,10 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import PROJECT, airflow_cli
+from conftest import PROJECT, airflow_cli, smtp_connection_env
 from factories import manifest
-from loopback import free_port
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
 from pgbackup.settings import BackupSettings, SettingsError
@@ -114,25 +112,6 @@ def test_a_webhook_url_that_is_not_http_is_refused_without_echoing_it():
 # ---------------------------------------------------------------- real runs, real servers
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.envelopes = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_server():
-    """An SMTP server on 127.0.0.1 that keeps every message it is given."""
-    inbox = _Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
-
-
 @pytest.fixture
 def webhook_server():
     """An HTTP server on 127.0.0.1 that records every POSTed JSON body and answers 200."""
@@ -166,11 +145,10 @@ def store_backup(remote_root: Path, backup, *, with_object: bool = True) -> None
 
 
 def alert_env(remote_root: Path, smtp_port: int, **extra) -> dict[str, str]:
-    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port, "extra": {"disable_tls": True, "disable_ssl": True, "timeout": 10}}
     return {
         **os.environ,
         "AIRFLOW_CONN_BACKUP_REMOTE": json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": str(remote_root)}}),
-        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp),
+        **smtp_connection_env(smtp_port),
         "AIRFLOW__API__BASE_URL": API_BASE,
         "BACKUP_ALERT_EMAILS": "ops@example.com",
         **extra,
@@ -195,7 +173,7 @@ def test_staleness_run_on_an_empty_remote_fails_and_mails_the_alert(airflow_home
     assert result.returncode != 0, output[-3000:]
     envelope, message, body = only_mail(inbox)
     assert envelope.mail_from == "pgbackup@localhost" and envelope.rcpt_tos == ["ops@example.com"]
-    assert message["Subject"] == f"[pgbackup] FAILED {STALENESS_TASK}"
+    assert message["Subject"] == f"[pgbackup] FAILED {STALENESS_TASK} [database]"
     assert "pg_backup_staleness" in body and "check_backup_freshness" in body
     assert "no successful backup in the catalog at all (RPO 6h + 1h grace)" in body
     assert f'<a href="{API_BASE}/dags/pg_backup_staleness/runs/' in body and "/tasks/check_backup_freshness" in body
@@ -272,7 +250,7 @@ dag = bag.dags.get("pg_backup_staleness")
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
                   "dag": dag and {"cron": dag.timetable.expression, "tz": str(dag.timetable.timezone), "catchup": dag.catchup,
                                   "callbacks": [type(c).__name__ for t in dag.tasks for c in t.on_failure_callback],
-                                  "limits": [str(getattr(t, k)) for t in dag.tasks for k in ("rpo", "grace", "max_full_age")]}}))
+                                  "limits": [str(t.partial_kwargs[k]) for t in dag.tasks for k in ("rpo", "grace", "max_full_age")]}}))
 """
 
 

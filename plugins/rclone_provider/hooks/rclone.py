@@ -72,6 +72,8 @@ class RcloneHook(BaseHook):
         if self._client is not None:
             self._client.terminate()
 
+    terminate = send_sigterm  # the name StopsChildrenOnKill and the library's own workers use
+
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         return {

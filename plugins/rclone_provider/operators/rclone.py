@@ -6,35 +6,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from child_process import StopsChildrenOnKill
 
 from rclone_provider.hooks.rclone import RcloneHook
 
 
-class _RcloneOperator(BaseOperator):
+class _RcloneOperator(StopsChildrenOnKill, BaseOperator):
     """Shared plumbing: one hook per task, ``on_kill`` stops its rclone, a kill is never a success."""
 
     def __init__(self, *, rclone_conn_id: str = RcloneHook.default_conn_name, rclone_binary: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.rclone_conn_id = rclone_conn_id
         self.rclone_binary = rclone_binary
-        self._hook: RcloneHook | None = None
-        self._killed = False
 
     @property
     def hook(self) -> RcloneHook:
-        if self._hook is None:
-            self._hook = RcloneHook(self.rclone_conn_id, rclone_binary=self.rclone_binary)
-        return self._hook
-
-    def on_kill(self) -> None:
-        self._killed = True
-        if self._hook is not None:
-            self._hook.send_sigterm()
-
-    def _fail_if_killed(self) -> None:
-        if self._killed:
-            raise AirflowException(f"{self.task_id} was killed while rclone was running")
+        if self._running is None:
+            self._running = RcloneHook(self.rclone_conn_id, rclone_binary=self.rclone_binary)
+        return self._running
 
 
 class RcloneUploadOperator(_RcloneOperator):
@@ -52,7 +41,7 @@ class RcloneUploadOperator(_RcloneOperator):
 
     def execute(self, context) -> dict[str, Any]:
         stored = self.hook.upload_file(self.local_path, self.remote_path)
-        self._fail_if_killed()
+        self.fail_if_killed()
         return {"remote_path": stored.path, "size": stored.size}
 
 
@@ -69,7 +58,7 @@ class RcloneVerifyOperator(_RcloneOperator):
 
     def execute(self, context) -> dict[str, Any]:
         method = self.hook.verify_object(self.remote_path, size=int(self.expected_size), sha256=str(self.expected_sha256))
-        self._fail_if_killed()
+        self.fail_if_killed()
         return {"remote_path": self.remote_path, "method": method}
 
 
@@ -87,5 +76,5 @@ class RcloneDeleteOperator(_RcloneOperator):
         for path in paths:
             self.hook.delete_object(path)
             self.log.info("Deleted %s", path)
-        self._fail_if_killed()
+        self.fail_if_killed()
         return paths

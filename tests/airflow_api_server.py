@@ -1,4 +1,5 @@
-"""A real `airflow api-server` on 127.0.0.1 for UI tests, with SimpleAuthManager users the test chooses."""
+"""Real, long-running Airflow components on 127.0.0.1 for tests: any ``airflow <command>`` as an
+:class:`AirflowProcess`, and the api-server with SimpleAuthManager users the test chooses."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 from conftest import airflow_cli
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -23,19 +25,112 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ApiServer:
-    """``airflow api-server --apps core`` in its own process group; ``stop()`` ends that group only."""
+class AirflowProcess:
+    """``airflow <args>`` in its own process group, stdout and stderr in ``log_path``.
 
-    def __init__(self, workdir: Path, users: dict[str, tuple[str, str]], env: dict[str, str] | None = None) -> None:
-        """``users``: name → (role, password)."""
+    ``stop()`` ends that group (SIGTERM, then SIGKILL), then every descendant seen on the
+    way that is still alive: Airflow's supervisor runs each task in a process group of its
+    own, and pg_dump runs in yet another, so the group alone would not take them.
+    """
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.args = args
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self._descendants: dict[int, psutil.Process] = {}
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [airflow_cli(), *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def check_running(self) -> None:
+        """Raise, with the end of its log, when the process has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"airflow {self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def _note_descendants(self) -> None:
+        try:
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                self._descendants.setdefault(child.pid, child)
+        except psutil.Error:
+            pass
+
+    def terminate(self) -> None:
+        """SIGTERM to the group, without waiting (see :meth:`stop`)."""
+        if self.process is not None and self.process.poll() is None:
+            self._note_descendants()
+            _signal_group(self.process.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM to the group, up to ``timeout`` s for the command to exit, then SIGKILL to what is left."""
+        if self.process is None:
+            return
+        self._note_descendants()
+        if self.process.poll() is None:
+            self.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # The leader may be gone while children it left in the group still run (a worker's pool).
+        _signal_group(self.process.pid, signal.SIGKILL)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for child in self._descendants.values():
+            try:
+                if child.is_running():  # same pid and start time: not a reused pid
+                    child.kill()
+            except psutil.Error:
+                pass
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return log_tail(self.log_path, chars)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def log_tail(path: Path, chars: int = 4000) -> str:
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - chars))
+        return f.read().decode(errors="replace")
+
+
+class ApiServer:
+    """``airflow api-server`` on a free loopback port, with SimpleAuthManager users.
+
+    ``apps``: ``core`` (UI and REST API) is enough for UI tests; workers that run tasks also
+    need ``execution`` (the Task Execution API), which ``all`` includes.
+    """
+
+    def __init__(self, workdir: Path, users: dict[str, tuple[str, str]], env: dict[str, str] | None = None,
+                 *, apps: str = "core", base_env: dict[str, str] | None = None) -> None:
+        """``users``: name → (role, password); ``env`` overrides ``base_env`` (default: this process's)."""
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "api-server.log"
         passwords = workdir / "simple_auth_manager_passwords.json"
         passwords.write_text(json.dumps({name: password for name, (_, password) in users.items()}))
+        passwords.chmod(0o600)
         self.env = {
-            **os.environ,
+            **(os.environ if base_env is None else base_env),
             "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{name}:{role}" for name, (role, _) in users.items()),
@@ -47,40 +142,46 @@ class ApiServer:
             "AIRFLOW__API__WORKERS": "1",
             **(env or {}),
         }
-        self.process: subprocess.Popen | None = None
+        self.component = AirflowProcess(
+            "api-server",
+            ["api-server", "--apps", apps, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            self.env, self.log_path,
+        )
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self.component.process
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (see :meth:`ready`)."""
+        self.component.start()
+
+    def ready(self) -> bool:
+        """True once the API answers its health check; raises if the process has exited."""
+        self.component.check_running()
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
 
     def start(self, timeout: float = 180) -> None:
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [airflow_cli(), "api-server", "--apps", "core", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.launch()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"api-server exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"api-server not up after {timeout}s:\n{self.log_tail()}")
+        try:
+            while not self.ready():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"api-server not up after {timeout}s:\n{self.log_tail()}")
+                time.sleep(0.3)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        self.component.stop()
 
     def log_tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+        return self.component.log_tail(chars)
 
     def token(self, username: str, password: str) -> str:
         """A JWT from Airflow's own login endpoint, as the UI and API clients get one."""

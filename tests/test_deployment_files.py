@@ -241,6 +241,55 @@ def test_celery_services_start_only_with_the_celery_profile():
     assert services()["airflow-worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def compose_default(value: str) -> str:
+    """The default of ``${NAME:-default}``."""
+    match = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-(.*)\}", str(value))
+    assert match, f"{value!r} is not ${{NAME:-default}}"
+    return match.group(1)
+
+
+def compose_duration_seconds(text: str) -> float:
+    """A Compose duration such as ``1h``, ``1h30m`` or ``90s``."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a Compose duration: {text!r}"
+    unit = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
+    return sum(float(n) * unit[u] for n, u in parts)
+
+
+def test_celery_workers_run_tasks_through_the_api_server_with_the_shared_secrets():
+    worker = services()["airflow-worker"]
+    assert worker["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+    for name in ("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CELERY__BROKER_URL",
+                 "AIRFLOW__CELERY__RESULT_BACKEND"):
+        assert worker["environment"][name] == compose()["x-airflow-common"]["environment"][name], name
+    assert int(compose_default(worker["environment"]["AIRFLOW__CELERY__WORKER_CONCURRENCY"])) >= 1
+
+
+def test_a_stopping_celery_worker_gets_time_to_finish_its_backups():
+    worker = services()["airflow-worker"]
+    assert worker["environment"]["DUMB_INIT_SETSID"] == "0"  # SIGTERM reaches Celery: warm shutdown
+    grace = compose_duration_seconds(compose_default(worker["stop_grace_period"]))
+    assert grace >= 600, "Compose's default (10 s) would kill every running backup"
+    assert compose_duration_seconds(active_env()["AIRFLOW_WORKER_STOP_GRACE_PERIOD"]) == grace
+
+
+def test_celery_visibility_timeout_outlasts_the_backup_task_timeout():
+    value = compose()["x-airflow-common"]["environment"]["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"]
+    timeout = BackupSettings.from_env({}).task_timeout.total_seconds()
+    assert int(compose_default(value)) > timeout
+    assert int(active_env()["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"]) > timeout
+
+
+def test_celery_worker_healthcheck_pings_the_app_of_the_celery_provider_the_image_installs():
+    import importlib.util
+
+    assert re.search(r"^apache-airflow-providers-celery==[\w.]+\s*$", REQUIREMENTS.read_text(encoding="utf-8"), re.MULTILINE)
+    probe = " ".join(services()["airflow-worker"]["healthcheck"]["test"])
+    module = re.search(r"--app ([\w.]+)\.app\b", probe).group(1)
+    assert importlib.util.find_spec(module) is not None, module
+    assert 'inspect ping -d "celery@$${HOSTNAME}"' in probe
+
+
 def test_named_volumes_are_declared():
     declared = set(compose()["volumes"])
     used = {

@@ -17,13 +17,10 @@ import time
 from dataclasses import dataclass
 
 import psycopg2
-import psycopg2.errors
 import psycopg2.extensions
-from psycopg2 import sql
 
 from pgbackup.fingerprint import pin_output_settings
 from pgbackup.postgres import PgTarget
-from pgbackup.tables import list_tables
 
 log = logging.getLogger(__name__)
 # "pgbackup" as a 64-bit advisory lock key, shared by every capture of a database.
@@ -62,7 +59,6 @@ class SnapshotSession:
             self._lock(lock_wait_seconds)
             self.conn.autocommit = False
             self.conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
-            self._lock_tables()
             self.info = self._take_snapshot()
         except BaseException:
             self.conn.close()
@@ -82,33 +78,6 @@ class SnapshotSession:
                 if time.monotonic() >= deadline:
                     raise CaptureBusy(f"another backup of {self.target.describe()} held the capture lock for over {wait_seconds:.0f}s")
                 time.sleep(2)
-
-    def _lock_tables(self, attempts: int = 3) -> None:
-        """ACCESS SHARE on every user table, before the transaction's snapshot exists.
-
-        TRUNCATE and table-rewriting ALTERs are not MVCC-safe: committed after the
-        snapshot but before a table is read, the snapshot sees that table empty (or
-        rewritten) — a silently wrong backup.  As pg_dump does, hold a lock that
-        they must wait for; unlike pg_dump, take it before the snapshot (``LOCK``
-        does not take one), so there is no window at all.  The tables are listed in
-        a transaction of their own; one dropped in between means listing again.
-        """
-        for attempt in range(1, attempts + 1):
-            self.conn.autocommit = True
-            with self.conn.cursor() as cur:
-                tables = [t.ident for t in list_tables(cur)]
-            self.conn.autocommit = False
-            if not tables:
-                return
-            try:
-                with self.conn.cursor() as cur:
-                    cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(tables)))
-                return
-            except psycopg2.errors.UndefinedTable:
-                self.conn.rollback()
-                if attempt == attempts:
-                    raise
-                self.log.info("A table was dropped while the capture listed them; listing again")
 
     def _take_snapshot(self) -> SnapshotInfo:
         with self.conn.cursor() as cur:

@@ -64,7 +64,7 @@ from pgbackup.rowstate import (
     rows_query,
     text_blocks,
 )
-from pgbackup.snapshot import SnapshotSession
+from pgbackup.snapshot import SnapshotSession, hold_table_as_snapshot_sees_it
 from pgbackup.tables import TableInfo, list_tables
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,7 @@ class BackupCapture:
         }
 
     def _read_table(self, cur, table: TableInfo, state: RowKeyState) -> dict:
+        hold_table_as_snapshot_sees_it(cur, table)
         if not table.key_columns:
             return table_fingerprint(cur, table.schema, table.name).to_dict()
         with state.writer(table.qualified) as out:
@@ -474,6 +475,7 @@ class BackupCapture:
         """
         if parent_fingerprint is None:
             raise StateMismatch(f"parent has no fingerprint of {table.qualified} though the schema is unchanged")
+        hold_table_as_snapshot_sees_it(cur, table)
         header = {"table": table.qualified, "schema": table.schema, "name": table.name,
                   "columns": list(table.columns), "key_columns": list(table.key_columns)}
         if not table.key_columns:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2 import sql
 
 from pgbackup.fingerprint import pin_output_settings
 from pgbackup.postgres import PgTarget
@@ -25,6 +26,35 @@ from pgbackup.postgres import PgTarget
 log = logging.getLogger(__name__)
 # "pgbackup" as a 64-bit advisory lock key, shared by every capture of a database.
 CAPTURE_LOCK_KEY = 0x7067_6261_636B_7570 - (1 << 63)
+
+
+class TableRewritten(RuntimeError):
+    """A table was truncated or rewritten after the snapshot: the snapshot would read it empty.  Retrying takes a new one."""
+
+
+def hold_table_as_snapshot_sees_it(cur, table) -> None:
+    """Take the lock a read takes (held to the end of the transaction), then prove no rewrite came between snapshot and lock.
+
+    ``TRUNCATE`` and table-rewriting ``ALTER TABLE`` are not MVCC-safe: committed
+    after the snapshot but before a table is first read, the snapshot sees the
+    table's new, empty storage — a silently wrong backup whose restore check would
+    pass.  Both give the table a new ``relfilenode``: the snapshot's ``pg_class``
+    row still names the old one, ``pg_relation_filenode()`` (the catalog as it is
+    now, read after the lock) the new one.  Once locked, no rewrite can follow
+    until the capture ends.  Locking each table only when it is read, rather than
+    all before the snapshot, keeps a lock held elsewhere from stalling the whole
+    capture where a task timeout cannot interrupt it.  (VACUUM FULL and CLUSTER
+    also change the relfilenode; they are MVCC-safe, and only cost a retry.)
+    """
+    cur.execute(sql.SQL("LOCK TABLE ONLY {} IN ACCESS SHARE MODE").format(table.ident))
+    cur.execute("SELECT c.relfilenode, pg_relation_filenode(c.oid) FROM pg_class c WHERE c.oid = %s::regclass",
+                (table.ident.as_string(cur),))
+    seen, current = cur.fetchone()
+    if seen != current:
+        raise TableRewritten(
+            f"table {table.qualified} was truncated or rewritten after the backup's snapshot was taken; "
+            "nothing was kept, and the next try takes a new snapshot"
+        )
 
 
 class CaptureBusy(RuntimeError):

@@ -1,0 +1,76 @@
+"""A table truncated or rewritten between the capture's snapshot and its read is refused, never read as empty."""
+
+import pytest
+from pgbackup import capture as capture_module
+from pgbackup.capture import BackupCapture
+from pgbackup.compression import Compression
+from pgbackup.postgres import tools_for_server
+from pgbackup.snapshot import SnapshotSession, TableRewritten, hold_table_as_snapshot_sees_it
+from pgbackup.tables import list_tables
+
+
+def execute(target, statement):
+    conn = target.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(statement)
+    conn.close()
+
+
+def tables_by_name(session):
+    with session.cursor() as cur:
+        return {t.name: t for t in list_tables(cur)}
+
+
+def test_a_truncate_after_the_snapshot_is_caught_an_untouched_table_passes(shop_db):
+    session = SnapshotSession(shop_db)
+    try:
+        tables = tables_by_name(session)
+        execute(shop_db, "TRUNCATE payment")  # not MVCC-safe: the snapshot would now see payment empty
+        with session.cursor() as cur:
+            hold_table_as_snapshot_sees_it(cur, tables["customer"])
+            with pytest.raises(TableRewritten, match="table public.payment was truncated or rewritten after the backup's snapshot"):
+                hold_table_as_snapshot_sees_it(cur, tables["payment"])
+    finally:
+        session.close()
+
+
+def test_once_held_a_table_cannot_be_rewritten_until_the_capture_ends(shop_db):
+    session = SnapshotSession(shop_db)
+    try:
+        tables = tables_by_name(session)
+        with session.cursor() as cur:
+            hold_table_as_snapshot_sees_it(cur, tables["customer"])
+        conn = shop_db.connect()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '300ms'")
+            with pytest.raises(Exception, match="lock timeout"):
+                cur.execute("ALTER TABLE customer ALTER COLUMN last_name TYPE varchar(300)")
+        conn.close()
+    finally:
+        session.close()
+
+
+def racing_session(target):
+    """A capture session after whose snapshot another session truncates ``payment`` at once."""
+
+    class Racing(SnapshotSession):
+        def _take_snapshot(self):
+            info = super()._take_snapshot()
+            execute(target, "TRUNCATE payment")
+            return info
+
+    return Racing
+
+
+@pytest.mark.parametrize("kind", ["full", "incremental"])
+def test_a_capture_racing_a_truncate_fails_and_keeps_nothing(shop_db, tmp_path, kind, monkeypatch):
+    num, version = shop_db.server_version()
+    capture = BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local", prefix="database", server_version=version)
+    parent = capture.full().manifest(verified_method="test") if kind == "incremental" else None
+    monkeypatch.setattr(capture_module, "SnapshotSession", racing_session(shop_db))
+    with pytest.raises(TableRewritten, match="public.payment"):
+        capture.incremental(parent) if kind == "incremental" else capture.full()
+    assert not [p for p in (tmp_path / "local" / "database" / kind).rglob("*") if p.is_file()], "a failed capture keeps no object"
+    assert not list((tmp_path / "local").rglob("*.partial"))

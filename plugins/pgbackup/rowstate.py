@@ -189,15 +189,25 @@ def _key(line: bytes) -> bytes:
     return line[: -HASH_HEX - 1]
 
 
-def _windows(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes], current_keys: Iterable[list[bytes]] | None):
+# At most this many changed lines in one window: a bulk insert (above the parent's last key, or
+# between two neighbouring parent keys) is cut into windows instead of held whole in memory.
+WINDOW_MAX_CHANGES = 50_000
+
+
+def _windows(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes], current_keys: Iterable[list[bytes]] | None,
+             max_changes: int | None = None):
     """Walk the three sorted streams together, one parent block at a time.
 
-    Yields ``(parent block, changed lines, current keys)`` holding every line whose key
-    is at most the block's last key (after the last block: all that is left), so each
+    Yields ``(parent lines, changed lines, current keys)`` holding every line whose key
+    is at most the window's last key (after the last block: all that is left), so each
     window can be compared with set operations in C instead of line by line in Python.
+    A window never holds more than ``max_changes`` changed lines: when a block's key
+    range has more, it is cut after the last changed key taken, and the block's
+    remaining lines start the next window.  Memory follows the window, not the change.
     """
     import bisect
 
+    max_changes = max_changes or WINDOW_MAX_CHANGES
     pending_change = next(changed_lines, None)
     key_blocks = iter(current_keys) if current_keys is not None else None
     key_block, key_at = [], 0
@@ -218,13 +228,25 @@ def _windows(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes
                 key_block = []
                 return taken
 
+    def in_range(line: bytes | None, limit: bytes | None) -> bool:
+        return line is not None and (limit is None or _key(line) <= limit)
+
     for block in _with_final(parent_blocks):
         limit = _key(block[-1]) if block else None
-        changed = []
-        while pending_change is not None and (limit is None or _key(pending_change) <= limit):
-            changed.append(pending_change)
-            pending_change = next(changed_lines, None)
-        yield block, changed, take_keys(limit)
+        while True:
+            changed = []
+            while in_range(pending_change, limit) and len(changed) < max_changes:
+                changed.append(pending_change)
+                pending_change = next(changed_lines, None)
+            if not in_range(pending_change, limit):
+                yield block, changed, take_keys(limit)
+                break
+            # More changes in this block's range than a window may hold: cut after the last one taken.
+            # Row texts are prefix-free, so every line of a key sorts below that key + TAB + 0xff.
+            cut_key = _key(changed[-1])
+            cut = bisect.bisect_right(block, cut_key + b"\t\xff")
+            yield block[:cut], changed, take_keys(cut_key)
+            block = block[cut:]
 
 
 def _with_final(blocks: Iterable[list[bytes]]) -> Iterator[list[bytes]]:

@@ -173,3 +173,40 @@ def test_inheritance_children_keep_their_own_rows(shop_db, capture, client, make
     assert inc.kind == "incremental" and inc.details["fingerprints"] == from_scratch(shop_db)
     assert inc.details["fingerprints"]["public.par"]["rows"] == 5
     assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)
+
+
+def test_windows_never_hold_more_changes_than_the_bound_and_cover_every_line():
+    from pgbackup.rowstate import _windows
+
+    def line(n):
+        return f"({n:05d})\t{n:032x}".encode()
+
+    parent = [[line(n) for n in range(0, 100, 10)], [line(n) for n in range(100, 200, 10)]]
+    changed = [line(n) for n in range(0, 400, 3)]  # updates, inserts between parent keys, and above the last one
+    current = [[line(n)[:7] for n in sorted(set(range(0, 200, 10)) | set(range(0, 400, 3)))]]
+    windows = list(_windows(iter(parent), iter(changed), iter(current), max_changes=4))
+    assert max(len(c) for _, c, _ in windows) == 4
+    assert [x for b, _, _ in windows for x in b] == [x for b in parent for x in b]
+    assert [x for _, c, _ in windows for x in c] == changed
+    assert [x for _, _, k in windows for x in k] == current[0]
+    for block, changes, keys in windows:  # each window's three parts cover the same key range
+        top = max([l[:7] for l in block + changes] or [b""])
+        assert all(k <= top for k in keys)
+
+
+def test_a_bulk_insert_is_merged_in_bounded_windows_and_restores_exactly(shop_db, capture, client, make_database, monkeypatch):
+    """Inserts above the parent's last key and between two parent keys, merged seven lines at a time."""
+    import pgbackup.rowstate
+
+    monkeypatch.setattr(pgbackup.rowstate, "WINDOW_MAX_CHANGES", 7)
+    execute(shop_db, "CREATE TABLE bulk (id int PRIMARY KEY, v text)", "INSERT INTO bulk SELECT g * 1000, 'p' FROM generate_series(1, 5) g")
+    full = publish(capture.full(), client)
+    execute(shop_db, "INSERT INTO bulk SELECT g, 'between' FROM generate_series(1001, 1100) g",
+            "INSERT INTO bulk SELECT g, 'above' FROM generate_series(6000, 6150) g",
+            "UPDATE bulk SET v = 'u' WHERE id IN (2000, 1050, 6100)", "DELETE FROM bulk WHERE id IN (3000, 1060, 6010)")
+    inc = publish(capture.incremental(full), client)
+    assert inc.kind == "incremental"
+    bulk = inc.details["captured"]["public.bulk"]
+    assert bulk["deleted"] == 1 and bulk["upserted"] >= 250  # 249 new rows + 1 update (older rows may be re-sent)
+    assert inc.details["fingerprints"] == from_scratch(shop_db)
+    assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)

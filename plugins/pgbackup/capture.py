@@ -59,6 +59,7 @@ from pgbackup.rowstate import (
     TableFingerprintSums,
     checked_order,
     count_updated,
+    file_name,
     keys_query,
     merge_state,
     rows_query,
@@ -481,7 +482,7 @@ class BackupCapture:
         if not table.key_columns:
             return self._capture_keyless(cur, delta, table, header, changed_rows, parent_fingerprint)
         name = table.qualified
-        changed_path = tmp / f"{name}.changed"
+        changed_path = tmp / f"{file_name(name)}.changed"
         with open(changed_path, "wb") as out:
             cur.copy_expert(rows_query(table, changed_rows).as_string(cur), out)
         changed = cur.rowcount
@@ -506,7 +507,7 @@ class BackupCapture:
             return {"mode": "unchanged"}, parent_fingerprint
         current_keys = None
         if gone:
-            keys_path = tmp / f"{name}.keys"
+            keys_path = tmp / f"{file_name(name)}.keys"
             with open(keys_path, "wb") as out:
                 cur.copy_expert(keys_query(table).as_string(cur), out)
             keys_file = open(keys_path, "rb")

@@ -23,6 +23,7 @@ capture promotes to a full backup, which writes this format.
 from __future__ import annotations
 
 import binascii
+import urllib.parse
 import struct
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -141,7 +142,7 @@ class RowKeyState:
         return marker.is_file() and marker.read_text().strip() == FORMAT
 
     def path(self, table: str) -> Path:
-        return self.dir / f"{table}.rows.zst"
+        return self.dir / f"{file_name(table)}.rows.zst"
 
     def writer(self, table: str):
         """A zstd stream writer for the table's file (a C object: COPY writes every row to it without Python)."""
@@ -179,6 +180,15 @@ class _OwningWriter:
             self.compressor.close()
         finally:
             self.raw.close()
+
+
+def file_name(table: str) -> str:
+    """``schema.table`` as one safe file name: ``/`` or a leading ``..`` in a table's name must not leave the folder.
+
+    Plain names (letters, digits, ``_.-``) stay as they are, so states written before keep their paths.
+    """
+    quoted = urllib.parse.quote(table, safe="_.-")
+    return "%2E" + quoted[1:] if quoted.startswith(".") else quoted
 
 
 class StateMismatch(RuntimeError):

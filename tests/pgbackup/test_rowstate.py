@@ -210,3 +210,16 @@ def test_a_bulk_insert_is_merged_in_bounded_windows_and_restores_exactly(shop_db
     assert bulk["deleted"] == 1 and bulk["upserted"] >= 250  # 249 new rows + 1 update (older rows may be re-sent)
     assert inc.details["fingerprints"] == from_scratch(shop_db)
     assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)
+
+
+def test_table_names_with_slashes_and_dots_keep_their_state_inside_its_folder(shop_db, capture, client, make_database):
+    """A name holding '/' once failed every full backup; '..' must never write outside the state folder."""
+    execute(shop_db, 'CREATE TABLE "a/b" (id int PRIMARY KEY, v text)', 'CREATE TABLE "..up" (id int PRIMARY KEY)',
+            'INSERT INTO "a/b" SELECT g, \'x\' FROM generate_series(1, 5) g', 'INSERT INTO "..up" VALUES (1), (2)')
+    full = publish(capture.full(), client)
+    state = RowKeyState(capture.state_root, full.id)
+    assert {p.parent for p in state.dir.rglob("*.rows.zst")} == {state.dir}
+    execute(shop_db, 'DELETE FROM "a/b" WHERE id = 2', 'DELETE FROM "..up" WHERE id = 1')
+    inc = publish(capture.incremental(full), client)
+    assert inc.kind == "incremental" and inc.details["captured"]["public.a/b"]["deleted"] == 1
+    assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)

@@ -238,7 +238,8 @@ def cmd_logs(args, settings: BackupSettings) -> int:
     if history is None:
         print("backupctl: error: Airflow is not installed or configured here (set AIRFLOW_HOME)", file=sys.stderr)
         return 1
-    records = history.task_history(limit=args.n, dag_id=args.dag, failed_only=args.failed, database=args.database)
+    database = settings.database(args.database).name if args.database else None
+    records = history.task_history(limit=args.n, dag_id=args.dag, failed_only=args.failed, database=database)
     if args.json:
         json.dump([{**dataclasses.asdict(r), "seconds": r.seconds} for r in records], sys.stdout, indent=2, default=str)
         print()

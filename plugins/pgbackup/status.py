@@ -50,8 +50,7 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
         storage[m.kind]["count"] += 1
         storage[m.kind]["bytes"] += m.artifact.bytes
     orphan_bytes = sum(max(o.size, 0) for o in catalog.orphans)
-    about = getattr(store, "about", None)
-    quota = about() if about else None
+    quota = store.about()
     drill = latest_drill(store, layout)
     # Only backups that would restore count as fresh: a damaged one or a broken chain does not.
     warnings = staleness_warnings(restorable_backups(catalog), now, settings.rpo, settings.rpo_grace, settings.max_full_age)
@@ -76,7 +75,7 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
             warnings.append(f"DAG {dag_id} is paused: it will not run on schedule")
     return {
         "now": utc_iso(now),
-        "remote": getattr(getattr(store, "remote", None), "spec", lambda p: str(store))(settings.prefix),
+        "remote": store.describe(settings.prefix),
         "backups": [
             {"id": m.id, "kind": m.kind, "started_at": utc_iso(m.started_at), "finished_at": utc_iso(m.finished_at),
              "bytes": m.artifact.bytes, "verified": bool(m.verified), "parent": m.parent_id}

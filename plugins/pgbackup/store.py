@@ -22,6 +22,8 @@ class BackupStore(Protocol):
     def read_many(self, relatives: list[str]) -> dict[str, bytes]: ...
     def put_bytes(self, data: bytes, relative: str) -> None: ...
     def delete(self, relative: str) -> None: ...
+    def describe(self, relative: str) -> str: ...  # where ``relative`` is, as an operator would type it
+    def about(self) -> dict[str, int] | None: ...  # quota (total/used/free) where the backend reports one
 
 
 class LocalStore:
@@ -59,6 +61,12 @@ class LocalStore:
 
     def read_many(self, relatives: list[str]) -> dict[str, bytes]:
         return {r: self.path(r).read_bytes() for r in relatives if self.path(r).is_file()}
+
+    def describe(self, relative: str) -> str:
+        return str(self.path(relative))
+
+    def about(self) -> None:
+        return None  # status reports the local disk itself (free space), not a quota
 
     def put_bytes(self, data: bytes, relative: str) -> None:
         """Write atomically: a reader sees the old file or the whole new one."""

@@ -339,6 +339,10 @@ class Rclone:
         data = json.loads(out)
         return {"count": int(data.get("count", 0)), "bytes": int(data.get("bytes", 0))}
 
+    def describe(self, relative: str) -> str:
+        """``remote:root/relative``: where an object is, as an operator would pass it to rclone."""
+        return self.remote.spec(relative)
+
     def about(self) -> dict[str, int] | None:
         """The remote's quota (total/used/free) where the backend reports one, else None."""
         target = self.remote.spec("")

@@ -95,3 +95,19 @@ def test_logs_show_failed_tasks_with_their_error_line(airflow_home, local_remote
     assert records[0]["task_id"] == "backup.dump_compress_checksum" and records[0]["state"] == "failed"
     assert records[0]["database"] == "database"  # the mapped instance's name
     assert "pgb_no_such_db_for_logs" in records[0]["error"]
+    narrowed = backupctl(local_remote, tmp_path, "logs", "--database", "database", "--json", airflow_home=airflow_home)
+    assert json.loads(narrowed.stdout) and all(r["database"] == "database" for r in json.loads(narrowed.stdout))
+    unknown = backupctl(local_remote, tmp_path, "logs", "--database", "crm", airflow_home=airflow_home)
+    assert unknown.returncode == 1 and "no database called 'crm'; configured: database" in unknown.stderr
+
+
+def test_status_reads_a_local_copy_as_well_as_a_remote(tmp_path):
+    """Any store serves: the local copies report their folder and no quota (the disk's free space is reported apart)."""
+    from pgbackup.status import collect_status
+    from pgbackup.store import LocalStore
+
+    full = manifest("full", NOW - timedelta(hours=2), size=4000)
+    store(tmp_path / "copies", full)
+    report = collect_status(LocalStore(tmp_path / "copies"), BackupSettings(local_dir=tmp_path / "copies"), now=NOW)
+    assert report["remote"] == str(tmp_path / "copies" / "database")
+    assert report["storage"]["quota"] is None and [b["id"] for b in report["backups"]] == [full.id]

@@ -12,9 +12,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 from loopback import RcloneServer
-from pgbackup.postgres import PgTarget
+from pgbackup.capture import BackupCapture
+from pgbackup.compression import Compression
+from pgbackup.postgres import PgTarget, tools_for_server
 from pgbackup.sample_shop import seed_sample_shop
-from rclone_provider.client import RemoteConfig
+from rclone_provider.client import Rclone, RemoteConfig
 
 PROJECT = Path(__file__).resolve().parent.parent
 PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -155,3 +157,16 @@ def smtp_connection_env(port: int) -> dict[str, str]:
     """``AIRFLOW_CONN_SMTP_DEFAULT`` for the loopback server of ``smtp_server``, without TLS."""
     smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": port, "extra": {"disable_tls": True, "disable_ssl": True, "timeout": 10}}
     return {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp)}
+
+
+@pytest.fixture
+def capture(shop_db, tmp_path):
+    """The library's capture of the sample shop, keeping its local copies and row-key state under ``tmp_path``."""
+    num, version = shop_db.server_version()
+    return BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local", prefix="database", server_version=version)
+
+
+@pytest.fixture
+def client(local_remote):
+    """An rclone client of ``local_remote``."""
+    return Rclone(local_remote)

@@ -28,7 +28,6 @@ import errno
 import hashlib
 import logging
 import os
-import queue
 import shutil
 import tempfile
 import threading
@@ -51,6 +50,7 @@ from pgbackup.dump import DumpError, PgDump
 from pgbackup.fingerprint import read_sequences, table_fingerprint
 from pgbackup.layout import BackupLayout, new_backup_id
 from pgbackup.manifest import BackupManifest, StoredArtifact, parse_utc, utc_iso
+from pgbackup.parallel import spread_over_connections
 from pgbackup.postgres import PgTarget, PgTools
 from pgbackup.rowstate import (
     RowKeyState,
@@ -262,45 +262,18 @@ class BackupCapture:
         Biggest tables first, so the longest read starts at once.  The first error stops
         the other connections' queries and is raised.
         """
-        pending: queue.Queue = queue.Queue()
-        for table in tables:
-            pending.put(table)
-        results: dict[str, Any] = {}
-        errors: list[BaseException] = []
-
-        def drain(conn) -> None:
-            try:
-                with conn.cursor() as cur:
-                    while not errors:
-                        try:
-                            table = pending.get_nowait()
-                        except queue.Empty:
-                            return
-                        self._check_cancelled()
-                        results[table.qualified] = work(cur, table)
-            except BaseException as exc:  # re-raised below
-                errors.append(exc)
-                self._cancel_readers()
-
         extra = []
         try:
             for _ in range(min(self.readers, len(tables)) - 1):
                 extra.append(session.attach())
             self._reader_conns[:] = [session.conn, *extra]
-            threads = [threading.Thread(target=drain, args=(conn,), daemon=True) for conn in extra]
-            for thread in threads:
-                thread.start()
-            drain(session.conn)
-            for thread in threads:
-                thread.join()
+            results = spread_over_connections(self._reader_conns[:], tables, work, before_each=self._check_cancelled,
+                                              on_error=self._cancel_readers)
         finally:
             self._reader_conns[:] = []
             for conn in extra:
                 conn.close()
-        if errors:
-            real = [e for e in errors if not isinstance(e, psycopg2.extensions.QueryCanceledError)]
-            raise (real or errors)[0]
-        return results
+        return {table.qualified: result for table, result in results.items()}
 
     def _schema_hash(self, session: SnapshotSession) -> str:
         """sha256 of ``pg_dump --schema-only`` of the snapshot, without the per-run ``\\restrict`` token lines."""

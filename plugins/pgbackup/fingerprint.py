@@ -10,13 +10,12 @@ copy on another server print every value alike.
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass
 
 import psycopg2.extensions
 from psycopg2 import sql
 
+from pgbackup.parallel import spread_over_connections
 from pgbackup.tables import list_tables
 
 # Settings that change how values print (and so their md5) are pinned on both sides.
@@ -96,33 +95,9 @@ def snapshot_fingerprints(target, jobs: int = 1) -> tuple[dict[str, TableFingerp
             with conn.cursor() as cur:
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
                 pin_output_settings(cur)
-        pending: queue.Queue = queue.Queue()
-        for table in sorted(tables, key=lambda t: -sizes[t]):
-            pending.put(table)
-        results: dict[str, TableFingerprint] = {}
-        errors: list[BaseException] = []
-
-        def drain(conn) -> None:
-            try:
-                with conn.cursor() as cur:
-                    while not errors:
-                        try:
-                            schema, name = pending.get_nowait()
-                        except queue.Empty:
-                            return
-                        results[f"{schema}.{name}"] = table_fingerprint(cur, schema, name)
-            except BaseException as exc:  # re-raised below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=drain, args=(conn,), daemon=True) for conn in extra]
-        for thread in threads:
-            thread.start()
-        drain(main)
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-        return {f"{s}.{t}": results[f"{s}.{t}"] for s, t in tables}, sequences
+        results = spread_over_connections([main, *extra], sorted(tables, key=lambda t: -sizes[t]),
+                                          lambda cur, table: table_fingerprint(cur, *table))
+        return {f"{s}.{t}": results[(s, t)] for s, t in tables}, sequences
     finally:
         for conn in (*extra, main):
             conn.close()

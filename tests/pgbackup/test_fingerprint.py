@@ -4,7 +4,7 @@ that uses them still catches a single changed row."""
 import pytest
 from pgbackup.fingerprint import sequence_values, snapshot_fingerprints, table_fingerprints
 from pgbackup.restore import RestoreError, check_restored
-from test_rowstate import capture, client, execute, publish, restore  # noqa: F401 - fixtures
+from chain_steps import execute, publish, restore
 
 
 def test_fingerprints_on_several_connections_equal_one_transaction(shop_db):

@@ -5,60 +5,21 @@ import logging
 import threading
 
 import pytest
-from pgbackup.capture import BackupCapture
 from pgbackup.catalog import Catalog
-from pgbackup.compression import Compression
 from pgbackup.layout import BackupLayout
-from pgbackup.postgres import tools_for_server
 from pgbackup.restore import ChainRestore, RestoreError, choose_chain
 from pgbackup.sample_shop import mutate_sample_shop
+from chain_steps import execute, publish, restore
 from pgcompare import database_content
-from rclone_provider.client import Rclone
 
 LAYOUT = BackupLayout("database")
 log = logging.getLogger("test")
-
-
-def publish(captured, client):
-    """What the DAG's upload → verify → commit_manifest tasks do."""
-    client.upload(captured.path, captured.object_path)
-    method = client.verify(captured.object_path, size=captured.bytes, sha256=captured.sha256)
-    manifest = captured.manifest(verified_method=method)
-    client.put_bytes(manifest.to_json(), LAYOUT.manifest_path(manifest.kind, manifest.id))
-    return manifest
-
-
-def execute(target, *statements):
-    conn = target.connect()
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-    conn.commit()
-    conn.close()
 
 
 def mutate(target, fraction, seed):
     conn = target.connect()
     mutate_sample_shop(conn, fraction, seed)
     conn.close()
-
-
-@pytest.fixture
-def capture(shop_db, tmp_path):
-    num, version = shop_db.server_version()
-    return BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local", prefix="database", server_version=version)
-
-
-@pytest.fixture
-def client(local_remote):
-    return Rclone(local_remote)
-
-
-def restore(client, backup_id, make_database, **kwargs):
-    target = make_database("restored")
-    chain = choose_chain(Catalog.load(client, LAYOUT), backup_id=backup_id)
-    ChainRestore(client, LAYOUT).run(chain, target, **kwargs)
-    return target
 
 
 def test_restore_at_every_point_of_a_chain_is_exact(shop_db, capture, client, make_database):

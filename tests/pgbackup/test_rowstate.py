@@ -3,52 +3,10 @@ and the result must be exactly what a full backup reads from scratch — on the 
 
 import pytest
 import zstandard
-from pgbackup.capture import BackupCapture
-from pgbackup.compression import Compression
 from pgbackup.fingerprint import table_fingerprints
-from pgbackup.postgres import tools_for_server
 from pgbackup.rowstate import RowKeyState, StateOrderError
+from chain_steps import execute, publish, restore
 from pgcompare import database_content
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
-from pgbackup.restore import ChainRestore, choose_chain
-from rclone_provider.client import Rclone
-
-LAYOUT = BackupLayout("database")
-
-
-def publish(captured, client):
-    """What the DAG's upload → verify → commit_manifest tasks do."""
-    client.upload(captured.path, captured.object_path)
-    manifest = captured.manifest(verified_method=client.verify(captured.object_path, size=captured.bytes, sha256=captured.sha256))
-    client.put_bytes(manifest.to_json(), LAYOUT.manifest_path(manifest.kind, manifest.id))
-    return manifest
-
-
-def execute(target, *statements):
-    conn = target.connect()
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-    conn.commit()
-    conn.close()
-
-
-def restore(client, backup_id, make_database):
-    target = make_database("restored")
-    ChainRestore(client, LAYOUT).run(choose_chain(Catalog.load(client, LAYOUT), backup_id=backup_id), target, jobs=2)
-    return target
-
-
-@pytest.fixture
-def capture(shop_db, tmp_path):
-    num, version = shop_db.server_version()
-    return BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local", prefix="database", server_version=version)
-
-
-@pytest.fixture
-def client(local_remote):
-    return Rclone(local_remote)
 
 
 def from_scratch(target):

@@ -50,15 +50,20 @@ def make_database():
     conn.close()
 
 
-@pytest.fixture
-def shop_db(make_database) -> PgTarget:
-    """A database holding the sample shop (scale 1)."""
-    target = make_database("shop")
+def seeded_shop(make_database, name: str = "shop", seed: int = 7) -> PgTarget:
+    """A new database (from the ``make_database`` factory) holding the sample shop at scale 1."""
+    target = make_database(name)
     conn = target.connect()
-    seed_sample_shop(conn, scale=1)
+    seed_sample_shop(conn, scale=1, seed=seed)
     conn.commit()
     conn.close()
     return target
+
+
+@pytest.fixture
+def shop_db(make_database) -> PgTarget:
+    """A database holding the sample shop (scale 1)."""
+    return seeded_shop(make_database)
 
 
 @pytest.fixture

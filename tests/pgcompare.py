@@ -25,3 +25,14 @@ def database_content(target) -> dict:
         return content
     finally:
         conn.close()
+
+
+def library_fingerprints(target) -> tuple[dict, dict]:
+    """The library's own view (per-table fingerprints and sequence values), for tests that compare through it."""
+    from pgbackup.fingerprint import sequence_values, table_fingerprints
+
+    conn = target.connect()
+    try:
+        return table_fingerprints(conn), sequence_values(conn)
+    finally:
+        conn.close()

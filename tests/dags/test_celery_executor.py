@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 from celery_cluster import CeleryCluster
-from conftest import PROJECT
+from conftest import PROJECT, seeded_shop
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
 from pgbackup.postgres import PgTarget
-from pgbackup.sample_shop import seed_sample_shop
 from rclone_provider.client import Rclone
 
 pytestmark = pytest.mark.airflow
@@ -49,15 +48,7 @@ def when(text: str) -> datetime:
 @pytest.fixture
 def sources(make_database) -> dict[str, PgTarget]:
     """Three databases, each holding the sample shop (scale 1), by the name they are backed up under."""
-    made = {}
-    for name in DATABASES:
-        target = make_database(name)
-        conn = target.connect()
-        seed_sample_shop(conn, scale=1)
-        conn.commit()
-        conn.close()
-        made[name] = target
-    return made
+    return {name: seeded_shop(make_database, name) for name in DATABASES}
 
 
 def test_three_databases_are_backed_up_in_parallel_on_two_celery_workers(sources, local_remote, tmp_path):

@@ -12,37 +12,19 @@ import sys
 from email import message_from_bytes, policy
 
 import pytest
-from conftest import PG_SERVER_URL, PROJECT, airflow_cli, smtp_connection_env
+from conftest import PG_SERVER_URL, PROJECT, airflow_cli, seeded_shop, smtp_connection_env
 from pgbackup.catalog import Catalog
-from pgbackup.fingerprint import sequence_values, table_fingerprints
 from pgbackup.layout import BackupLayout
-from pgbackup.sample_shop import seed_sample_shop
+from pgcompare import library_fingerprints
 from rclone_provider.client import Rclone
 
 pytestmark = pytest.mark.airflow
 
 
-def seeded(make_database, name: str, seed: int):
-    target = make_database(name)
-    conn = target.connect()
-    seed_sample_shop(conn, scale=1, seed=seed)
-    conn.commit()
-    conn.close()
-    return target
-
-
-def state_of(target):
-    conn = target.connect()
-    try:
-        return table_fingerprints(conn), sequence_values(conn)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def three_databases(airflow_home, make_database, local_remote, tmp_path, smtp_server):
     """shop and blog hold data; broken's connection names a database that does not exist."""
-    shop, blog = seeded(make_database, "shop", 7), seeded(make_database, "blog", 11)
+    shop, blog = seeded_shop(make_database, "shop", 7), seeded_shop(make_database, "blog", 11)
     controller, inbox = smtp_server
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "BACKUP_"))}
     env.update(
@@ -95,7 +77,7 @@ def test_each_database_is_backed_up_alone_and_a_broken_one_blocks_nobody(three_d
     target = make_database("blog_restored")
     restored = backupctl(env, "restore", "--database", "blog", "--to", f"{PG_SERVER_URL}/{target.dbname}", "--clean")
     assert restored.returncode == 0, restored.stdout + restored.stderr
-    assert state_of(target) == state_of(databases["blog"]) != state_of(databases["shop"])
+    assert library_fingerprints(target) == library_fingerprints(databases["blog"]) != library_fingerprints(databases["shop"])
 
     # status covers every database, and says which one has no backup
     status = backupctl(env, "status", "--json")

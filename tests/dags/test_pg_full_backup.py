@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT, airflow_cli, backup_env
+from pgcompare import library_fingerprints
 from pgbackup.catalog import Catalog
-from pgbackup.fingerprint import sequence_values, table_fingerprints
 from pgbackup.layout import BackupLayout
 from pgbackup.postgres import tools_for_server
 from pgbackup.restore import ArchiveRestore
@@ -23,14 +23,6 @@ def run_full_dag(source, remote_extra: dict, local_dir: Path, **extra_env):
     return subprocess.run([airflow_cli(), "dags", "test", "pg_full_backup"], env=env, capture_output=True, text=True, timeout=300)
 
 
-def fingerprints(target):
-    conn = target.connect()
-    try:
-        return table_fingerprints(conn), sequence_values(conn)
-    finally:
-        conn.close()
-
-
 def restore_latest_and_compare(remote: RemoteConfig, source, make_database, tmp_path):
     client = Rclone(remote)
     catalog = Catalog.load(client, BackupLayout("database"))
@@ -42,7 +34,7 @@ def restore_latest_and_compare(remote: RemoteConfig, source, make_database, tmp_
     client.download(backup.artifact.path, downloaded)
     target = make_database("restored")
     ArchiveRestore(tools_for_server(source.server_version()[0])).run(downloaded, target, expected_uncompressed=backup.uncompressed_bytes, jobs=2)
-    assert fingerprints(target) == fingerprints(source)
+    assert library_fingerprints(target) == library_fingerprints(source)
     return backup
 
 

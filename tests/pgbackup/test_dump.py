@@ -5,22 +5,14 @@ import threading
 import time
 
 import pytest
+from pgcompare import library_fingerprints
 from pgbackup.archive import check_archive
 from pgbackup.compression import Compression, CorruptArchiveError
 from pgbackup.dump import DumpError, PgDump
-from pgbackup.fingerprint import sequence_values, table_fingerprints
 from pgbackup.postgres import PgTarget, tools_for_server
 from pgbackup.restore import ArchiveRestore
 
 log = logging.getLogger("test")
-
-
-def fingerprints(target: PgTarget):
-    conn = target.connect()
-    try:
-        return table_fingerprints(conn), sequence_values(conn)
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -37,8 +29,8 @@ def test_dump_restores_to_identical_tables_and_sequences(shop_db, tools, tmp_pat
     assert artifact.bytes < artifact.uncompressed_bytes
     target = make_database("restored")
     ArchiveRestore(tools).run(artifact.path, target, expected_uncompressed=artifact.uncompressed_bytes, jobs=2)
-    source_tables, source_sequences = fingerprints(shop_db)
-    restored_tables, restored_sequences = fingerprints(target)
+    source_tables, source_sequences = library_fingerprints(shop_db)
+    restored_tables, restored_sequences = library_fingerprints(target)
     assert len(source_tables) >= 10 and all(f.rows > 0 for f in source_tables.values())
     assert restored_tables == source_tables
     assert restored_sequences == source_sequences

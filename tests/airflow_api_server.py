@@ -192,6 +192,19 @@ class ApiServer:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)["access_token"]
 
+    def call(self, method: str, path: str, token: str, body: dict | None = None):
+        """A JSON request to the REST API with a bearer token: (status, parsed body), or (status, error text)."""
+        request = urllib.request.Request(
+            f"{self.url}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                text = response.read().decode()
+                return response.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
 
 def get(url: str, *, headers: dict[str, str] | None = None, timeout: float = 60):
     """GET without following redirects: (status, headers, body text)."""

@@ -296,16 +296,10 @@ class CeleryCluster:
     def request(self, method: str, path: str, body: dict | None = None):
         if self._token is None:
             self._token = self.api.token(ADMIN, self._admin_password)
-        request = urllib.request.Request(
-            f"{self.api.url}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                text = response.read().decode()
-                return json.loads(text) if text else None
-        except urllib.error.HTTPError as error:
-            raise ClusterError(f"{method} {path}: HTTP {error.code} {error.read().decode(errors='replace')[:2000]}") from None
+        status, result = self.api.call(method, path, self._token, body)
+        if status >= 400:
+            raise ClusterError(f"{method} {path}: HTTP {status} {str(result)[:2000]}")
+        return result
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         """Unpause ``dag_id`` and start a run of it now; returns the run id."""

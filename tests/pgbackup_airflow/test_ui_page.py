@@ -4,8 +4,6 @@ plain HTTP for what unauthenticated callers get, and Chromium (Playwright) for w
 import dataclasses
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -70,19 +68,6 @@ def site(airflow_home, tmp_path_factory):
         server.stop()
 
 
-def api(server: ApiServer, method: str, path: str, token: str, body: dict | None = None):
-    request = urllib.request.Request(
-        f"{server.url}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            text = response.read().decode()
-            return response.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode(errors="replace")
-
-
 def test_unauthenticated_and_forged_requests_do_not_see_the_catalog(site):
     server, backups = site
     ids = [m.id for m in backups]
@@ -124,7 +109,7 @@ def test_a_viewer_sees_the_catalog_but_cannot_trigger(site):
     assert headers["cache-control"] == "no-store" and "frame-ancestors 'self'" in headers["content-security-policy"]
     assert body.count("disabled title=\"Your Airflow role may not start runs") == 3
     # and Airflow itself refuses the viewer's trigger, whatever the page shows
-    status, _ = api(server, "POST", "/api/v2/dags/pg_full_backup/dagRuns", token, {"logical_date": None})
+    status, _ = server.call("POST", "/api/v2/dags/pg_full_backup/dagRuns", token, {"logical_date": None})
     assert status == 403
 
 
@@ -172,7 +157,7 @@ def test_the_backups_page_in_a_browser(site):
             page.wait_for_timeout(300)  # let the page settle for the picture
             page.screenshot(path=str(SCREENSHOT))
 
-            status, runs = api(server, "GET", "/api/v2/dags/pg_full_backup/dagRuns", admin_token)
+            status, runs = server.call("GET", "/api/v2/dags/pg_full_backup/dagRuns", admin_token)
             assert status == 200
             (run,) = [r for r in runs["dag_runs"] if r["dag_run_id"] == triggered[0]]
             assert run["run_type"] == "manual" and run["note"] == "Triggered from the Backups page"
@@ -184,7 +169,7 @@ def test_the_backups_page_in_a_browser(site):
         finally:
             browser.close()
             for run_id in triggered:  # leave the shared metadata database as it was
-                api(server, "DELETE", f"/api/v2/dags/pg_full_backup/dagRuns/{run_id}", admin_token)
+                server.call("DELETE", f"/api/v2/dags/pg_full_backup/dagRuns/{run_id}", admin_token)
 
 
 def _next_sunday_2am(now: datetime) -> datetime:

@@ -387,8 +387,6 @@ def cmd_restore(args, settings: BackupSettings) -> int:
         print_restore_procedure(remote, Catalog.load(remote, layout), settings, option)
         return 0
     target = restore_target(args.to)
-    if args.jobs < 1:
-        raise ValueError(f"--jobs {args.jobs}: give 1 or more parallel jobs")
     at = parse_time(args.at) if args.at else None
     remotes = settings.remote_conn_ids
     for position, conn_id in enumerate(remotes, 1):

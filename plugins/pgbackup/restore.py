@@ -325,8 +325,6 @@ class ChainRestore:
     def prepare_target(self, target: PgTarget, chain: list[BackupManifest], request: RestoreRequest, *,
                        safety_dir: Path | None = None) -> tuple[PgTools, TargetPlan, Path | None]:
         """Check the target can take this backup and that every right is there; then (only then) drop, dump, create."""
-        if request.jobs < 1:
-            raise RestoreRefused(f"--jobs {request.jobs}: give 1 or more parallel jobs")
         full = chain[0]
         state = TargetState.read(target)
         backup_major = int(full.server_version.split(".")[0])

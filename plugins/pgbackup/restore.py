@@ -28,8 +28,12 @@ from child_process import ChildRegistry
 from psycopg2 import sql
 from rclone_provider.client import RcloneError
 
+from pgbackup.apply import (
+    IncrementalApplyError,
+    apply_incremental,
+    refresh_materialized_views,
+)
 from pgbackup.catalog import BrokenChainError, Catalog
-from pgbackup.apply import IncrementalApplyError, apply_incremental, refresh_materialized_views
 from pgbackup.compression import CHUNK, decompressed_chunks
 from pgbackup.connections import ConnectionMissing, pg_target_from_env
 from pgbackup.fingerprint import snapshot_fingerprints, user_tables

@@ -5,7 +5,17 @@ otherwise leave them as they were at the full.  A view that is not populated
 (``WITH NO DATA``) stays so.
 """
 
-from test_restore_cli import back_up_chain, backupctl, database_with, scratch_name, target_named, url_of  # noqa: F401 (fixture)
+import pytest
+from test_restore_cli import (
+    back_up_chain,
+    backupctl,
+    database_with,
+    scratch_names,
+    target_named,
+    url_of,
+)
+
+scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 
 SCHEMA = (
     "CREATE TABLE sale (id integer PRIMARY KEY, amount integer NOT NULL)",

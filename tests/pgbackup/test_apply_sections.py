@@ -1,7 +1,17 @@
 """Tables whose shape the incremental's sections must not trip over, restored through ``backupctl restore``."""
 
+import pytest
 from pgcompare import database_content
-from test_restore_cli import back_up_chain, backupctl, database_with, scratch_name, target_named, url_of  # noqa: F401 (fixture)
+from test_restore_cli import (
+    back_up_chain,
+    backupctl,
+    database_with,
+    scratch_names,
+    target_named,
+    url_of,
+)
+
+scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 
 
 def restore_newest(local_remote, scratch_name):

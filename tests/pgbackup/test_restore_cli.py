@@ -61,9 +61,8 @@ def database_with(make_database, *statements: str, prefix: str = "src") -> PgTar
     return target
 
 
-@pytest.fixture
-def scratch_name():
-    """Names for databases the restore itself creates; each is dropped after the test."""
+def scratch_names():
+    """Body of a ``scratch_name`` fixture: names for databases the restore itself creates, each dropped after the test."""
     names = []
 
     def name(label: str = "restored") -> str:

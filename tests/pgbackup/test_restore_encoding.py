@@ -1,8 +1,17 @@
 """A restore keeps the source's encoding and locale: it creates a missing target alike, and refuses an existing one that differs."""
 
+import pytest
 from chain_steps import execute
 from conftest import admin_connection
-from test_restore_cli import back_up_chain, backupctl, scratch_name, target_named, url_of  # noqa: F401 (fixture)
+from test_restore_cli import (
+    back_up_chain,
+    backupctl,
+    scratch_names,
+    target_named,
+    url_of,
+)
+
+scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 
 VALUES = ("café", "Straße", "¤ 5")
 

@@ -3,7 +3,13 @@
 import pytest
 from conftest import admin_connection
 from pgbackup.identity import SourceIdentity
-from pgbackup.restore import RestoreRefused, RestoreRequest, TargetState, create_database_sql, plan_target
+from pgbackup.restore import (
+    RestoreRefused,
+    RestoreRequest,
+    TargetState,
+    create_database_sql,
+    plan_target,
+)
 
 SOURCE = SourceIdentity("7300000000000000001", 16384, "shop", "LATIN1", "C", "C")
 ELSEWHERE = SourceIdentity("7300000000000000002", 16384, "shop", "LATIN1", "C", "C")

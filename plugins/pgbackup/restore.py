@@ -216,9 +216,8 @@ def plan_target(state: TargetState, request: RestoreRequest, describe: str) -> T
         )
     drop = state.exists and request.clean
     create = not state.exists or drop
-    who = "a superuser" if state.superuser else "this role"
     if drop and not (state.superuser or state.owns_database):
-        raise RestoreRefused(f"--clean must drop {describe}, owned by {state.owner}; {who} does not own it. Nothing was changed")
+        raise RestoreRefused(f"--clean must drop {describe}, owned by {state.owner}, which this role does not own. Nothing was changed")
     if create and not (state.superuser or state.createdb):
         reason = "--clean drops and recreates it" if drop else "it does not exist"
         raise RestoreRefused(

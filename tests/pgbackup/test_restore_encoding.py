@@ -16,14 +16,14 @@ scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 VALUES = ("café", "Straße", "¤ 5")
 
 
-def latin1_source(scratch_name):
+def latin1_source(scratch_name, values=VALUES):
     name = scratch_name("latin1")
     conn = admin_connection()
     conn.cursor().execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
     conn.close()
     source = target_named(name)
     execute(source, "CREATE TABLE word (id integer PRIMARY KEY, text text NOT NULL)",
-            *(f"INSERT INTO word VALUES ({i}, '{v}')" for i, v in enumerate(VALUES, 1)))
+            *(f"INSERT INTO word VALUES ({i}, '{v}')" for i, v in enumerate(values, 1)))
     return source
 
 
@@ -73,3 +73,13 @@ def test_an_existing_target_of_another_encoding_is_refused_untouched(scratch_nam
         cur.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace")
         assert cur.fetchone()[0] == 0
     conn.close()
+
+
+def test_allow_encoding_change_restores_into_an_existing_target_of_another_encoding(scratch_name, local_remote, tmp_path, make_database):
+    source = latin1_source(scratch_name, values=("plain", "ascii"))
+    back_up_chain(source, local_remote, tmp_path / "local", ("INSERT INTO word VALUES (3, 'more')",))
+    target = make_database("utf8")
+    result = backupctl(local_remote, "restore", "--to", url_of(target.dbname), "--allow-encoding-change")
+    assert result.returncode == 0, result.stderr
+    assert database_locale(target.dbname)[0] == "UTF8"
+    assert stored_bytes(target) == stored_bytes(source)

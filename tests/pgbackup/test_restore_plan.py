@@ -49,7 +49,7 @@ def test_the_source_itself_is_replaced_only_when_named_and_then_dumped_first():
 
 def test_a_role_that_is_not_superuser_needs_ownership_to_drop_and_createdb_to_create():
     owner = dict(superuser=False, exists=True, tables=1, owner="app", identity=ELSEWHERE)
-    with pytest.raises(RestoreRefused, match="does not own it"):
+    with pytest.raises(RestoreRefused, match="which this role does not own"):
         plan_target(state(**owner, owns_database=False, createdb=True), RestoreRequest(clean=True), DESCRIBE)
     with pytest.raises(RestoreRefused, match="neither CREATEDB nor superuser"):
         plan_target(state(**owner, owns_database=True, createdb=False), RestoreRequest(clean=True), DESCRIBE)

@@ -348,6 +348,8 @@ class BackupCapture:
             return f"over {MAX_XID_DISTANCE} transactions since the parent"
         if not parent_state.exists():
             return f"the row-key state of parent {parent.id} is not on this machine ({parent_state.dir})"
+        if damage := parent_state.damage():
+            return f"the row-key state of parent {parent.id} {damage}"
         if not parent_state.current_format():
             return f"the row-key state of parent {parent.id} is of an older format (keys without row hashes)"
         missing = [t for t, info in parent.details.get("tables", {}).items() if info.get("key_columns") and not parent_state.path(t).is_file()]

@@ -64,6 +64,15 @@ def test_a_key_byte_changed_with_the_order_kept_promotes_to_full(shop_db, captur
     assert "public.payment" in reason and "recorded" in reason
 
 
+def test_a_damaged_file_of_an_unchanged_table_is_not_carried_into_the_next_state(shop_db, capture, client, make_database):
+    """An unchanged table's file is linked, not read, into the incremental's state: it is proven first."""
+    full = publish(capture.full(), client)
+    path = RowKeyState(capture.state_root, full.id).path("public.customer")
+    path.write_bytes(path.read_bytes()[:-1])
+    reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)  # changes payment only
+    assert "public.customer" in reason and "is truncated" in reason
+
+
 def test_a_deleted_table_file_promotes_to_full(shop_db, capture, client, make_database):
     full = publish(capture.full(), client)
     payment_state(capture, full.id).unlink()

@@ -29,7 +29,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -65,6 +64,7 @@ from pgbackup.rowstate import (
     rows_query,
     text_blocks,
 )
+from pgbackup.scratch import scratch_dir
 from pgbackup.snapshot import SnapshotSession, hold_table_as_snapshot_sees_it
 from pgbackup.tables import TableInfo, list_tables
 
@@ -381,7 +381,7 @@ class BackupCapture:
                     counted = _Tee(zwriter, raw_counter)
                     delta = DeltaWriter(counted)
                     fingerprints = {}
-                    with session.cursor() as cur, tempfile.TemporaryDirectory(prefix="pgbackup-merge-", dir=self.local_dir) as tmp:
+                    with session.cursor() as cur, scratch_dir(self.local_dir, "merge") as tmp:
                         tables = list_tables(cur)
                         sequences = read_sequences(cur)
                         for table in tables:

@@ -330,6 +330,9 @@ class RowKeyState:
                 return f"lacks {table_of(name)}: {path} is missing"
             if FileChecksum.of(path) != expected:
                 return f"is damaged: the file of {table_of(name)}: {_file_damage(path, expected)}"
+        stray = sorted(p.name for p in self.dir.glob(f"*{SUFFIX}") if p.name not in listing.files)
+        if stray:  # never carried into the next state as if it were proven
+            return f"is damaged: {self.dir / stray[0]} is not listed in its checksum file"
         return None
 
     def mark_complete(self) -> None:

@@ -153,6 +153,7 @@ def test_a_file_not_listed_in_a_complete_state_is_damage(tmp_path):
         out.write(LINES)
     with pytest.raises(StateDamaged, match="not listed"):
         state.fingerprint("public.stray")
+    assert "public.stray.rows.zst is not listed" in state.damage()
 
 
 def test_damage_names_a_missing_complete_marker_an_older_format_and_an_unreadable_checksum_file(tmp_path):

@@ -12,6 +12,8 @@ exclude each other).
 Making a folder and taking its lock happen while holding ``tmp/.sweep.lock``, which the
 sweep holds too: the sweep never sees a folder between its creation and its lock.  A
 folder without a lock file was therefore left by a process that died while making it.
+The sweep touches only names it makes (``<purpose>-<16 hex digits>``): whatever else
+is in ``tmp/`` (a database whose prefix is ``tmp`` keeps its local copies there) stays.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import fcntl
 import logging
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,7 @@ ROOT = "tmp"
 SWEEP_LOCK = ".sweep.lock"
 LOCK = ".lock"
 _PURPOSE = re.compile(r"[a-z0-9][a-z0-9-]*")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*-[0-9a-f]{16}")
 
 
 @contextmanager
@@ -46,7 +49,7 @@ def scratch_dir(local_dir: str | Path, purpose: str) -> Iterator[Path]:
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / SWEEP_LOCK):
         remove_stale(root)
-        path = Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=root))
+        path = _new_folder(root, purpose)
         lock = _lock(path / LOCK, blocking=True)
     try:
         yield path
@@ -61,7 +64,7 @@ def remove_stale(root: Path) -> list[Path]:
     """Remove the folders in ``root`` whose lock no process holds; returns them.  Call holding the sweep lock."""
     removed = []
     for entry in sorted(root.iterdir()):
-        if entry.name == SWEEP_LOCK or entry.is_symlink() or not entry.is_dir():
+        if not _NAME.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
             continue
         try:
             lock = _lock(entry / LOCK, blocking=False, create=False)
@@ -78,6 +81,16 @@ def remove_stale(root: Path) -> list[Path]:
     if removed:
         log.info("Removed %s scratch folder(s) left by runs that died: %s", len(removed), ", ".join(p.name for p in removed))
     return removed
+
+
+def _new_folder(root: Path, purpose: str) -> Path:
+    while True:
+        path = root / f"{purpose}-{secrets.token_hex(8)}"
+        try:
+            path.mkdir(mode=0o700)
+            return path
+        except FileExistsError:
+            continue  # 64 random bits taken already: draw again
 
 
 def _lock(path: Path, *, blocking: bool, create: bool = True) -> int:

@@ -72,9 +72,18 @@ def test_folders_of_this_process_exclude_each_other_too(tmp_path):
 
 def test_a_folder_without_its_lock_file_is_removed(tmp_path):
     """Only a process that died between making a folder and locking it leaves one so (both happen under the sweep lock)."""
-    (tmp_path / ROOT / "merge-dead").mkdir(parents=True)
+    (tmp_path / ROOT / "merge-0123456789abcdef").mkdir(parents=True)
     with scratch_dir(tmp_path, "merge"):
-        assert not (tmp_path / ROOT / "merge-dead").exists()
+        assert not (tmp_path / ROOT / "merge-0123456789abcdef").exists()
+
+
+def test_what_the_sweep_did_not_make_is_left_alone(tmp_path):
+    """A database whose prefix is "tmp" keeps its local copies in the same folder: they are not scratch folders."""
+    (tmp_path / ROOT / "full").mkdir(parents=True)
+    (tmp_path / ROOT / "full" / "20261201T000000Z-full.dump.zst").write_bytes(b"x")
+    with scratch_dir(tmp_path, "merge"):
+        pass
+    assert (tmp_path / ROOT / "full" / "20261201T000000Z-full.dump.zst").is_file()
 
 
 def test_the_folder_is_removed_when_the_block_raises(tmp_path):
@@ -94,7 +103,7 @@ def test_a_purpose_that_is_not_a_plain_name_is_refused(tmp_path):
 def test_the_incremental_merges_in_a_scratch_folder_and_leaves_nothing(shop_db, capture, client):
     full = publish(capture.full(), client)
     execute(shop_db, "DELETE FROM payment WHERE id = (SELECT max(id) FROM payment)")
-    stale = capture.local_dir / ROOT / "merge-left-by-a-killed-run"
+    stale = capture.local_dir / ROOT / "merge-00000000deadbeef"
     stale.mkdir(parents=True)
     assert capture.incremental(full).kind == "incremental"
     assert [p.name for p in (capture.local_dir / ROOT).iterdir() if p.is_dir()] == []

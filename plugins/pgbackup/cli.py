@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -345,6 +346,10 @@ def airflow_binary() -> str:
     return found
 
 
+# A task's exception as Airflow logs it: "airflow.sdk.exceptions.AirflowFailException: <message>".
+_EXCEPTION_LINE = re.compile(r"^\s*[\w.]+(?:Error|Exception)\w*: (.+)$")
+
+
 def run_dag_now(dag_id: str, verbose: bool, conf: str | None = None) -> bool:
     """Run a DAG in-process with ``airflow dags test``; its (long) output goes to a log file unless ``verbose``."""
     env = airflow_env()
@@ -363,6 +368,9 @@ def run_dag_now(dag_id: str, verbose: bool, conf: str | None = None) -> bool:
         return True
     lines = log_file.read_text(errors="replace").splitlines()
     errors = [line for line in lines if "Error" in line or "error" in line or "failed" in line][-15:]
+    causes = [m.group(1) for m in map(_EXCEPTION_LINE.match, lines) if m]
+    if causes:  # the exception that failed the task, worded for the operator, before the noise around it
+        print(f"backupctl: {dag_id} failed: {causes[-1]}", file=sys.stderr)
     print(f"backupctl: {dag_id} failed (exit code {code}). Last error lines:", file=sys.stderr)
     for line in errors or lines[-15:]:
         print(f"  {line}", file=sys.stderr)

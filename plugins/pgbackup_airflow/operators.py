@@ -9,11 +9,12 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from child_process import StopsChildrenOnKill
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException, AirflowSkipException
 from pgbackup.archive import check_archive, check_delta
 from pgbackup.capture import BackupCapture, CapturedBackup
 from pgbackup.catalog import Catalog
 from pgbackup.compression import Compression
+from pgbackup.connections import ConnectionMissing, connection_fields, env_var
 from pgbackup.drill import RestoreDrill
 from pgbackup.identity import SourceIdentity, read_source_identity
 from pgbackup.layout import BackupLayout
@@ -106,7 +107,10 @@ class CaptureBackupOperator(_KillAwareOperator):
             remote = RcloneHook(self.rclone_conn_id).get_conn()
             remote.check_readable()
         except Exception as exc:
-            raise AirflowFailException(f"remote connection {self.rclone_conn_id!r} cannot be used, nothing was dumped: {exc}") from exc
+            cause = str(exc)
+            if isinstance(exc, AirflowNotFoundException):
+                cause = _undefined_connection_cause(self.rclone_conn_id) or cause
+            raise AirflowFailException(f"remote connection {self.rclone_conn_id!r} cannot be used, nothing was dumped: {cause}") from exc
         return remote
 
     def _parent(self, remote, identity: SourceIdentity) -> tuple[BackupManifest | None, str | None]:
@@ -298,6 +302,17 @@ class RestoreDrillOperator(_KillAwareOperator):
         if not result.ok:
             raise AirflowException(f"restore drill of {self.database} {result.backup_id or 'newest backup'} failed: {result.error}")
         return {"database": self.database, "backup_id": result.backup_id, "seconds": result.seconds, "chain": result.chain}
+
+
+def _undefined_connection_cause(conn_id: str) -> str | None:
+    """Why Airflow says a connection "isn't defined" when its ``AIRFLOW_CONN_*`` variable is set (bad JSON, say); None if it is unset."""
+    try:
+        connection_fields(conn_id)
+    except ConnectionMissing as exc:
+        return None if "is not set" in str(exc) else str(exc)
+    except ValueError as exc:
+        return f"{env_var(conn_id)} cannot be read: {exc}"
+    return None
 
 
 def _identity_of(target) -> SourceIdentity:

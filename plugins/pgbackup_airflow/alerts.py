@@ -30,11 +30,10 @@ from airflow.sdk.exceptions import AirflowFailException
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
 from pgbackup.settings import BackupSettings
-from pgbackup.sources import reachable_source_identity
 from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
 from rclone_provider.hooks.rclone import RcloneHook
 
-from pgbackup_airflow.connections import source_target
+from pgbackup_airflow.connections import source_identity
 
 DEFAULT_FROM = "pgbackup@localhost"
 
@@ -223,7 +222,7 @@ class BackupStalenessOperator(BaseOperator):
 
     def execute(self, context) -> dict[str, Any]:
         # Only this source's backups count: another installation's fresh backup must not hide that ours stopped.
-        identity = reachable_source_identity(source_target(self.source_conn_id))
+        identity = source_identity(self.source_conn_id)
         catalog = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix)).for_source(identity)
         for problem in catalog.problems:
             self.log.warning("Catalog problem: %s", problem)

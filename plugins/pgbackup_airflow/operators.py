@@ -22,11 +22,10 @@ from pgbackup.lease import leased_backups
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import tools_for_server
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
-from pgbackup.sources import reachable_source_identity
 from pgbackup.store import LocalStore
 from rclone_provider.hooks.rclone import RcloneHook
 
-from pgbackup_airflow.connections import drill_server, source_target
+from pgbackup_airflow.connections import drill_server, source_identity, source_target
 
 
 class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
@@ -237,7 +236,7 @@ class RetentionOperator(_KillAwareOperator):
         store = RcloneHook(self.rclone_conn_id).get_conn() if self.target == "remote" else LocalStore(self.local_dir)
         # Only this source's backups are planned: another installation's are never deleted.  Unreachable source
         # with several sources stored: Catalog.for_source refuses (SourceAmbiguous) rather than guess.
-        catalog = Catalog.load(store, layout).for_source(reachable_source_identity(source_target(self.postgres_conn_id)))
+        catalog = Catalog.load(store, layout).for_source(source_identity(self.postgres_conn_id))
         for problem in catalog.problems:
             self.log.warning("Catalog problem: %s", problem)
         if catalog.foreign_warning():

@@ -216,9 +216,11 @@ def status_report(settings: BackupSettings, runs, paused, args, next_run_of=next
 def cmd_status(args, settings: BackupSettings) -> int:
     history = airflow_history()
     runs = paused = None
+    stalled = []
     if history is not None:
         try:
             runs, paused = history.last_outcomes(), history.paused()
+            stalled = history.stalled_tasks()
         except Exception as exc:
             log.info("Airflow metadata database not readable: %s", exc)
     databases = selected_databases(args, settings)
@@ -228,6 +230,10 @@ def cmd_status(args, settings: BackupSettings) -> int:
     warnings = list(dict.fromkeys(
         w if len(reports) == 1 or w.startswith("DAG ") else f"{name}: {w}" for name, report in reports.items() for w in report["warnings"]
     ))
+    warnings += [f"DAG {r.dag_id}: task {r.task_id}{f' [{r.database}]' if r.database else ''} of run {r.run_id} is {r.shown_state}: "
+                 "its process probably died; Airflow marks it failed only when a scheduler is running" for r in stalled]
+    for report in reports.values():
+        report["warnings"] = report["warnings"] + [w for w in warnings if w.startswith("DAG ") and w not in report["warnings"]]
     if args.json:
         dump_json(keyed_by_database(reports) if len(reports) == 1 else {"databases": reports, "warnings": warnings})
         return 2 if warnings else 0
@@ -287,14 +293,15 @@ def cmd_logs(args, settings: BackupSettings) -> int:
     database = settings.database(args.database).name if args.database else None
     records = history.task_history(limit=args.n, dag_id=args.dag, failed_only=args.failed, database=database)
     if args.json:
-        json.dump([{**dataclasses.asdict(r), "seconds": r.seconds} for r in records], sys.stdout, indent=2, default=str)
+        json.dump([{**dataclasses.asdict(r), "seconds": r.seconds, "shown_state": r.shown_state} for r in records], sys.stdout,
+                  indent=2, default=str)
         print()
         return 0
     if not records:
         print("No task runs recorded.")
         return 0
     rows = [[r.start.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.start else "-", r.dag_id, r.task_id, r.database or "-",
-             r.state or "-", f"{r.seconds:.1f}s" if r.seconds is not None else "-", r.error or ""] for r in records]
+             r.shown_state or "-", f"{r.seconds:.1f}s" if r.seconds is not None else "-", r.error or ""] for r in records]
     print_table(rows, ["STARTED", "DAG", "TASK", "DATABASE", "STATE", "TOOK", "ERROR"])
     return 0
 

@@ -295,7 +295,8 @@ class RestoreDrillOperator(_KillAwareOperator):
             raise AirflowFailException(f"backup_id {self.backup_id!r} given without database: with several databases, name both")
         server = drill_server(self.drill_conn_id, self.source_conn_id)
         store = RcloneHook(self.rclone_conn_id).get_conn()
-        self._running = RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log)
+        self._running = RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log,
+                                     source=source_identity(self.source_conn_id))
         result = self._running.run(backup_id=self.backup_id or None, jobs=self.jobs)
         self.fail_if_killed()
         if not result.ok:

@@ -41,10 +41,13 @@ class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
 class CaptureBackupOperator(_KillAwareOperator):
     """Capture a backup of the source into the local directory: ``kind="full"`` or ``kind="incremental"``.
 
-    A full is ``pg_dump`` (custom format) streamed through zstd and sha256.  An
-    incremental holds the rows changed since the newest backup on the remote,
-    and becomes a full when it must (no full yet, schema changed, ...), saying
-    why.  The returned dict (also pushed as separate XComs) is what upload,
+    The remote is listed first, so a broken remote connection fails before
+    anything is dumped.  A full is ``pg_dump`` (custom format) streamed through
+    zstd and sha256.  An incremental holds the rows changed since the newest
+    backup *of this source* on the remote (its identity is read first; other
+    sources' backups under the prefix are never a parent), and becomes a full
+    when it must (no full yet, a broken chain, schema changed, ...), saying why
+    in the log and the manifest.  The returned dict (also pushed as separate XComs) is what upload,
     verify and the manifest need.
     """
 

@@ -165,7 +165,14 @@ def list_one(settings: BackupSettings) -> None:
          m.artifact.sha256[:12], m.parent_id or "-", m.artifact.path]
         for m in catalog.backups
     ]
-    print_table(rows, ["ID", "KIND", "STARTED", "SIZE", "SHA256", "PARENT", "PATH"])
+    headers = ["ID", "KIND", "STARTED", "SIZE", "SHA256", "PARENT", "PATH"]
+    groups = catalog.source_groups()
+    if len(groups) > 1:  # several installations write here: say whose each backup is
+        owner = {m.id: key for key, members in groups.items() for m in members}
+        rows = [[*row, owner[m.id]] for row, m in zip(rows, catalog.backups)]
+        headers.append("SOURCE")
+        print(f"warning: backups of {len(groups)} sources are stored here: {catalog.describe_sources(groups)}", file=sys.stderr)
+    print_table(rows, headers)
 
 
 def local_time(iso: str | None) -> str:

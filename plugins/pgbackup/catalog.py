@@ -197,9 +197,9 @@ class Catalog:
     def for_source_id(self, key: str) -> Catalog:
         """The backups of the source ``SYSID/OID`` (``--source-id``), as listed when the choice was ambiguous."""
         groups = self.source_groups()
-        if key not in groups:
+        if key not in groups and groups:  # (an empty store, such as a fresh local copy, simply has none)
             raise BackupNotFound(f"no backups of source {key!r} here; the sources are: {self.describe_sources(groups) or 'none'}")
-        keep = {m.id for m in groups[key]}
+        keep = {m.id for m in groups.get(key, [])}
         return self._narrowed([m for m in self.backups if m.id in keep], [m for m in self.backups if m.id not in keep])
 
     def _narrowed(self, mine: list[BackupManifest], others: list[BackupManifest]) -> Catalog:

@@ -52,3 +52,16 @@ def test_a_foreign_broken_chain_is_not_this_sources_problem():
     catalog.problems = [problem for _, problem in catalog._missing_links()]
     catalog.backup_problems = {theirs.id: list(catalog.problems)}
     assert catalog.problems and catalog.for_source(SHOP_SOURCE).problems == []
+
+
+def test_the_next_incremental_builds_on_its_own_source_even_when_another_wrote_later():
+    mine = manifest("full", NOW - timedelta(hours=2))
+    theirs = manifest("full", NOW - timedelta(hours=1), source=OTHER)  # same database name, another cluster
+    assert Catalog(backups=[mine, theirs]).for_source(SHOP_SOURCE).incremental_parent() == (mine, None)
+    assert Catalog(backups=[mine, theirs]).for_source(OTHER).incremental_parent() == (theirs, None)
+
+
+def test_an_incremental_never_builds_on_a_format_1_backup():
+    old = manifest("full", NOW - timedelta(hours=2), source=None)
+    parent, reason = Catalog(backups=[old]).for_source(SHOP_SOURCE).incremental_parent()
+    assert parent is None and reason == f"the newest backup {old.id} has a format-1 manifest (no source identity): a new chain starts with a full"

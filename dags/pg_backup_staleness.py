@@ -27,4 +27,4 @@ with backup_dag("pg_backup_staleness", "0 * * * *", settings, doc_md=__doc__, ta
         grace=settings.rpo_grace,
         max_full_age=settings.max_full_age,
         map_index_template=database_label_template(settings),
-    ).expand(prefix=[d.prefix for d in settings.databases])
+    ).expand_kwargs([{"prefix": d.prefix, "source_conn_id": d.conn_id} for d in settings.databases])

@@ -5,17 +5,21 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
+from pgbackup.identity import SourceIdentity
 from pgbackup.layout import BackupLayout, new_backup_id
 from pgbackup.manifest import BackupManifest, StoredArtifact
 
+# The source every factory manifest comes from unless a test names another.
+SHOP_SOURCE = SourceIdentity("7300000000000000001", 16384, "shop", "UTF8", "C", "C")
+
 
 def manifest(kind: str, started_at: datetime, *, parent: BackupManifest | None = None, base: BackupManifest | None = None,
-             prefix: str = "database", size: int = 100) -> BackupManifest:
+             prefix: str = "database", size: int = 100, source: SourceIdentity | None = SHOP_SOURCE) -> BackupManifest:
     backup_id = new_backup_id(kind, started_at)
     return BackupManifest(
         id=backup_id,
         kind=kind,
-        database="shop",
+        database=source.database if source else "shop",
         started_at=started_at,
         finished_at=started_at + timedelta(minutes=1),
         server_version="15.4",
@@ -28,4 +32,6 @@ def manifest(kind: str, started_at: datetime, *, parent: BackupManifest | None =
         tool_version="test",
         parent_id=parent.id if parent else None,
         base_full_id=(base or parent).id if (base or parent) else None,
+        details={"source": source.to_dict()} if source else {},
+        format_version=2 if source else 1,
     )

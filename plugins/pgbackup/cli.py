@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,8 +30,9 @@ from rclone_provider.client import (
     VerificationError,
 )
 
-from pgbackup.catalog import Catalog
-from pgbackup.connections import ConnectionMissing, env_var, remote_from_env
+from pgbackup.catalog import Catalog, SourceAmbiguous
+from pgbackup.connections import ConnectionMissing, env_var, pg_target_from_env, remote_from_env
+from pgbackup.identity import SourceIdentity
 from pgbackup.humanize import human_bytes
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
@@ -39,10 +41,17 @@ from pgbackup.postgres import PgTarget, SourceError, ToolVersionError
 from pgbackup.restore import ChainRestore, ObjectUnavailable, RestoreError, choose_chain, configured_source_identities
 from pgbackup.retention import apply_plan, plan_retention
 from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError, SourceDatabase
-from pgbackup.status import collect_status, other_remotes
+from pgbackup.sources import own_backups, reachable_source_identity
+from pgbackup.status import collect_status, next_run, other_remotes
 from pgbackup.store import LocalStore
 
 log = logging.getLogger("backupctl")
+
+
+class RemoteRootMissing(LookupError):
+    """The remote's root folder does not exist: not the same as a remote holding no backups."""
+
+
 OPERATOR_ERRORS = (
     ConnectionMissing, SettingsError, RemoteConfigError, RcloneError, ManifestError, SourceError, ToolVersionError, LookupError,
     FileNotFoundError,
@@ -63,6 +72,26 @@ def remote_config(conn_id: str) -> RemoteConfig:
         except Exception:
             raise missing from None
         return RemoteConfig.from_extra(conn_id, conn.extra_dejson)
+
+
+def source_identity(settings: BackupSettings) -> SourceIdentity | None:
+    """The identity of the configured source database, or None when its connection is not here or it cannot be reached."""
+    try:
+        target = pg_target_from_env(settings.source_conn_id)
+    except ConnectionMissing:
+        return None
+    return reachable_source_identity(target)
+
+
+def own_catalog(store, settings: BackupSettings, args) -> Catalog:
+    """The catalog of this installation's source only: ``--source-id`` when given, else the source database's identity.
+
+    Raises :class:`SourceAmbiguous` (one line listing the sources) when several
+    sources' backups are stored here and neither says which is meant.
+    """
+    catalog = Catalog.load(store, BackupLayout(settings.prefix))
+    source_id = getattr(args, "source_id", None)
+    return own_backups(catalog, None if source_id else source_identity(settings), source_id)
 
 
 def print_table(rows: list[list[str]], headers: list[str]) -> None:
@@ -96,9 +125,11 @@ def catalog_rows(settings: BackupSettings) -> list[dict]:
     catalog = Catalog.load(remote, BackupLayout(settings.prefix))
     for problem in catalog.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    if catalog.missing_root:
+        raise RemoteRootMissing(catalog.missing_root_warning())
     return [
         {
-            "id": m.id, "kind": m.kind, "database": m.database,
+            "id": m.id, "kind": m.kind, "database": m.database, "source": m.source.key if m.source else None,
             "started_at": m.to_dict()["started_at"], "finished_at": m.to_dict()["finished_at"],
             "bytes": m.artifact.bytes, "sha256": m.artifact.sha256, "parent": m.parent_id,
             "path": m.artifact.path, "verified": m.verified,
@@ -124,6 +155,8 @@ def list_one(settings: BackupSettings) -> None:
     catalog = Catalog.load(remote, BackupLayout(settings.prefix))
     for problem in catalog.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    if catalog.missing_root:
+        raise RemoteRootMissing(catalog.missing_root_warning())
     if not catalog.backups:
         print(f"No backups under {remote.remote.spec(settings.prefix)}")
         return
@@ -132,7 +165,14 @@ def list_one(settings: BackupSettings) -> None:
          m.artifact.sha256[:12], m.parent_id or "-", m.artifact.path]
         for m in catalog.backups
     ]
-    print_table(rows, ["ID", "KIND", "STARTED", "SIZE", "SHA256", "PARENT", "PATH"])
+    headers = ["ID", "KIND", "STARTED", "SIZE", "SHA256", "PARENT", "PATH"]
+    groups = catalog.source_groups()
+    if len(groups) > 1:  # several installations write here: say whose each backup is
+        owner = {m.id: key for key, members in groups.items() for m in members}
+        rows = [[*row, owner[m.id]] for row, m in zip(rows, catalog.backups)]
+        headers.append("SOURCE")
+        print(f"warning: backups of {len(groups)} sources are stored here: {catalog.describe_sources(groups)}", file=sys.stderr)
+    print_table(rows, headers)
 
 
 def local_time(iso: str | None) -> str:
@@ -157,10 +197,22 @@ def airflow_history():
     return history
 
 
-def status_report(settings: BackupSettings, runs, paused) -> dict:
+def airflow_next_run():
+    """The DAGs' own next-run computation when Airflow is installed here, else croniter's estimate."""
+    try:
+        from pgbackup_airflow.timetables import next_run as from_timetable
+    except Exception as exc:
+        log.info("Airflow's timetables unavailable (%s): next runs estimated with croniter", exc)
+        return next_run
+    return from_timetable
+
+
+def status_report(settings: BackupSettings, runs, paused, args, next_run_of=next_run) -> dict:
     """One database's status (``settings`` narrowed to it), with its redundant remotes compared to the primary."""
     remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
-    report = collect_status(remote, settings, runs=runs, paused=paused)
+    source_id = getattr(args, "source_id", None)
+    report = collect_status(remote, settings, runs=runs, paused=paused, identity=None if source_id else source_identity(settings),
+                            source_id=source_id, next_run_of=next_run_of)
     newest = report["backups"][0]["id"] if report["backups"] else None
     extra = {conn_id: Rclone(remote_config(conn_id), logger=log) for conn_id in settings.remote_conn_ids[1:]}
     report["other_remotes"], lagging = other_remotes(extra, BackupLayout(settings.prefix), newest)
@@ -171,17 +223,24 @@ def status_report(settings: BackupSettings, runs, paused) -> dict:
 def cmd_status(args, settings: BackupSettings) -> int:
     history = airflow_history()
     runs = paused = None
+    stalled = []
     if history is not None:
         try:
             runs, paused = history.last_outcomes(), history.paused()
+            stalled = history.stalled_tasks()
         except Exception as exc:
             log.info("Airflow metadata database not readable: %s", exc)
     databases = selected_databases(args, settings)
-    reports = {db.name: status_report(settings.for_database(db), runs, paused) for db in databases}
+    next_run_of = airflow_next_run() if history is not None else next_run
+    reports = {db.name: status_report(settings.for_database(db), runs, paused, args, next_run_of) for db in databases}
     # The DAG warnings (paused, ...) are the same in every report: say them once.
     warnings = list(dict.fromkeys(
         w if len(reports) == 1 or w.startswith("DAG ") else f"{name}: {w}" for name, report in reports.items() for w in report["warnings"]
     ))
+    warnings += [f"DAG {r.dag_id}: task {r.task_id}{f' [{r.database}]' if r.database else ''} of run {r.run_id} is {r.shown_state}: "
+                 "its process probably died; Airflow marks it failed only when a scheduler is running" for r in stalled]
+    for report in reports.values():
+        report["warnings"] = report["warnings"] + [w for w in warnings if w.startswith("DAG ") and w not in report["warnings"]]
     if args.json:
         dump_json(keyed_by_database(reports) if len(reports) == 1 else {"databases": reports, "warnings": warnings})
         return 2 if warnings else 0
@@ -241,14 +300,15 @@ def cmd_logs(args, settings: BackupSettings) -> int:
     database = settings.database(args.database).name if args.database else None
     records = history.task_history(limit=args.n, dag_id=args.dag, failed_only=args.failed, database=database)
     if args.json:
-        json.dump([{**dataclasses.asdict(r), "seconds": r.seconds} for r in records], sys.stdout, indent=2, default=str)
+        json.dump([{**dataclasses.asdict(r), "seconds": r.seconds, "shown_state": r.shown_state} for r in records], sys.stdout,
+                  indent=2, default=str)
         print()
         return 0
     if not records:
         print("No task runs recorded.")
         return 0
     rows = [[r.start.astimezone().strftime("%Y-%m-%d %H:%M:%S") if r.start else "-", r.dag_id, r.task_id, r.database or "-",
-             r.state or "-", f"{r.seconds:.1f}s" if r.seconds is not None else "-", r.error or ""] for r in records]
+             r.shown_state or "-", f"{r.seconds:.1f}s" if r.seconds is not None else "-", r.error or ""] for r in records]
     print_table(rows, ["STARTED", "DAG", "TASK", "DATABASE", "STATE", "TOOK", "ERROR"])
     return 0
 
@@ -267,13 +327,19 @@ def retention_one(args, settings: BackupSettings, heading: str) -> None:
         ("local", LocalStore(settings.local_dir), settings.local_policy()),
     ]
     for name, store, policy in targets:
-        catalog = Catalog.load(store, layout)
+        catalog = own_catalog(store, settings, args)
         plan = plan_retention(catalog.backups, policy, now, orphans=catalog.orphans, leased=leased_backups(store, layout, now))
         print(f"== {heading}{name} copies ({len(plan.decisions)} backups, {len(plan.to_delete)} to delete{', dry run' if args.dry_run else ''})")
+        for warning in plan.warnings:
+            print(f"  ! RETENTION REFUSED: {warning}")
+        if catalog.foreign_warning():
+            print(f"  ! {catalog.foreign_warning()}")
         for d in plan.decisions:
             print(f"  {'keep  ' if d.keep else 'DELETE'} {d.backup_id:<32} {d.reason}")
         for path in plan.orphans_to_delete:
             print(f"  DELETE orphan {path}")
+        for path, reason in plan.orphans_kept:
+            print(f"  keep   orphan {path}: {reason}")
         apply_plan(plan, catalog.backups, store, layout, log, dry_run=args.dry_run)
 
 
@@ -294,6 +360,10 @@ def airflow_binary() -> str:
     return found
 
 
+# A task's exception as Airflow logs it: "airflow.sdk.exceptions.AirflowFailException: <message>".
+_EXCEPTION_LINE = re.compile(r"^\s*[\w.]+(?:Error|Exception)\w*: (.+)$")
+
+
 def run_dag_now(dag_id: str, verbose: bool, conf: str | None = None) -> bool:
     """Run a DAG in-process with ``airflow dags test``; its (long) output goes to a log file unless ``verbose``."""
     env = airflow_env()
@@ -312,6 +382,9 @@ def run_dag_now(dag_id: str, verbose: bool, conf: str | None = None) -> bool:
         return True
     lines = log_file.read_text(errors="replace").splitlines()
     errors = [line for line in lines if "Error" in line or "error" in line or "failed" in line][-15:]
+    causes = [m.group(1) for m in map(_EXCEPTION_LINE.match, lines) if m]
+    if causes:  # the exception that failed the task, worded for the operator, before the noise around it
+        print(f"backupctl: {dag_id} failed: {causes[-1]}", file=sys.stderr)
     print(f"backupctl: {dag_id} failed (exit code {code}). Last error lines:", file=sys.stderr)
     for line in errors or lines[-15:]:
         print(f"  {line}", file=sys.stderr)
@@ -331,14 +404,14 @@ def cmd_backup(args, settings: BackupSettings) -> int:
         return 1
     worst = 0
     for db in settings.databases:
-        worst = max(worst, show_latest(dag_id, settings.for_database(db), db.name if len(settings.databases) > 1 else None))
+        worst = max(worst, show_latest(dag_id, settings.for_database(db), db.name if len(settings.databases) > 1 else None, args))
     return worst
 
 
-def show_latest(dag_id: str, settings: BackupSettings, name: str | None) -> int:
-    """What the run just committed for one database."""
+def show_latest(dag_id: str, settings: BackupSettings, name: str | None, args) -> int:
+    """What the run just committed for one database: the newest backup of its own source."""
     remote = Rclone(remote_config(settings.remote_conn_id))
-    catalog = Catalog.load(remote, BackupLayout(settings.prefix))
+    catalog = own_catalog(remote, settings, args)
     latest = catalog.backups[-1] if catalog.backups else None
     if latest is None:
         print(f"backupctl: {dag_id} succeeded but the catalog holds no backup", file=sys.stderr)
@@ -393,7 +466,7 @@ def cmd_restore(args, settings: BackupSettings) -> int:
         fallback = position < len(remotes)
         try:
             remote = Rclone(remote_config(conn_id), logger=log)
-            chain = choose_chain(Catalog.load(remote, layout), backup_id=args.backup, at=at)
+            chain = choose_chain(own_catalog(remote, settings, args), backup_id=args.backup, at=at)
         except (RcloneError, RemoteConfigError, RestoreError, LookupError) as exc:
             if not fallback:
                 raise
@@ -467,7 +540,11 @@ def cmd_verify(args, settings: BackupSettings) -> int:
 
 def verify_one(args, settings: BackupSettings) -> int:
     remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
-    catalog = Catalog.load(remote, BackupLayout(settings.prefix))
+    try:
+        catalog = own_catalog(remote, settings, args)
+    except SourceAmbiguous as exc:
+        print(f"note: {exc}; checking every source's backups")
+        catalog = Catalog.load(remote, BackupLayout(settings.prefix))
     chosen = [catalog.get(args.backup)] if args.backup else catalog.backups
     failures = list(catalog.problems)
     for m in chosen:
@@ -491,6 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Also accepted after the command (`backupctl restore --database shop ...`), where people type it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--database", metavar="NAME", default=argparse.SUPPRESS, help=database_help)
+    common.add_argument(
+        "--source-id", metavar="SYSID/OID", default=argparse.SUPPRESS,
+        help="act on this source's backups (as listed when several sources share the remote prefix and the source is unreachable)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, **kwargs) -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import psycopg2
 from psycopg2 import sql
 
-from pgbackup.catalog import BackupNotFound, Catalog
+from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
 from pgbackup.manifest import utc_iso
 from pgbackup.postgres import PgTarget
@@ -41,8 +41,10 @@ class DrillResult:
 
 
 class RestoreDrill:
-    def __init__(self, store, layout: BackupLayout, server: PgTarget, *, pg_bin_dir: str | None = None, logger: logging.Logger | None = None) -> None:
+    def __init__(self, store, layout: BackupLayout, server: PgTarget, *, pg_bin_dir: str | None = None, logger: logging.Logger | None = None,
+                 source=None) -> None:
         self.store = store
+        self.source = source  # the SourceIdentity whose backups are drilled; None: the one source stored here
         self.layout = layout
         self.server = server
         self.log = logger or log
@@ -59,12 +61,12 @@ class RestoreDrill:
         point = None
         error = None
         try:
-            manifests = choose_chain(Catalog.load(self.store, self.layout), backup_id=backup_id)
+            manifests = choose_chain(Catalog.load(self.store, self.layout).for_source(self.source), backup_id=backup_id)
             chain = [m.id for m in manifests]
             point = manifests[-1].id
             self.log.info("Drill: restoring %s into scratch database %s", point, scratch.describe())
             self.restore.run(manifests, scratch, jobs=jobs)
-        except (RestoreError, BackupNotFound) as exc:
+        except (RestoreError, LookupError) as exc:  # a backup not found, or several sources and none chosen
             error = str(exc)
             self.log.error("Drill failed: %s", error)
         finally:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -15,18 +16,35 @@ KINDS = ("full", "incremental")
 MANIFEST_SUFFIX = ".manifest.json"
 # A full is a pg_dump custom archive; an incremental is our own delta format (pgbackup.delta).
 OBJECT_SUFFIX = {"full": ".dump.zst", "incremental": ".delta.zst"}
-_ID_RE = re.compile(r"^\d{8}T\d{6}Z-(full|incremental)$")
+# ``20261129T020000Z-full`` (before format 2) or ``20261129T020000Z-full-3fa9c2`` (a random suffix).
+_ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-(full|incremental)(?:-([0-9a-f]{6}))?$")
+SUFFIX_BYTES = 3
 
 
 def new_backup_id(kind: str, at: datetime) -> str:
-    """A sortable, unique-per-second id such as ``20261129T020000Z-full``."""
+    """An id such as ``20261129T020000Z-full-3fa9c2``: the capture's second, the kind, and a random suffix.
+
+    The suffix makes ids unique across installations writing under one prefix
+    (two sources backed up in the same second) without any coordination; the
+    time part keeps ids readable and roughly sorted.  Order is never taken from
+    the id alone: see :mod:`pgbackup.catalog`.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown backup kind {kind!r}")
-    return at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{kind}"
+    return at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{kind}-{secrets.token_hex(SUFFIX_BYTES)}"
 
 
 def is_backup_id(text: str) -> bool:
+    """True for both forms: ``<stamp>-<kind>`` (older backups) and ``<stamp>-<kind>-<suffix>``."""
     return bool(_ID_RE.match(text))
+
+
+def backup_id_stamp(backup_id: str) -> str:
+    """The ``YYYYmmddTHHMMSSZ`` part of a backup id."""
+    match = _ID_RE.match(backup_id)
+    if not match:
+        raise ValueError(f"{backup_id!r} is not a backup id")
+    return match.group(1)
 
 
 @dataclass(frozen=True)

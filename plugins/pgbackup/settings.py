@@ -38,6 +38,15 @@ def parse_duration(name: str, text: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+def parse_schedule(name: str, text: str) -> str:
+    """A cron expression (``0 2 * * 0``, ``@daily``) checked now, naming the variable, not when the DAG file fails to parse."""
+    from croniter import croniter  # Airflow's own cron timetables parse with croniter
+
+    if not croniter.is_valid(text):
+        raise SettingsError(f"{name}={text!r}: not a cron expression; use five fields, e.g. '0 2 * * 0' (Sundays 02:00), or @daily")
+    return text
+
+
 def _webhook_url(url: str) -> str | None:
     if url and urlsplit(url).scheme not in ("http", "https"):
         # The URL holds the webhook's secret: name the variable, never the value.
@@ -129,6 +138,9 @@ class BackupSettings:
             except ValueError:
                 raise SettingsError(f"{name}={raw!r}: must be a whole number") from None
 
+        def schedule(name: str, default: str) -> str:
+            return parse_schedule(name, text(name, default))
+
         def duration(name: str, default: timedelta) -> timedelta:
             raw = env.get(name, "").strip()
             return parse_duration(name, raw) if raw else default
@@ -155,8 +167,8 @@ class BackupSettings:
             remote_conn_ids=tuple(c.strip() for c in text("BACKUP_REMOTE_CONN_ID", ",".join(defaults.remote_conn_ids)).split(",") if c.strip()),
             prefix=prefix,
             timezone=timezone,
-            full_schedule=text("BACKUP_FULL_SCHEDULE", defaults.full_schedule),
-            incremental_schedule=text("BACKUP_INCREMENTAL_SCHEDULE", defaults.incremental_schedule),
+            full_schedule=schedule("BACKUP_FULL_SCHEDULE", defaults.full_schedule),
+            incremental_schedule=schedule("BACKUP_INCREMENTAL_SCHEDULE", defaults.incremental_schedule),
             remote_full_retention=duration("BACKUP_REMOTE_FULL_RETENTION", defaults.remote_full_retention),
             remote_incremental_retention=duration("BACKUP_REMOTE_INCREMENTAL_RETENTION", defaults.remote_incremental_retention),
             local_full_retention=duration("BACKUP_LOCAL_FULL_RETENTION", defaults.local_full_retention),
@@ -171,7 +183,7 @@ class BackupSettings:
             rpo_grace=duration("BACKUP_RPO_GRACE", defaults.rpo_grace),
             max_full_age=duration("BACKUP_MAX_FULL_AGE", defaults.max_full_age),
             drill_conn_id=text("BACKUP_DRILL_CONN_ID", defaults.drill_conn_id),
-            drill_schedule=text("BACKUP_DRILL_SCHEDULE", defaults.drill_schedule),
+            drill_schedule=schedule("BACKUP_DRILL_SCHEDULE", defaults.drill_schedule),
             task_retries=integer("BACKUP_TASK_RETRIES", defaults.task_retries),
             retry_delay=duration("BACKUP_RETRY_DELAY", defaults.retry_delay),
             task_timeout=duration("BACKUP_TASK_TIMEOUT", defaults.task_timeout),

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from pgbackup.catalog import BrokenChainError, Catalog
+from pgbackup.catalog import BrokenChainError, Catalog, chain_order
 from pgbackup.manifest import BackupManifest, utc_iso
+
+# A backup's finish this far after ``now`` is a clock problem, not skew between two machines.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 def restorable_backups(catalog: Catalog) -> list[BackupManifest]:
@@ -35,13 +38,19 @@ def staleness_warnings(
     """One line per broken promise; empty when the newest backup and the newest full are recent enough.
 
     Ages are measured from ``finished_at`` (when the backup became usable) and
-    are stale only when strictly older than the limit.
+    are stale only when strictly older than the limit.  "Newest" is the newest
+    in chain order, not the latest ``finished_at``: a backup stamped by a clock
+    that ran ahead is reported (it finished "in the future"), and cannot hide
+    that no backup came since.
     """
-    backups = list(backups)
+    backups = chain_order(backups)
     if not backups:
         return [f"no successful backup in the catalog at all (RPO {duration_text(rpo)} + {duration_text(grace)} grace)"]
-    warnings = []
-    newest = max(backups, key=lambda m: m.finished_at)
+    warnings = [
+        f"backup {m.id} finished in the future ({utc_iso(m.finished_at)}, now {utc_iso(now)}): the clock is wrong, here or where it was taken"
+        for m in backups if m.finished_at > now + CLOCK_SKEW
+    ]
+    newest = backups[-1]
     age = now - newest.finished_at
     if age > rpo + grace:
         warnings.append(
@@ -52,7 +61,7 @@ def staleness_warnings(
     if not fulls:
         warnings.append("no full backup in the catalog: incrementals alone cannot be restored")
     else:
-        newest_full = max(fulls, key=lambda m: m.finished_at)
+        newest_full = fulls[-1]
         full_age = now - newest_full.finished_at
         if full_age > max_full_age:
             warnings.append(

@@ -8,14 +8,17 @@ prints it; the Airflow UI's Backups page shows the same data.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from pgbackup.catalog import Catalog
+from pgbackup.catalog import Catalog, SourceAmbiguous
+from pgbackup.identity import SourceIdentity
 from pgbackup.drill import latest_drill
 from pgbackup.layout import KINDS, BackupLayout
 from pgbackup.manifest import utc_iso
 from pgbackup.settings import BackupSettings
+from pgbackup.sources import own_backups
 from pgbackup.staleness import restorable_backups, staleness_warnings
 
 LOCAL_DISK_WARN_FREE = 0.10  # warn below 10 % free on the local backup disk
@@ -31,7 +34,12 @@ def schedules(settings: BackupSettings) -> dict[str, str]:
 
 
 def next_run(cron: str, tz: str, now: datetime) -> datetime:
-    """The next time ``cron`` fires in ``tz`` after ``now`` (what CronTriggerTimetable schedules)."""
+    """The next time ``cron`` fires in ``tz`` after ``now`` by croniter: the estimate used where Airflow is not installed.
+
+    Where it is, ``backupctl status`` asks the DAGs' own timetable instead
+    (``pgbackup_airflow.timetables.next_run``): the two differ around a
+    daylight-saving change.
+    """
     import pendulum
     from croniter import croniter
 
@@ -40,11 +48,24 @@ def next_run(cron: str, tz: str, now: datetime) -> datetime:
 
 
 def collect_status(store, settings: BackupSettings, *, now: datetime | None = None, runs: dict | None = None,
-                   paused: dict | None = None, recent: int = 12) -> dict[str, Any]:
-    """Everything ``status`` shows.  ``runs``/``paused`` come from Airflow when it is reachable (else None)."""
+                   paused: dict | None = None, recent: int = 12, identity: SourceIdentity | None = None,
+                   source_id: str | None = None, next_run_of: Callable[[str, str, datetime], datetime] = next_run) -> dict[str, Any]:
+    """Everything ``status`` shows.  ``runs``/``paused`` come from Airflow when it is reachable (else None).
+
+    Only the source's own backups count (``identity``, or ``source_id`` chosen by
+    the operator); others under the prefix are a warning.  With neither and
+    several sources stored, the warning lists them and the catalog is shown whole.
+    """
     now = now or datetime.now(timezone.utc)
     layout = BackupLayout(settings.prefix)
-    catalog = Catalog.load(store, layout)
+    loaded = Catalog.load(store, layout)
+    warnings = []
+    try:
+        catalog = own_backups(loaded, identity, source_id)
+    except SourceAmbiguous as exc:
+        catalog = loaded
+        warnings.append(str(exc))
+    warnings += [w for w in (catalog.missing_root_warning(), catalog.foreign_warning()) if w]
     storage = {kind: {"count": 0, "bytes": 0} for kind in KINDS}
     for m in catalog.backups:
         storage[m.kind]["count"] += 1
@@ -53,7 +74,7 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
     quota = store.about()
     drill = latest_drill(store, layout)
     # Only backups that would restore count as fresh: a damaged one or a broken chain does not.
-    warnings = staleness_warnings(restorable_backups(catalog), now, settings.rpo, settings.rpo_grace, settings.max_full_age)
+    warnings += staleness_warnings(restorable_backups(catalog), now, settings.rpo, settings.rpo_grace, settings.max_full_age)
     warnings += [f"catalog: {problem}" for problem in catalog.problems]
     if drill and not drill.get("ok"):
         warnings.append(f"the last restore drill ({drill.get('at')}) FAILED: {drill.get('error')}")
@@ -66,7 +87,7 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
         dags[dag_id] = {
             "schedule": cron,
             "timezone": settings.timezone,
-            "next_run": utc_iso(next_run(cron, settings.timezone, now)),
+            "next_run": utc_iso(next_run_of(cron, settings.timezone, now)),
             "last_success": _iso(outcome.get("success")),
             "last_failure": _iso(outcome.get("failed")),
             "paused": (paused or {}).get(dag_id),
@@ -76,6 +97,7 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
     return {
         "now": utc_iso(now),
         "remote": store.describe(settings.prefix),
+        "source": identity.key if identity else source_id,
         "backups": [
             {"id": m.id, "kind": m.kind, "started_at": utc_iso(m.started_at), "finished_at": utc_iso(m.finished_at),
              "bytes": m.artifact.bytes, "verified": bool(m.verified), "parent": m.parent_id}

@@ -33,6 +33,8 @@ from pgbackup.settings import BackupSettings
 from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
 from rclone_provider.hooks.rclone import RcloneHook
 
+from pgbackup_airflow.connections import source_identity
+
 DEFAULT_FROM = "pgbackup@localhost"
 
 
@@ -210,23 +212,29 @@ class BackupStalenessOperator(BaseOperator):
     unreadable remote fails like any task, with the DAG's retries.
     """
 
-    def __init__(self, *, rclone_conn_id: str, prefix: str, rpo: timedelta, grace: timedelta, max_full_age: timedelta, **kwargs) -> None:
+    def __init__(self, *, rclone_conn_id: str, prefix: str, rpo: timedelta, grace: timedelta, max_full_age: timedelta,
+                 source_conn_id: str = "backup_source", **kwargs) -> None:
         super().__init__(**kwargs)
         self.rclone_conn_id = rclone_conn_id
         self.prefix = prefix
+        self.source_conn_id = source_conn_id
         self.rpo, self.grace, self.max_full_age = rpo, grace, max_full_age
 
     def execute(self, context) -> dict[str, Any]:
-        catalog = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix))
+        # Only this source's backups count: another installation's fresh backup must not hide that ours stopped.
+        identity = source_identity(self.source_conn_id)
+        catalog = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix)).for_source(identity)
         for problem in catalog.problems:
             self.log.warning("Catalog problem: %s", problem)
+        if catalog.foreign_warning():
+            self.log.warning("%s", catalog.foreign_warning())
         backups = restorable_backups(catalog)
         now = datetime.now(timezone.utc)
         warnings = staleness_warnings(backups, now, self.rpo, self.grace, self.max_full_age)
         if warnings:
             raise AirflowFailException(f"{self.prefix}: " + "; ".join(warnings))
-        newest = max(backups, key=lambda m: m.finished_at)
-        newest_full = max((m for m in backups if m.kind == "full"), key=lambda m: m.finished_at)
+        newest = backups[-1]  # chain order: see pgbackup.catalog
+        newest_full = [m for m in backups if m.kind == "full"][-1]
         self.log.info(
             "Fresh: newest backup %s finished %s ago, newest full %s %s ago (limits: RPO %s + %s grace, full %s)",
             newest.id, duration_text(now - newest.finished_at), newest_full.id, duration_text(now - newest_full.finished_at),

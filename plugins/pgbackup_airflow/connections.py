@@ -6,6 +6,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 from pgbackup.connections import ConnectionMissing, pg_target_from_fields
 from pgbackup.postgres import PgTarget
+from pgbackup.sources import reachable_source_identity
 
 POSTGRES_TYPES = ("postgres", "postgresql")
 
@@ -19,6 +20,18 @@ def source_target(conn_id: str) -> PgTarget:
             f"connection {conn_id!r} is not defined: set AIRFLOW_CONN_{conn_id.upper()} or add it in Admin > Connections"
         ) from None
     return _target(conn, conn_id)
+
+
+def source_identity(conn_id: str):
+    """The identity of the source database, or None when its connection is not defined or it cannot be reached.
+
+    A check that must work with the source down (staleness: "no backup since …")
+    then chooses backups without it; the catalog refuses to guess when that is ambiguous.
+    """
+    try:
+        return reachable_source_identity(source_target(conn_id))
+    except ConnectionMissing:
+        return None
 
 
 def drill_server(drill_conn_id: str, source_conn_id: str) -> PgTarget:

@@ -2,7 +2,14 @@
 
 Read straight from the metadata database (the CLI runs beside Airflow, not
 inside a task), so ``backupctl status`` and ``logs`` work with the scheduler
-stopped.  Task logs are read from ``$AIRFLOW_HOME/logs`` where the scheduler's
+stopped.
+
+A task whose process was killed outright (SIGKILL, the OOM killer, a power
+cut) cannot record its own end: the database keeps it ``running``, and only a
+scheduler marks it failed, once its heartbeat is older than ``[scheduler]
+task_instance_heartbeat_timeout``.  Without a scheduler nothing ever does, so a
+``running`` task silent for longer than that timeout is reported as *stalled*
+("running, no heartbeat since …") rather than as alive.  Task logs are read from ``$AIRFLOW_HOME/logs`` where the scheduler's
 executors write them, and from ``logs/backupctl`` for runs ``backupctl`` made.
 """
 
@@ -11,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from airflow.models.dagrun import DagRun
@@ -34,10 +41,30 @@ class TaskRecord:
     try_number: int
     error: str | None
     database: str | None = None  # a mapped instance's database (its rendered map index); None when not mapped
+    heartbeat: datetime | None = None  # the task's last heartbeat (its start when it never sent one)
+    stalled: bool = False  # running, but silent for longer than the heartbeat timeout: its process is probably gone
 
     @property
     def seconds(self) -> float | None:
         return (self.end - self.start).total_seconds() if self.start and self.end else None
+
+    @property
+    def shown_state(self) -> str | None:
+        if self.stalled:
+            return f"running, no heartbeat since {self.heartbeat:%Y-%m-%d %H:%M:%S %Z} (killed?)"
+        return self.state
+
+
+def heartbeat_timeout() -> timedelta:
+    """Airflow's own limit for a silent task (``[scheduler] task_instance_heartbeat_timeout``)."""
+    from airflow.configuration import conf
+
+    return timedelta(seconds=conf.getint("scheduler", "task_instance_heartbeat_timeout", fallback=300))
+
+
+def _stall(ti, now: datetime, timeout: timedelta) -> tuple[datetime | None, bool]:
+    heard = ti.last_heartbeat_at or ti.start_date
+    return heard, ti.state == "running" and heard is not None and now - heard > timeout
 
 
 def last_outcomes(dag_ids=BACKUP_DAGS) -> dict[str, dict[str, datetime | None]]:
@@ -71,15 +98,23 @@ def task_history(limit: int = 20, dag_id: str | None = None, failed_only: bool =
     if failed_only:
         query = query.where(TaskInstance.state == "failed")  # not upstream_failed: the cause, not its echoes
     query = query.order_by(TaskInstance.start_date.desc().nulls_last()).limit(limit)
+    now, timeout = datetime.now(timezone.utc), heartbeat_timeout()
     with create_session() as session:
         rows = session.execute(query).scalars().all()
         records = [
             TaskRecord(ti.dag_id, ti.task_id, ti.run_id, ti.state, ti.start_date, ti.end_date, ti.try_number,
                        error_line(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.map_index) if ti.state == "failed" else None,
-                       database=ti.rendered_map_index or (str(ti.map_index) if ti.map_index >= 0 else None))
+                       database=ti.rendered_map_index or (str(ti.map_index) if ti.map_index >= 0 else None),
+                       heartbeat=_stall(ti, now, timeout)[0], stalled=_stall(ti, now, timeout)[1])
             for ti in rows
         ]
     return records
+
+
+def stalled_tasks(dag_ids=BACKUP_DAGS) -> list[TaskRecord]:
+    """Backup tasks the database says are running that have been silent past the heartbeat timeout."""
+    running = [r for r in task_history(limit=50) if r.state == "running" and r.dag_id in dag_ids]
+    return [r for r in running if r.stalled]
 
 
 def _logs_dir() -> Path:

@@ -9,12 +9,14 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from child_process import StopsChildrenOnKill
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException, AirflowSkipException
 from pgbackup.archive import check_archive, check_delta
 from pgbackup.capture import BackupCapture, CapturedBackup
-from pgbackup.catalog import BrokenChainError, Catalog
+from pgbackup.catalog import Catalog
 from pgbackup.compression import Compression
+from pgbackup.connections import ConnectionMissing, connection_fields, env_var
 from pgbackup.drill import RestoreDrill
+from pgbackup.identity import SourceIdentity, read_source_identity
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
 from pgbackup.manifest import BackupManifest
@@ -23,7 +25,7 @@ from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.store import LocalStore
 from rclone_provider.hooks.rclone import RcloneHook
 
-from pgbackup_airflow.connections import drill_server, source_target
+from pgbackup_airflow.connections import drill_server, source_identity, source_target
 
 
 class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
@@ -39,10 +41,13 @@ class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
 class CaptureBackupOperator(_KillAwareOperator):
     """Capture a backup of the source into the local directory: ``kind="full"`` or ``kind="incremental"``.
 
-    A full is ``pg_dump`` (custom format) streamed through zstd and sha256.  An
-    incremental holds the rows changed since the newest backup on the remote,
-    and becomes a full when it must (no full yet, schema changed, ...), saying
-    why.  The returned dict (also pushed as separate XComs) is what upload,
+    The remote is listed first, so a broken remote connection fails before
+    anything is dumped.  A full is ``pg_dump`` (custom format) streamed through
+    zstd and sha256.  An incremental holds the rows changed since the newest
+    backup *of this source* on the remote (its identity is read first; other
+    sources' backups under the prefix are never a parent), and becomes a full
+    when it must (no full yet, a broken chain, schema changed, ...), saying why
+    in the log and the manifest.  The returned dict (also pushed as separate XComs) is what upload,
     verify and the manifest need.
     """
 
@@ -75,7 +80,9 @@ class CaptureBackupOperator(_KillAwareOperator):
     def execute(self, context) -> dict[str, Any]:
         if self.kind not in ("full", "incremental"):
             raise AirflowException(f"kind must be 'full' or 'incremental', not {self.kind!r}")
+        remote = self._checked_remote()
         target = source_target(self.postgres_conn_id)
+        identity = _identity_of(target)
         version_num, version = target.server_version()
         tools = tools_for_server(version_num, self.pg_bin_dir)
         self.log.info("Source %s runs PostgreSQL %s; using pg_dump %s from %s", target.describe(), version, tools.version, tools.bin_dir)
@@ -86,24 +93,37 @@ class CaptureBackupOperator(_KillAwareOperator):
         if self.kind == "full":
             captured = self._running.full()
         else:
-            parent, reason = self._parent(target.dbname)
+            parent, reason = self._parent(remote, identity)
+            if reason:
+                self.log.warning("Taking a full backup instead of an incremental: %s", reason)
             captured = self._running.full(promoted_because=reason) if reason else self._running.incremental(parent)
         self.fail_if_killed()
-        return captured.to_dict()
+        result = captured.to_dict()
+        # The capture records the source itself; this covers a capture that does not (yet).
+        result["details"] = {"source": identity.to_dict(), **result["details"]}
+        return result
 
-    def _parent(self, dbname: str) -> tuple[BackupManifest | None, str | None]:
-        """The newest backup on the remote, or the reason an incremental cannot build on it."""
-        catalog = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix))
-        mine = [m for m in catalog.backups if m.database == dbname]
-        if not mine:
-            self.log.warning("No full backup marker found for %s: taking a full backup first", dbname)
-            return None, "no full backup exists yet"
-        newest = mine[-1]
+    def _checked_remote(self):
+        """The remote, listed once before anything is dumped: a broken connection fails here, naming its cause, not after pg_dump."""
         try:
-            catalog.chain(newest.id)
-        except BrokenChainError as exc:
-            return None, f"the newest backup cannot be restored ({exc})"
-        return newest, None
+            remote = RcloneHook(self.rclone_conn_id).get_conn()
+            remote.check_readable()
+        except Exception as exc:
+            cause = str(exc)
+            if isinstance(exc, AirflowNotFoundException):
+                cause = _undefined_connection_cause(self.rclone_conn_id) or cause
+            raise AirflowFailException(f"remote connection {self.rclone_conn_id!r} cannot be used, nothing was dumped: {cause}") from exc
+        return remote
+
+    def _parent(self, remote, identity: SourceIdentity) -> tuple[BackupManifest | None, str | None]:
+        """The newest backup of this source on the remote, or the reason an incremental cannot build on it."""
+        catalog = Catalog.load(remote, BackupLayout(self.prefix)).for_source(identity)
+        if catalog.foreign_warning():
+            self.log.warning("%s", catalog.foreign_warning())
+        parent, reason = catalog.incremental_parent()
+        if parent is None and not catalog.backups:
+            self.log.warning("No full backup marker found for %s: taking a full backup first", identity.database)
+        return parent, reason
 
 
 class CheckArchiveOperator(_KillAwareOperator):
@@ -164,7 +184,16 @@ class CommitManifestOperator(_KillAwareOperator):
         hook = RcloneHook(self.rclone_conn_id)
         self._running = hook
         client = hook.get_conn()
-        client.put_bytes(body, path)
+        if client.stat(path) is not None:
+            # Never replace a manifest: a retried commit finds its own (same object), anything else is another writer's.
+            stored = BackupManifest.from_json(client.read_bytes(path), source=path)
+            if (stored.id, stored.artifact) != (manifest.id, manifest.artifact):
+                raise AirflowFailException(f"manifest {path} already exists for another object ({stored.artifact.path}, sha256 "
+                                           f"{stored.artifact.sha256}): another writer committed it; nothing was overwritten")
+            self.log.info("Manifest %s is already committed (a retried commit): kept as it is", path)
+            body = client.read_bytes(path)
+        else:
+            client.put_bytes(body, path)
         if client.read_bytes(path) != body:
             raise AirflowException(f"manifest {path} read back from the remote differs from what was written")
         self.fail_if_killed()
@@ -180,13 +209,14 @@ class RetentionOperator(_KillAwareOperator):
     deleted; with ``dry_run`` nothing is.
     """
 
-    template_fields: Sequence[str] = ("target", "rclone_conn_id", "local_dir", "prefix", "dry_run")
+    template_fields: Sequence[str] = ("target", "postgres_conn_id", "rclone_conn_id", "local_dir", "prefix", "dry_run")
 
     def __init__(
         self,
         *,
         target: str,
         policy: RetentionPolicy,
+        postgres_conn_id: str = "backup_source",
         rclone_conn_id: str = RcloneHook.default_conn_name,
         local_dir: str,
         prefix: str = "database",
@@ -195,6 +225,7 @@ class RetentionOperator(_KillAwareOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.target = target
+        self.postgres_conn_id = postgres_conn_id
         self.policy = policy
         self.rclone_conn_id = rclone_conn_id
         self.local_dir = local_dir
@@ -206,9 +237,13 @@ class RetentionOperator(_KillAwareOperator):
             raise AirflowException(f"retention target must be 'remote' or 'local', not {self.target!r}")
         layout = BackupLayout(self.prefix)
         store = RcloneHook(self.rclone_conn_id).get_conn() if self.target == "remote" else LocalStore(self.local_dir)
-        catalog = Catalog.load(store, layout)
+        # Only this source's backups are planned: another installation's are never deleted.  Unreachable source
+        # with several sources stored: Catalog.for_source refuses (SourceAmbiguous) rather than guess.
+        catalog = Catalog.load(store, layout).for_source(source_identity(self.postgres_conn_id))
         for problem in catalog.problems:
             self.log.warning("Catalog problem: %s", problem)
+        if catalog.foreign_warning():
+            self.log.warning("%s", catalog.foreign_warning())
         now = datetime.now(timezone.utc)
         plan = plan_retention(catalog.backups, self.policy, now, orphans=catalog.orphans, leased=leased_backups(store, layout, now))
         self.log.info("Retention plan for the %s copies (%s backups):", self.target, len(plan.decisions))
@@ -263,12 +298,36 @@ class RestoreDrillOperator(_KillAwareOperator):
             raise AirflowFailException(f"backup_id {self.backup_id!r} given without database: with several databases, name both")
         server = drill_server(self.drill_conn_id, self.source_conn_id)
         store = RcloneHook(self.rclone_conn_id).get_conn()
-        self._running = RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log)
+        self._running = RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log,
+                                     source=source_identity(self.source_conn_id))
         result = self._running.run(backup_id=self.backup_id or None, jobs=self.jobs)
         self.fail_if_killed()
         if not result.ok:
             raise AirflowException(f"restore drill of {self.database} {result.backup_id or 'newest backup'} failed: {result.error}")
         return {"database": self.database, "backup_id": result.backup_id, "seconds": result.seconds, "chain": result.chain}
+
+
+def _undefined_connection_cause(conn_id: str) -> str | None:
+    """Why Airflow says a connection "isn't defined" when its ``AIRFLOW_CONN_*`` variable is set (bad JSON, say); None if it is unset."""
+    try:
+        connection_fields(conn_id)
+    except ConnectionMissing as exc:
+        return None if "is not set" in str(exc) else str(exc)
+    except ValueError as exc:
+        return f"{env_var(conn_id)} cannot be read: {exc}"
+    return None
+
+
+def _identity_of(target) -> SourceIdentity:
+    """The source's identity, read before anything else: it decides whose backups the capture builds on."""
+    conn = target.connect()
+    try:
+        with conn.cursor() as cur:
+            identity = read_source_identity(cur)
+        conn.rollback()
+        return identity
+    finally:
+        conn.close()
 
 
 def _version_num(version: str) -> int:

@@ -80,13 +80,13 @@ def backup_pipeline(kind: str, settings: BackupSettings):
             )
             retention = RetentionOperator(
                 task_id=f"retention_remote{suffix}", target="remote", policy=settings.remote_policy(),
-                rclone_conn_id=remote, local_dir=local_dir, prefix=prefix,
+                postgres_conn_id=postgres_conn_id, rclone_conn_id=remote, local_dir=local_dir, prefix=prefix,
             )
             check >> upload >> verify >> commit >> retention
             commits.append(commit)
         local_retention = RetentionOperator(
             task_id="retention_local", target="local", policy=settings.local_policy(),
-            rclone_conn_id=settings.remote_conn_id, local_dir=local_dir, prefix=prefix,
+            postgres_conn_id=postgres_conn_id, rclone_conn_id=settings.remote_conn_id, local_dir=local_dir, prefix=prefix,
         )
         commits >> local_retention
 

@@ -242,9 +242,11 @@ def page_context(report: dict[str, Any], *, tz: str, can_trigger: dict[str, bool
 
 def _read_status(settings) -> dict[str, Any]:
     """``collect_status`` over the whole catalog, with Airflow's run history read in this process."""
-    from pgbackup.cli import remote_config
+    from pgbackup.cli import remote_config, source_identity
     from pgbackup.status import collect_status
     from rclone_provider.client import Rclone
+
+    from pgbackup_airflow.timetables import next_run
 
     runs = paused = None
     try:
@@ -254,7 +256,7 @@ def _read_status(settings) -> dict[str, Any]:
     except Exception as exc:  # the page still shows the remote's truth
         log.warning("Backups page: Airflow run history not readable: %s", exc)
     remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
-    return collect_status(remote, settings, runs=runs, paused=paused, recent=100_000)
+    return collect_status(remote, settings, runs=runs, paused=paused, recent=100_000, identity=source_identity(settings), next_run_of=next_run)
 
 
 def _configured_databases():

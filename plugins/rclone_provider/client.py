@@ -65,6 +65,18 @@ class VerificationError(RuntimeError):
     """The stored object is missing or differs from what was uploaded."""
 
 
+class ObjectExists(RuntimeError):
+    """An upload found a different object already stored under its name: nothing was overwritten."""
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _env_token(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", text).upper()
 
@@ -225,14 +237,34 @@ class Rclone:
 
     # -- operations ----------------------------------------------------------------
     def upload(self, local_path: str | os.PathLike, relative: str) -> StoredObject:
-        """Copy one local file to ``relative`` (``rclone copyto``), logging progress."""
+        """Copy one local file to ``relative`` (``rclone copyto``), logging progress; never overwrite an object.
+
+        An object already stored under the name is kept: when it is this very
+        file (same size and sha256: a retried upload) the upload is done, else
+        :class:`ObjectExists` is raised — another writer's backup is never
+        replaced.  ``--ignore-existing`` keeps that promise even when a second
+        writer stores the name between the check and the copy (rclone then
+        skips the copy, and the verify step finds the stranger's object).
+        """
         target = self.remote.spec(relative)
         size = os.path.getsize(local_path)
         started = time.monotonic()
+        existing = self.stat(relative)
+        if existing is not None:
+            digest = _file_sha256(local_path)
+            try:
+                self.verify(relative, size=size, sha256=digest)
+            except VerificationError:
+                raise ObjectExists(
+                    f"{target} already holds a different object than {local_path}: another writer stored it; nothing was overwritten"
+                ) from None
+            self.log.info("%s already holds this very file (a retried upload): nothing to copy", target)
+            return StoredObject(path=relative, size=size, mod_time=existing.mod_time)
         self.log.info("Uploading %s (%s bytes) to %s", local_path, size, target)
         self.run(
             "copyto",
-            [str(local_path), target, "-v", f"--stats={self.stats_interval}", "--stats-one-line", "--stats-log-level=NOTICE"],
+            [str(local_path), target, "--ignore-existing", "-v", f"--stats={self.stats_interval}", "--stats-one-line",
+             "--stats-log-level=NOTICE"],
             target=target,
         )
         elapsed = time.monotonic() - started
@@ -269,6 +301,12 @@ class Rclone:
     def check_readable(self) -> None:
         """List the remote's root once: raises when a crypt remote's password does not fit what is stored."""
         self.list("")
+
+    def root_exists(self) -> bool:
+        """Whether the remote's root folder exists: a listing of a missing root is empty, which must not read as "no backups"."""
+        target = self.remote.spec("")
+        code, _ = self.run("lsjson", [target, "--stat", "--no-mimetype"], target=target, ok_codes=(0, EXIT_DIR_NOT_FOUND, EXIT_FILE_NOT_FOUND))
+        return code == 0
 
     def stat(self, relative: str, *, hashes: bool = False) -> StoredObject | None:
         """One object's size (and sha256 where the backend has it), or None when it does not exist."""

@@ -1,18 +1,86 @@
+import dataclasses
 import json
 from datetime import datetime, timezone
 
 import pytest
-from factories import manifest
+from factories import SHOP_SOURCE, manifest
+from pgbackup.layout import is_backup_id, new_backup_id
 from pgbackup.manifest import FORMAT_VERSION, BackupManifest, ManifestError
 
 STARTED = datetime(2026, 11, 29, 2, 0, 5, tzinfo=timezone.utc)
+# Every details field of the contract (format version 2), as the capture writes them.
+FULL_DETAILS = {
+    "source": SHOP_SOURCE.to_dict(),
+    "snapshot": {"pg_snapshot": "750:760:751", "xmin": 750, "xmax": 760, "taken_at": "2026-11-29T02:00:05Z",
+                 "system_identifier": SHOP_SOURCE.system_identifier, "timeline": 1, "wal_lsn": "0/1D748F0"},
+    "tables": {'public."Order"': {"schema": "public", "name": "Order", "oid": 16390, "relfilenode": 16390, "kind": "r",
+                                  "key_columns": ["id"]},
+               "public.totals": {"schema": "public", "name": "totals", "oid": 16400, "relfilenode": 16401, "kind": "m",
+                                 "key_columns": []}},
+    "fingerprints": {'public."Order"': {"rows": 3, "hash": "12:-7"}, "public.totals": {"rows": 1, "hash": "0:5"}},
+    "sequences": {'public."Order_id_seq"': {"schema": "public", "name": "Order_id_seq", "last_value": 3, "is_called": True}},
+    "large_objects": {"count": 2, "hash": "4:4"},
+    "settings": {"client_encoding": "UTF8", "DateStyle": "ISO, YMD"},
+    "schema_sha256": "ab" * 32,
+    "promoted_from_incremental": "no full backup exists yet",
+    "dag_id": "pg_full_backup",
+}
+
+
+def complete(m: BackupManifest) -> BackupManifest:
+    return dataclasses.replace(m, details=FULL_DETAILS, verified={"at": "2026-11-29T02:03:00Z", "method": "remote sha256"})
 
 
 def test_round_trip_keeps_every_field():
-    full = manifest("full", STARTED)
-    inc = manifest("incremental", STARTED.replace(hour=6), parent=full)
+    full = complete(manifest("full", STARTED))
+    inc = complete(manifest("incremental", STARTED.replace(hour=6), parent=full))
     for original in (full, inc):
-        assert BackupManifest.from_json(original.to_json(), source="m.json") == original
+        read = BackupManifest.from_json(original.to_json(), source="m.json")
+        assert read == original
+        assert read.details == FULL_DETAILS and read.verified["method"] == "remote sha256" and read.format_version == 2
+        assert read.source == SHOP_SOURCE
+
+
+def test_ids_are_unique_within_one_second_and_both_forms_are_backup_ids():
+    ids = {new_backup_id("full", STARTED) for _ in range(50)}
+    assert len(ids) == 50 and all(i.startswith("20261129T020005Z-full-") for i in ids)
+    assert all(is_backup_id(i) for i in ids) and is_backup_id("20261129T020005Z-full")
+    assert not is_backup_id("20261129T020005Z-full-XYZ")
+
+
+def test_format_1_manifest_without_source_is_still_read():
+    data = json.loads(manifest("full", STARTED, source=None).to_json())
+    assert data["format_version"] == 1 and data["details"] == {}
+    read = BackupManifest.from_json(json.dumps(data), source="m.json")
+    assert read.source is None and read.format_version == 1
+
+
+def test_format_2_manifest_without_its_source_is_refused_by_name():
+    data = json.loads(complete(manifest("full", STARTED)).to_json())
+    del data["details"]["source"]
+    with pytest.raises(ManifestError, match=r'm.json is invalid: details\["source"\] is missing'):
+        BackupManifest.from_json(json.dumps(data), source="m.json")
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("source", "database_oid"), "16384", r'details\["source"\] \'database_oid\' must be int'),
+        (("snapshot", "xmax"), None, r'details\["snapshot"\] \'xmax\' must be int'),
+        (("tables", "public.totals", "kind"), "v", r"entry 'public.totals' 'kind' must be 'r', 'p' or 'm'"),
+        (("fingerprints", 'public."Order"', "hash"), "12", r'must be a "high:low" hash'),
+        (("sequences", 'public."Order_id_seq"', "is_called"), "yes", r"'is_called' must be bool"),
+        (("large_objects", "count"), 2.5, r"'count' must be int"),
+    ],
+)
+def test_a_mistyped_detail_is_refused_naming_the_field(path, value, message):
+    data = json.loads(complete(manifest("full", STARTED)).to_json())
+    holder = data["details"]
+    for key in path[:-1]:
+        holder = holder[key]
+    holder[path[-1]] = value
+    with pytest.raises(ManifestError, match=message):
+        BackupManifest.from_json(json.dumps(data), source="m.json")
 
 
 def test_times_are_utc_iso8601():

@@ -50,8 +50,9 @@ def test_newest_full_is_kept_however_old():
 
 def test_min_fulls_keeps_that_many_old_fulls():
     fulls = [manifest("full", NOW - timedelta(days=100 + i)) for i in range(4)]
-    plan = plan_retention(fulls, RetentionPolicy(timedelta(weeks=8), timedelta(days=7), min_fulls=2), NOW)
-    assert sorted(plan.kept) == sorted(b.id for b in fulls[:2])
+    fresh = manifest("incremental", NOW - timedelta(hours=1), parent=fulls[0])  # backups still run: the clock is trusted
+    plan = plan_retention([*fulls, fresh], RetentionPolicy(timedelta(weeks=8), timedelta(days=7), min_fulls=2), NOW)
+    assert sorted(plan.kept) == sorted([fulls[0].id, fulls[1].id, fresh.id])
 
 
 def test_min_fulls_below_one_is_refused():

@@ -39,6 +39,9 @@ def test_every_value_can_be_set_from_the_environment():
         ("BACKUP_MIN_FULLS", "0"),
         ("BACKUP_PREFIX", "../escape"),
         ("BACKUP_TASK_RETRIES", "two"),
+        ("BACKUP_FULL_SCHEDULE", "every sunday"),
+        ("BACKUP_INCREMENTAL_SCHEDULE", "61 * * * *"),
+        ("BACKUP_DRILL_SCHEDULE", "* * *"),
     ],
 )
 def test_bad_values_fail_with_the_variable_named(name, value):

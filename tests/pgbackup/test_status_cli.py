@@ -111,3 +111,39 @@ def test_status_reads_a_local_copy_as_well_as_a_remote(tmp_path):
     report = collect_status(LocalStore(tmp_path / "copies"), BackupSettings(local_dir=tmp_path / "copies"), now=NOW)
     assert report["remote"] == str(tmp_path / "copies" / "database")
     assert report["storage"]["quota"] is None and [b["id"] for b in report["backups"]] == [full.id]
+
+
+def test_next_runs_are_the_dags_own_timetables_across_the_autumn_dst_fold(local_remote, tmp_path):
+    """Europe/Berlin, Sunday 2027-10-31: 02:00 happens twice.  Status says what Airflow's scheduler will do."""
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BACKUP_"))}
+    env.update(
+        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
+        BACKUP_LOCAL_DIR=str(tmp_path / "local"), AIRFLOW_HOME=str(tmp_path / "no-airflow-here"),
+        BACKUP_TIMEZONE="Europe/Berlin", FAKETIME_DONT_FAKE_MONOTONIC="1", TZ="UTC",
+    )
+    result = subprocess.run(["faketime", "-f", "@2027-10-30 23:00:00", sys.executable, str(PROJECT / "bin" / "backupctl"), "status", "--json"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    report = json.loads(result.stdout)
+    now = datetime.fromisoformat(report["now"].replace("Z", "+00:00"))
+    assert now.date().isoformat() == "2027-10-30"
+    for dag_id, cron in (("pg_full_backup", "0 2 * * 0"), ("pg_incremental_backup", "0 0,6,12,18 * * *"), ("pg_restore_drill", "0 6 * * 0")):
+        scheduler = CronTriggerTimetable(cron, timezone="Europe/Berlin").next_dagrun_info(
+            last_automated_data_interval=None, restriction=TimeRestriction(earliest=now, latest=None, catchup=True))
+        assert report["dags"][dag_id]["next_run"] == scheduler.run_after.in_timezone("UTC").isoformat().replace("+00:00", "Z"), dag_id
+    # the full backup runs at the second 02:00 (CET, 01:00 UTC); croniter would have said the first (00:00 UTC)
+    assert report["dags"]["pg_full_backup"]["next_run"] == "2027-10-31T01:00:00Z"
+    assert next_run("0 2 * * 0", "Europe/Berlin", now) == datetime(2027, 10, 31, 0, 0, tzinfo=timezone.utc)
+
+
+def test_a_remote_root_that_does_not_exist_is_named_not_shown_as_no_backups(tmp_path):
+    from rclone_provider.client import RemoteConfig
+
+    missing = RemoteConfig.from_extra("backup_remote", {"type": "local", "root": str(tmp_path / "typo-in-the-root")})
+    listed = backupctl(missing, tmp_path, "list")
+    assert listed.returncode == 1 and "No backups" not in listed.stdout
+    assert f"the remote root backupremote:{tmp_path}/typo-in-the-root does not exist" in listed.stderr
+    status = backupctl(missing, tmp_path, "status")
+    assert status.returncode == 2 and "typo-in-the-root does not exist" in status.stdout.split("WARNINGS", 1)[1]

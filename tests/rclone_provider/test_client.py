@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from rclone_provider.client import Rclone, RcloneError, RemoteConfig, VerificationError
+from rclone_provider.client import ObjectExists, Rclone, RcloneError, RemoteConfig, VerificationError
 
 
 @pytest.fixture
@@ -37,6 +37,18 @@ def test_upload_list_read_and_delete_round_trip(remote, payload):
     client.delete("database/full/a b ü.dump.zst")
     client.delete("database/full/a b ü.dump.zst")  # already gone: not an error
     assert [o.path for o in client.list("database", recursive=True)] == ["database/full/a b ü.manifest.json"]
+
+
+def test_an_upload_never_overwrites_another_object_and_a_retried_one_is_fine(remote, payload, tmp_path):
+    path, size, sha = payload
+    client = Rclone(remote)
+    client.upload(path, "database/full/x.dump.zst")
+    client.upload(path, "database/full/x.dump.zst")  # the same file again (a retried task): nothing to do
+    stranger = tmp_path / "another writer's dump"
+    stranger.write_bytes(os.urandom(size))
+    with pytest.raises(ObjectExists, match="already holds a different object .* nothing was overwritten"):
+        client.upload(stranger, "database/full/x.dump.zst")
+    assert client.verify("database/full/x.dump.zst", size=size, sha256=sha)
 
 
 def test_listing_a_folder_that_does_not_exist_is_empty(remote):

@@ -5,6 +5,8 @@ snapshot is read — on a few connections that import it, side by side — for w
 next incremental needs: sequence values, a hash of the schema, and per table the
 sorted primary keys with each row's hash (the *row-key state*, ``rowstate.py``,
 kept locally under ``<local dir>/state``), from which the table's fingerprint is summed.
+Materialized views and large objects are fingerprinted too; a role that may not read
+the large objects fails the backup before ``pg_dump`` starts.
 
 An **incremental** backup stores, per table, only what changed since its parent:
 - rows whose ``xmin`` is at or after the parent snapshot's ``xmin`` (inserted or
@@ -16,9 +18,31 @@ Its row-key state and fingerprints are the parent's, adjusted by the changed and
 deleted rows; a state that does not add up with its manifest or the source
 promotes the capture to a full.
 
-It promotes itself to a full backup — and says why in the log and the manifest —
-when there is no parent, the schema changed, the parent's row-key state is not on
-this machine or is of an older format, or the source is not the same cluster.
+It promotes itself to a full backup — and says why in the log and the manifest
+(``details["promoted_from_incremental"]``) — whenever it cannot prove the parent's
+state plus the changed rows is the source now:
+
+- no parent, a parent made by an older version (no source identity, no relation
+  OIDs), another database or cluster (``pgbackup.identity``);
+- **another history.**  ``xmin`` says "changed since the parent" only while every
+  transaction since the parent's snapshot comes later in one line of history.
+  A source put back from a file copy, a standby promoted after a failover, or a
+  point-in-time recovery keep the system identifier but rewind that line: the
+  transaction counter restarts from the copy's or the recovery point's, so rows
+  written afterwards can carry ids *below* the parent's snapshot and would be
+  read as old — silently missing — once the counter has caught up.  Every
+  snapshot records its timeline (``pg_control_checkpoint()``, which a promotion or a
+  recovery to a point in time changes) and its WAL position (``pg_current_wal_lsn()``,
+  or the replayed position on a standby), which only moves forward in one history:
+  another timeline, or a position behind the parent's, takes a full;
+- a relation under a name the parent knew is not the same relation (OIDs differ:
+  renamed, swapped, dropped and re-created) — names alone would apply one table's
+  row-key state to another;
+- the schema changed, or the rendering settings differ from the parent's;
+- a materialized view was refreshed or changed, or the large objects changed:
+  incrementals carry table rows only;
+- the parent's row-key state is not on this machine, is of an older format, or
+  does not add up.
 Never a silently wrong restore.
 """
 

@@ -98,7 +98,7 @@ def test_a_database_whose_tables_all_lack_a_primary_key_is_backed_up_and_restore
 
 def test_a_sequence_in_a_schema_whose_name_holds_a_dot_is_restored(make_database, tmp_path, client):
     source = make_database("dotseq")
-    execute(source, 'CREATE SCHEMA "a.b"', 'CREATE SEQUENCE "a.b".s', "SELECT nextval('\"a.b\".s') FROM generate_series(1, 3)")
+    execute(source, 'CREATE SCHEMA "a.b"', 'CREATE TABLE "a.b".t (id int PRIMARY KEY)', 'CREATE SEQUENCE "a.b".s', "SELECT nextval('\"a.b\".s') FROM generate_series(1, 3)")
     full = publish(capture_of(source, tmp_path).full(), client)
     assert full.details["sequences"]['"a.b".s'] == {"schema": "a.b", "name": "s", "last_value": 3, "is_called": True}
     assert database_content(restore(client, full.id, make_database)) == database_content(source)
@@ -113,3 +113,40 @@ def test_a_table_without_columns_whose_row_count_changes_restores_exactly(make_d
     inc = publish(capture.incremental(full), client)
     assert inc.kind == "incremental" and inc.details["captured"]["public.z"]["mode"] == "whole table"
     assert database_content(restore(client, inc.id, make_database)) == database_content(source)
+
+
+def older_manifest_with_sequences(target, tmp_path, sequences):
+    """A manifest as version 1 wrote it: no source identity, sequences keyed "schema.name" with [last_value, is_called]."""
+    from dataclasses import replace
+
+    manifest = capture_of(target, tmp_path).full().manifest(verified_method="test")
+    details = {k: v for k, v in manifest.details.items() if k != "source"}
+    return replace(manifest, details={**details, "sequences": sequences})
+
+
+def sequence_value(target, name):
+    conn = target.connect()
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT last_value, is_called FROM {name}")
+        value = cur.fetchone()
+    conn.close()
+    return value
+
+
+def test_an_older_manifests_sequence_is_put_back_by_its_unquoted_name(make_database, tmp_path):
+    from pgbackup.restore import restore_sequences
+
+    target = make_database("v1seq")
+    execute(target, "CREATE SEQUENCE s")
+    restore_sequences(target, older_manifest_with_sequences(target, tmp_path, {"public.s": [41, True]}))
+    assert sequence_value(target, "public.s") == (41, True)
+
+
+def test_an_older_manifests_ambiguous_sequence_name_is_refused(make_database, tmp_path):
+    import pytest
+    from pgbackup.restore import RestoreError, restore_sequences
+
+    target = make_database("v1amb")
+    execute(target, 'CREATE SCHEMA "a.b"', 'CREATE SEQUENCE "a.b".c', "CREATE SCHEMA a", 'CREATE SEQUENCE a."b.c"')
+    with pytest.raises(RestoreError, match=r"names sequence 'a.b.c', which matches 2 sequences of the target"):
+        restore_sequences(target, older_manifest_with_sequences(target, tmp_path, {"a.b.c": [7, True]}))

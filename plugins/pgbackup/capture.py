@@ -53,7 +53,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -90,6 +89,7 @@ from pgbackup.rowstate import (
     rows_query,
     text_blocks,
 )
+from pgbackup.scratch import scratch_dir
 from pgbackup.snapshot import SnapshotSession, hold_table_as_snapshot_sees_it
 from pgbackup.tables import TableInfo, list_tables
 
@@ -244,7 +244,6 @@ class BackupCapture:
         finally:
             if own_session:
                 session.close()
-        state.dir.mkdir(parents=True, exist_ok=True)  # a database without keyed tables has a state too: an empty one
         state.mark_complete()
         self._prune_state(keep={backup_id})
         if promoted_because:
@@ -386,6 +385,8 @@ class BackupCapture:
             return f"the rendering settings differ from parent {parent.id}'s, so its fingerprints do not compare"
         if not parent_state.exists():
             return f"the row-key state of parent {parent.id} is not on this machine ({parent_state.dir})"
+        if damage := parent_state.damage():
+            return f"the row-key state of parent {parent.id} {damage}"
         if not parent_state.current_format():
             return f"the row-key state of parent {parent.id} is of an older format (keys without row hashes)"
         missing = [t for t, info in parent.details.get("tables", {}).items()
@@ -421,7 +422,7 @@ class BackupCapture:
                     counted = _Tee(zwriter, raw_counter)
                     delta = DeltaWriter(counted)
                     fingerprints = dict(here.matview_fingerprints)  # proved equal to the parent's: nothing to carry
-                    with session.cursor() as cur, tempfile.TemporaryDirectory(prefix="pgbackup-merge-", dir=self.local_dir) as tmp:
+                    with session.cursor() as cur, scratch_dir(self.local_dir, "merge") as tmp:
                         tables = here.tables
                         sequences = read_sequences(cur)
                         for table in tables:
@@ -445,7 +446,6 @@ class BackupCapture:
             if cleaned is failure:
                 raise
             raise cleaned from None
-        state.dir.mkdir(parents=True, exist_ok=True)
         state.mark_complete()
         self._prune_state(keep={parent.id, backup_id})
         changed = {t: c for t, c in captured.items() if c["mode"] != "unchanged"}

@@ -36,7 +36,7 @@ from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
 from pgbackup.manifest import ManifestError
 from pgbackup.postgres import PgTarget, SourceError, ToolVersionError
-from pgbackup.restore import ChainRestore, ObjectUnavailable, RestoreError, choose_chain
+from pgbackup.restore import ChainRestore, ObjectUnavailable, RestoreError, choose_chain, configured_source_identities
 from pgbackup.retention import apply_plan, plan_retention
 from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError, SourceDatabase
 from pgbackup.status import collect_status, other_remotes
@@ -379,6 +379,7 @@ def restore_target(url: str) -> PgTarget:
 def cmd_restore(args, settings: BackupSettings) -> int:
     """Restore from the first remote holding an intact copy of the chain; the next ones are fallbacks."""
     option = f" --database {args.database}" if len(settings.databases) > 1 else ""
+    configured_sources = [(db.name, db.conn_id) for db in settings.databases]
     settings = one_database(args, settings)
     layout = BackupLayout(settings.prefix)
     if not args.to:
@@ -408,7 +409,11 @@ def cmd_restore(args, settings: BackupSettings) -> int:
             return 0
         logging.getLogger().setLevel(logging.INFO)
         try:
-            report = ChainRestore(remote, layout, pg_bin_dir=settings.pg_bin_dir, logger=log).run(chain, target, jobs=args.jobs, clean=args.clean)
+            report = ChainRestore(remote, layout, pg_bin_dir=settings.pg_bin_dir, logger=log).run(
+                chain, target, jobs=args.jobs, clean=args.clean, allow_encoding_change=args.allow_encoding_change,
+                replace_source=args.replace_source, protected=configured_source_identities(configured_sources, log),
+                safety_dir=settings.local_dir / "safety",
+            )
         except ObjectUnavailable as exc:
             if not fallback:
                 raise
@@ -418,6 +423,8 @@ def cmd_restore(args, settings: BackupSettings) -> int:
               f"{report.tables} tables, {report.rows} rows; every table's fingerprint and every sequence match the backup.")
         for step, seconds in report.steps.items():
             print(f"  {step:<48} {seconds:7.1f}s")
+        if report.safety_dump:
+            print(f"What {target.dbname} held before is in the safety dump {report.safety_dump}")
         return 0
     raise AssertionError("unreachable: the last remote either restores or raises")
 
@@ -433,7 +440,8 @@ def print_restore_procedure(remote: Rclone, catalog: Catalog, settings: BackupSe
         "  2. Put the target server's password in PGPASSWORD or ~/.pgpass (never on the command line).\n"
         f"  3. Check the plan:   bin/backupctl restore{option} --to postgresql://USER@HOST:5432/DBNAME --dry-run\n"
         f"  4. Restore:          bin/backupctl restore{option} --to postgresql://USER@HOST:5432/DBNAME [--at 2026-11-29T14:00:00+01:00 | --backup ID] [--jobs 4] [--clean]\n"
-        "The target database is created if missing; a non-empty one is refused unless --clean is given.\n"
+        "The target database is created if missing, with the source's encoding and locale; a non-empty one is refused unless\n"
+        "--clean is given, and the source database itself unless --replace-source names it (a safety dump is taken first).\n"
         "The restore checks every object's sha256 before it changes anything, and every table against the backup afterwards."
     )
 
@@ -503,8 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--backup", metavar="ID", help="restore exactly this backup point")
     which.add_argument("--at", metavar="TIME", help="the newest backup at or before TIME (ISO 8601 with a zone)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; download nothing, change nothing")
-    p.add_argument("--jobs", type=int, default=2, help="parallel pg_restore jobs for the full backup (default 2)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="parallel pg_restore jobs for the full backup (default 2; 1 up to what the target server can still accept)")
     p.add_argument("--clean", action="store_true", help="drop and recreate a target database that is not empty")
+    p.add_argument("--allow-encoding-change", action="store_true",
+                   help="restore into an existing target whose encoding or locale differs from the source's (text is converted)")
+    p.add_argument("--replace-source", metavar="NAME",
+                   help="allow the target to be the backups' own source database NAME; a safety dump of it goes to the local "
+                        "backup folder first")
     p.set_defaults(func=cmd_restore)
     p = command("verify", help="check every stored object's size and sha256, or run a restore drill")
     p.add_argument("--drill", action="store_true", help="run the restore drill (pg_restore_drill) through Airflow")

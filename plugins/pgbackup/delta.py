@@ -8,6 +8,9 @@ PostgreSQL's COPY text format, so capture and restore both stream through
 - ``H`` a section header (JSON), ``D`` data of the current section, ``E`` its end;
 - ``Z`` the end of the stream: a file without it is truncated.
 
+No frame is longer than ``MAX_FRAME``; ``E`` and ``Z`` carry nothing.  A header must
+be a JSON object with a known action.  Anything else is a :class:`DeltaFormatError`.
+
 Actions: ``delete`` (the rows' key texts), ``upsert`` (whole rows, replacing
 rows with the same primary key) and ``replace`` (the whole table, for tables
 without a primary key).
@@ -32,8 +35,16 @@ class DeltaFormatError(ValueError):
 
 
 class DeltaWriter:
-    def __init__(self, out: IO[bytes]) -> None:
+    """Writes the magic, then a section per :meth:`section`, then (at :meth:`close`) the end frame.
+
+    ``data_frame`` is the most data one ``D`` frame carries (tests make it small, to cut rows anywhere).
+    """
+
+    def __init__(self, out: IO[bytes], *, data_frame: int = MAX_FRAME) -> None:
+        if not 0 < data_frame <= MAX_FRAME:
+            raise ValueError(f"data frames hold 1..{MAX_FRAME} bytes, not {data_frame}")
         self.out = out
+        self.data_frame = data_frame
         self.out.write(MAGIC)
         self.sections = 0
 
@@ -46,7 +57,10 @@ class DeltaWriter:
     def section(self, header: dict[str, Any]) -> Iterator[_SectionSink]:
         if header.get("action") not in ACTIONS:
             raise ValueError(f"unknown section action {header.get('action')!r}")
-        self._frame(b"H", json.dumps(header, sort_keys=True).encode())
+        encoded = json.dumps(header, sort_keys=True).encode()
+        if len(encoded) > MAX_FRAME:
+            raise ValueError(f"section header of {header.get('table')!r} is {len(encoded)} bytes, over the {MAX_FRAME} a frame holds")
+        self._frame(b"H", encoded)
         sink = _SectionSink(self)
         yield sink
         self._frame(b"E")
@@ -66,8 +80,9 @@ class _SectionSink:
     def write(self, data: bytes | str) -> int:
         if isinstance(data, str):
             data = data.encode()
-        for start in range(0, len(data), MAX_FRAME):
-            self.writer._frame(b"D", data[start : start + MAX_FRAME])
+        step = self.writer.data_frame
+        for start in range(0, len(data), step):
+            self.writer._frame(b"D", data[start : start + step])
         self.bytes += len(data)
         return len(data)
 
@@ -93,9 +108,19 @@ class DeltaReader:
 
     def _next_frame(self) -> tuple[bytes, int]:
         kind, length = _FRAME.unpack(self._read_exact(_FRAME.size))
-        if kind not in (b"H", b"D", b"E", b"Z") or length > MAX_FRAME:
+        if kind not in (b"H", b"D", b"E", b"Z") or length > MAX_FRAME or (kind in (b"E", b"Z") and length):
             raise DeltaFormatError(f"{self.source} has a corrupt frame")
         return kind, length
+
+    def _header(self, length: int) -> dict[str, Any]:
+        payload = self._read_exact(length)
+        try:
+            header = json.loads(payload)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+            raise DeltaFormatError(f"{self.source} has a corrupt section header") from None
+        if not isinstance(header, dict) or header.get("action") not in ACTIONS:
+            raise DeltaFormatError(f"{self.source} has a section header without a known action: {payload[:80]!r}")
+        return header
 
     def sections(self) -> Iterator[tuple[dict[str, Any], SectionSource]]:
         while True:
@@ -106,7 +131,7 @@ class DeltaReader:
                 return
             if kind != b"H":
                 raise DeltaFormatError(f"{self.source}: expected a section header")
-            header = json.loads(self._read_exact(length))
+            header = self._header(length)
             source = SectionSource(self)
             yield header, source
             source.drain()
@@ -136,8 +161,9 @@ class SectionSource:
         return False
 
     def read(self, size: int = -1) -> bytes:
-        if self.pos >= len(self.buffer) and not self._fill():
-            return b""
+        while self.pos >= len(self.buffer):  # a loop: an empty data frame is not the end of the data
+            if not self._fill():
+                return b""
         end = len(self.buffer) if size < 0 else min(len(self.buffer), self.pos + size)
         data = self.buffer[self.pos : end]
         self.pos = end

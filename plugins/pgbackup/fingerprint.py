@@ -53,10 +53,16 @@ class TableFingerprint:
         return {"rows": self.rows, "hash": self.hash}
 
 
-def pin_output_settings(cur) -> dict[str, str]:
-    """Pin the rendering settings; returns them (``details["settings"]``).  Must run inside the transaction that reads the rows (they are LOCAL)."""
-    cur.execute("SELECT pg_catalog.current_setting('server_encoding')")
-    settings = {"client_encoding": cur.fetchone()[0], **STABLE_OUTPUT_SETTINGS}
+def pin_output_settings(cur, *, client_encoding: str | None = None) -> dict[str, str]:
+    """Pin the rendering settings and return them (``details["settings"]``); LOCAL, so inside the transaction that reads the rows.
+
+    ``client_encoding`` is the database's own encoding, so COPY's bytes are the stored
+    text unconverted; a restore applying them passes the encoding they were written in.
+    """
+    if client_encoding is None:
+        cur.execute("SELECT pg_catalog.current_setting('server_encoding')")
+        client_encoding = cur.fetchone()[0]
+    settings = {"client_encoding": client_encoding, **STABLE_OUTPUT_SETTINGS}
     for name, value in settings.items():
         cur.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
     return settings

@@ -65,6 +65,14 @@ class PgTarget:
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
+    def conninfo(self) -> str:
+        """``dbname='...'`` for a client tool's ``--dbname``, which parses its value as a connection string.
+
+        Passed bare, a database named ``shop=restored`` would be read as the keyword
+        ``shop``; quoted, any name is a name.  Host, port and user come from ``libpq_env``.
+        """
+        return "dbname=" + _conninfo_quote(self.dbname)
+
     def with_database(self, dbname: str) -> PgTarget:
         return replace(self, dbname=dbname)
 
@@ -116,6 +124,10 @@ _LIBPQ_ENV = {
     "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
     "application_name": "PGAPPNAME", "connect_timeout": "PGCONNECT_TIMEOUT", "options": "PGOPTIONS",
 }
+
+
+def _conninfo_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _pgpass_escape(value: str) -> str:

@@ -4,6 +4,13 @@ Every object is downloaded and its sha256 checked against its manifest before
 the target is touched; at the end the target's per-table fingerprints and its
 sequences must equal those recorded at the backup point, or the restore fails.
 Needs only this library, rclone and the PostgreSQL client tools — no Airflow.
+
+Nothing is dropped, created or dumped before every check has passed: the target
+is read once (``TargetState``) and a pure ``plan_target`` decides what happens to
+it or refuses — too many ``--jobs``, a non-empty target without ``--clean``, the
+backups' own source database, a right the role lacks, an encoding or locale other
+than the source's.  A missing target is created like the source (encoding,
+collation, ctype, locale provider) from template0.
 """
 
 from __future__ import annotations
@@ -12,8 +19,8 @@ import hashlib
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg2
@@ -21,18 +28,16 @@ from child_process import ChildRegistry
 from psycopg2 import sql
 from rclone_provider.client import RcloneError
 
+from pgbackup.apply import (
+    IncrementalApplyError,
+    apply_incremental,
+    refresh_materialized_views,
+)
 from pgbackup.catalog import BrokenChainError, Catalog
-from pgbackup.compression import (
-    CHUNK,
-    CorruptArchiveError,
-    DecompressedStream,
-    decompressed_chunks,
-)
-from pgbackup.delta import DeltaFormatError, DeltaReader
-from pgbackup.fingerprint import (
-    pin_output_settings,
-    user_tables,
-)
+from pgbackup.compression import CHUNK, decompressed_chunks
+from pgbackup.connections import ConnectionMissing, pg_target_from_env
+from pgbackup.fingerprint import user_tables
+from pgbackup.identity import SourceIdentity, read_source_identity
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import Lease
 from pgbackup.manifest import BackupManifest
@@ -76,6 +81,7 @@ class RestoreReport:
     tables: int
     rows: int
     steps: dict[str, float] = field(default_factory=dict)
+    safety_dump: Path | None = None  # the dump of a replaced source database (--replace-source)
 
 
 def fetch_verified(store, manifest: BackupManifest, dest: Path, logger: logging.Logger) -> Path:
@@ -98,6 +104,212 @@ def fetch_verified(store, manifest: BackupManifest, dest: Path, logger: logging.
     return dest
 
 
+class RestoreRefused(RestoreError):
+    """The restore was refused before the target was changed in any way; the message says why and what to give."""
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What the restore found on the target server before changing anything."""
+
+    database: str
+    server_version_num: int
+    exists: bool
+    tables: int = 0
+    identity: SourceIdentity | None = None  # of the existing target database
+    owner: str | None = None
+    owns_database: bool = False  # the restoring role is (a member of) its owner
+    superuser: bool = False
+    createdb: bool = False
+    can_set_replication_role: bool = False
+    free_connections: int = 0  # client connections the server can still accept
+
+    @classmethod
+    def read(cls, target: PgTarget) -> TargetState:
+        maintenance = target.with_database("postgres")
+        try:
+            conn = maintenance.connect(application_name="pgbackup restore check")
+        except SourceError as exc:
+            raise RestoreError(f"restore target: {exc}") from None
+        try:
+            with conn.cursor() as cur:
+                cur.execute(TARGET_SERVER_SQL)
+                version_num, superuser, createdb, free = cur.fetchone()
+                can_set = superuser
+                if not superuser and version_num >= 150000:
+                    cur.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+                    can_set = cur.fetchone()[0]
+                cur.execute("SELECT pg_get_userbyid(datdba), pg_has_role(datdba, 'MEMBER') FROM pg_database WHERE datname = %s",
+                            (target.dbname,))
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        state = cls(target.dbname, version_num, row is not None, superuser=superuser, createdb=createdb,
+                    can_set_replication_role=can_set, free_connections=free)
+        if row is None:
+            return state
+        try:
+            conn = target.connect(application_name="pgbackup restore check")
+        except SourceError as exc:
+            raise RestoreError(f"restore target: {exc}") from None
+        try:
+            with conn.cursor() as cur:
+                tables = len(user_tables(cur))
+                identity = read_source_identity(cur)
+        finally:
+            conn.close()
+        return replace(state, tables=tables, identity=identity, owner=row[0], owns_database=row[1])
+
+
+TARGET_SERVER_SQL = """
+SELECT current_setting('server_version_num')::int, r.rolsuper, r.rolcreatedb,
+       current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+       - coalesce(current_setting('reserved_connections', true)::int, 0)
+       - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What the operator asked for, and what the backups say about their source."""
+
+    jobs: int = 1
+    clean: bool = False
+    incrementals: int = 0
+    source: SourceIdentity | None = None  # the backup's details["source"]; None for version-1 manifests
+    protected: tuple[tuple[str, SourceIdentity], ...] = ()  # configured source databases: (name, identity)
+    replace_source: str | None = None
+    allow_encoding_change: bool = False
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """What the restore will do to its target, decided before it does any of it."""
+
+    drop: bool
+    create: bool
+    create_like: SourceIdentity | None  # the encoding and locale to create it with; None: the server's defaults
+    safety_dump: bool
+    no_owner: bool  # pg_restore --no-owner: a role that is not a superuser cannot give objects to others
+
+
+def plan_target(state: TargetState, request: RestoreRequest, describe: str) -> TargetPlan:
+    """Decide what happens to the target, or refuse — every check before anything is dropped or created."""
+    if request.jobs < 1:
+        raise RestoreRefused(f"--jobs {request.jobs}: give 1 or more parallel jobs")
+    usable = state.free_connections - 1  # pg_restore's own connection beside its jobs
+    if request.jobs > usable:
+        raise RestoreRefused(
+            f"--jobs {request.jobs}: the target server can accept only {max(usable, 0)} more job connections now "
+            f"(max_connections, less the reserved connections and the sessions already open); "
+            f"give --jobs {max(usable, 1)} or fewer"
+        )
+    if state.exists and state.tables and not request.clean:
+        raise RestoreRefused(f"target database {describe} is not empty ({state.tables} tables); give --clean to replace its contents")
+    source_name = _protected_name(state, request)
+    if request.replace_source is not None and request.replace_source != state.database:
+        raise RestoreRefused(f"--replace-source {request.replace_source!r} does not name the target database {state.database!r}; nothing was changed")
+    if source_name and request.replace_source != state.database:
+        raise RestoreRefused(
+            f"target database {describe} is {source_name} itself; restoring would destroy it. "
+            f"If that is what you want, give --replace-source {state.database} (a safety dump of it is taken first)"
+        )
+    drop = state.exists and request.clean
+    create = not state.exists or drop
+    if drop and not (state.superuser or state.owns_database):
+        raise RestoreRefused(f"--clean must drop {describe}, owned by {state.owner}, which this role does not own. Nothing was changed")
+    if create and not (state.superuser or state.createdb):
+        reason = "--clean drops and recreates it" if drop else "it does not exist"
+        raise RestoreRefused(
+            f"{describe} must be created ({reason}) but the role has neither CREATEDB nor superuser; "
+            f"restore into an empty database it owns instead. Nothing was changed"
+        )
+    if request.incrementals and not state.can_set_replication_role:
+        raise RestoreRefused(
+            f"the chain has {request.incrementals} incremental(s), whose apply needs session_replication_role: restore as a superuser "
+            f"or GRANT SET ON PARAMETER session_replication_role to the role. Nothing was changed"
+        )
+    if state.exists and not drop and request.source and state.identity and not request.allow_encoding_change:
+        differs = _locale_differences(state.identity, request.source)
+        if differs:
+            raise RestoreRefused(
+                f"target database {describe} has {differs}; create it alike, give --clean to recreate it so, "
+                f"or --allow-encoding-change to convert. Nothing was changed"
+            )
+    return TargetPlan(drop=drop, create=create, create_like=request.source if create else None,
+                      safety_dump=bool(source_name) or request.replace_source == state.database and state.exists,
+                      no_owner=not state.superuser)
+
+
+def _protected_name(state: TargetState, request: RestoreRequest) -> str | None:
+    """How the refusal names the target when it is a database the backups come from, else None."""
+    if not state.exists or state.identity is None:
+        return None
+    if request.source and state.identity.same_database(request.source):
+        return f"the backup's source, {request.source.describe()}"
+    for name, identity in request.protected:
+        if state.identity.same_database(identity):
+            return f"the configured source database {name!r}, {identity.describe()}"
+    return None
+
+
+def _locale_differences(have: SourceIdentity, want: SourceIdentity) -> str:
+    fields = [("encoding", have.encoding, want.encoding), ("LC_COLLATE", have.collate, want.collate),
+              ("LC_CTYPE", have.ctype, want.ctype), ("locale provider", have.locale_provider, want.locale_provider)]
+    if want.locale_provider != "c":
+        fields.append(("locale", have.icu_locale, want.icu_locale))
+    return ", ".join(f"{label} {a} where the backup has {b}" for label, a, b in fields if a != b)
+
+
+def create_database_sql(name: str, like: SourceIdentity | None, server_version_num: int) -> sql.Composable:
+    """``CREATE DATABASE`` with the source's encoding and locale, from template0 (the only template that allows choosing them)."""
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if like is None:
+        return statement
+    parts = [sql.SQL("TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+        sql.Literal(like.encoding), sql.Literal(like.collate), sql.Literal(like.ctype))]
+    if server_version_num >= 150000:
+        provider = {"c": "libc", "i": "icu", "b": "builtin"}.get(like.locale_provider, "libc")
+        parts.append(sql.SQL("LOCALE_PROVIDER {}").format(sql.SQL(provider)))
+        if provider == "icu" and like.icu_locale:
+            parts.append(sql.SQL("ICU_LOCALE {}").format(sql.Literal(like.icu_locale)))
+        elif provider == "builtin" and like.icu_locale:
+            parts.append(sql.SQL("BUILTIN_LOCALE {}").format(sql.Literal(like.icu_locale)))
+    return sql.SQL(" ").join([statement, *parts])
+
+
+def configured_source_identities(sources: list[tuple[str, str]], logger: logging.Logger | None = None) -> tuple[tuple[str, SourceIdentity], ...]:
+    """``(name, identity)`` of each configured source database ``(name, connection id)`` reachable from here.
+
+    On a recovery machine the sources' connections are often not defined (or the
+    source is what was lost): those are skipped, the backup's own recorded source
+    still protects its database.
+    """
+    logger = logger or log
+    found = []
+    for name, conn_id in sources:
+        try:
+            conn = pg_target_from_env(conn_id).connect(application_name="pgbackup restore check")
+        except ConnectionMissing:
+            continue
+        except SourceError as exc:
+            logger.warning("Cannot read the identity of configured source %s (%s); it is not protected by name", name, exc)
+            continue
+        try:
+            with conn.cursor() as cur:
+                found.append((name, read_source_identity(cur)))
+        finally:
+            conn.close()
+    return tuple(found)
+
+
+def source_identity(manifest: BackupManifest) -> SourceIdentity | None:
+    """The source recorded in a (format 2) manifest; None for older ones."""
+    recorded = manifest.details.get("source")
+    return SourceIdentity.from_dict(recorded) if recorded else None
+
+
 class ChainRestore:
     """Restores a chain into one target database; ``terminate()`` stops pg_restore."""
 
@@ -114,32 +326,52 @@ class ChainRestore:
         if terminate:
             terminate()
 
-    def prepare_target(self, target: PgTarget, chain: list[BackupManifest], *, clean: bool) -> PgTools:
-        """Check the target can take this backup; create it if missing; with ``clean``, recreate it empty."""
+    def prepare_target(self, target: PgTarget, chain: list[BackupManifest], request: RestoreRequest, *,
+                       safety_dir: Path | None = None) -> tuple[PgTools, TargetPlan, Path | None]:
+        """Check the target can take this backup and that every right is there; then (only then) drop, dump, create."""
         full = chain[0]
-        maintenance = target.with_database("postgres")
-        try:
-            version_num, version = maintenance.server_version()
-        except SourceError as exc:
-            raise RestoreError(f"restore target: {exc}") from None
+        state = TargetState.read(target)
         backup_major = int(full.server_version.split(".")[0])
-        if version_num // 10000 < backup_major:
-            raise RestoreError(
+        if state.server_version_num // 10000 < backup_major:
+            version = f"{state.server_version_num // 10000}.{state.server_version_num % 10000}"
+            raise RestoreRefused(
                 f"the target server runs PostgreSQL {version}, older than the backup's {full.server_version}; "
                 f"restore into PostgreSQL {backup_major} or newer"
             )
-        exists, tables = self._target_state(target, maintenance)
-        if exists and tables and not clean:
-            raise RestoreError(
-                f"target database {target.describe()} is not empty ({tables} tables); give --clean to replace its contents"
-            )
-        if exists and clean:
+        plan = plan_target(state, request, target.describe())
+        tools = tools_for_server(max(state.server_version_num, backup_major * 10000), self.pg_bin_dir)
+        safety = None
+        if plan.safety_dump:
+            if safety_dir is None:
+                raise RestoreRefused(f"replacing {target.describe()} needs a directory for its safety dump; nothing was changed")
+            safety = self._safety_dump(target, tools, Path(safety_dir))
+        maintenance = target.with_database("postgres")
+        if plan.drop:
             self.log.warning("Dropping and recreating target database %s (--clean)", target.describe())
             self._admin(maintenance, sql.SQL("DROP DATABASE {}").format(sql.Identifier(target.dbname)))
-            exists = False
-        if not exists:
-            self._admin(maintenance, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname)))
-        return tools_for_server(max(version_num, backup_major * 10000), self.pg_bin_dir)
+        if plan.create:
+            self._admin(maintenance, create_database_sql(target.dbname, plan.create_like, state.server_version_num))
+        return tools, plan, safety
+
+    def _safety_dump(self, target: PgTarget, tools: PgTools, safety_dir: Path) -> Path:
+        """``pg_dump -Fc`` of what the target holds now, so that replacing a source by mistake can be undone."""
+        safety_dir.mkdir(parents=True, exist_ok=True)
+        path = safety_dir / f"{target.dbname}-before-restore-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.dump"
+        argv = [tools.pg_dump, "--no-password", "--format=custom", f"--file={path}", f"--dbname={target.conninfo()}"]
+        self.log.warning("Taking a safety dump of %s into %s before replacing it", target.describe(), path)
+        with target.libpq_env() as env:
+            child = self.children.start(argv, env=env, log=self.log, stdout=None)
+            try:
+                with child:
+                    code = child.wait()
+            finally:
+                self.children.forget(child)
+        if code != 0:
+            path.unlink(missing_ok=True)
+            last = child.stderr_tail.splitlines()[-1:] or [f"exit code {code}"]
+            raise RestoreRefused(f"the safety dump of {target.describe()} failed ({last[0]}); nothing was changed")
+        self.log.warning("Safety dump of %s: %s (undo with: pg_restore --clean --create --dbname=postgres %s)", target.describe(), path, path)
+        return path
 
     @staticmethod
     def _admin(maintenance: PgTarget, statement: sql.Composable) -> None:
@@ -153,29 +385,24 @@ class ChainRestore:
         finally:
             conn.close()
 
-    @staticmethod
-    def _target_state(target: PgTarget, maintenance: PgTarget) -> tuple[bool, int]:
-        conn = maintenance.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.dbname,))
-                if not cur.fetchone():
-                    return False, 0
-        finally:
-            conn.close()
-        conn = target.connect()
-        try:
-            with conn.cursor() as cur:
-                return True, len(user_tables(cur))
-        finally:
-            conn.close()
+    def run(self, chain: list[BackupManifest], target: PgTarget, *, jobs: int = 1, clean: bool = False, work_dir: str | None = None,
+            allow_encoding_change: bool = False, replace_source: str | None = None,
+            protected: tuple[tuple[str, SourceIdentity], ...] = (), safety_dir: Path | None = None) -> RestoreReport:
+        """Restore ``chain`` into ``target``.
 
-    def run(self, chain: list[BackupManifest], target: PgTarget, *, jobs: int = 1, clean: bool = False, work_dir: str | None = None) -> RestoreReport:
+        ``protected`` names the configured source databases (beside the backup's own
+        source) that are never replaced unless ``replace_source`` names the target;
+        ``safety_dir`` is where the dump of a replaced source goes.
+        """
         started = time.monotonic()
         point = chain[-1]
         steps: dict[str, float] = {}
+        source = source_identity(chain[0])
+        request = RestoreRequest(jobs=jobs, clean=clean, incrementals=len(chain) - 1, source=source, protected=tuple(protected),
+                                 replace_source=replace_source, allow_encoding_change=allow_encoding_change)
         self.log.info("Restoring %s into %s: %s", point.id, target.describe(), " -> ".join(m.id for m in chain))
-        tools = self.prepare_target(target, chain, clean=clean)
+        tools, plan, safety = self.prepare_target(target, chain, request, safety_dir=safety_dir)
+        client_encoding = (point.details.get("settings") or {}).get("client_encoding") or (source.encoding if source else None)
         with Lease(self.store, self.layout, [m.id for m in chain], purpose="restore"), \
                 tempfile.TemporaryDirectory(prefix="pgbackup-restore-", dir=work_dir) as tmp:
             clock = time.monotonic()
@@ -183,18 +410,25 @@ class ChainRestore:
             steps["download and verify"] = time.monotonic() - clock
             clock = time.monotonic()
             ArchiveRestore(tools, logger=self.log, children=self.children).run(
-                files[0], target, expected_uncompressed=chain[0].uncompressed_bytes, jobs=jobs, work_dir=tmp
+                files[0], target, expected_uncompressed=chain[0].uncompressed_bytes, jobs=jobs, work_dir=tmp, no_owner=plan.no_owner
             )
             steps[f"pg_restore {chain[0].id}"] = time.monotonic() - clock
-            for manifest, path in zip(chain[1:], files[1:]):
-                clock = time.monotonic()
-                apply_incremental(path, manifest, target, self.log)
-                steps[f"apply {manifest.id}"] = time.monotonic() - clock
+            try:
+                for manifest, path in zip(chain[1:], files[1:]):
+                    clock = time.monotonic()
+                    apply_incremental(path, manifest, target, self.log, client_encoding=client_encoding)
+                    steps[f"apply {manifest.id}"] = time.monotonic() - clock
+                if len(chain) > 1:
+                    clock = time.monotonic()
+                    refresh_materialized_views(target, self.log)
+                    steps["refresh materialized views"] = time.monotonic() - clock
+            except IncrementalApplyError as exc:
+                raise RestoreError(str(exc)) from None
         clock = time.monotonic()
         restore_sequences(target, point)
         tables, rows = check_restored(target, point, jobs=jobs)
         steps["check fingerprints"] = time.monotonic() - clock
-        report = RestoreReport(point.id, [m.id for m in chain], time.monotonic() - started, tables, rows, steps)
+        report = RestoreReport(point.id, [m.id for m in chain], time.monotonic() - started, tables, rows, steps, safety_dump=safety)
         self.log.info("Restored %s: %s tables, %s rows, fingerprints match, %.1fs", point.id, tables, rows, report.seconds)
         return report
 
@@ -203,6 +437,11 @@ class ArchiveRestore:
     """Decompress a full backup's ``.dump.zst`` to a temporary file and ``pg_restore`` it.
 
     A file, not a pipe, because parallel pg_restore (``jobs`` > 1) needs to seek.
+    ``no_owner`` is for a restoring role that is not a superuser: it cannot give
+    objects to their original owners (``ALTER ... OWNER TO`` would fail), so it keeps
+    them, as the owner of the database it restores into.  Privileges are still
+    restored: an owner may grant on its own objects, and dropping the GRANTs would
+    silently open or close access the source had.
     """
 
     def __init__(self, tools: PgTools, *, logger: logging.Logger | None = None, children: ChildRegistry | None = None) -> None:
@@ -213,13 +452,17 @@ class ArchiveRestore:
     def terminate(self) -> None:
         self.children.terminate_all()
 
-    def run(self, archive: str | Path, target: PgTarget, *, expected_uncompressed: int | None = None, jobs: int = 1, work_dir: str | None = None) -> None:
+    def run(self, archive: str | Path, target: PgTarget, *, expected_uncompressed: int | None = None, jobs: int = 1,
+            work_dir: str | None = None, no_owner: bool = False) -> None:
         with tempfile.NamedTemporaryFile(prefix="pgbackup-", suffix=".dump", dir=work_dir) as plain, open(archive, "rb") as compressed:
             for chunk in decompressed_chunks(compressed, expected_bytes=expected_uncompressed, source=str(archive)):
                 plain.write(chunk)
             plain.flush()
-            argv = [self.tools.pg_restore, "--no-password", "--exit-on-error", f"--jobs={jobs}", f"--dbname={target.dbname}", plain.name]
-            self.log.info("pg_restore %s of %s into %s (%s jobs)", self.tools.version, archive, target.describe(), jobs)
+            # --dbname takes a connection string: the name goes in quoted, so "shop=restored" stays a name.
+            argv = [self.tools.pg_restore, "--no-password", "--exit-on-error", f"--jobs={jobs}", f"--dbname={target.conninfo()}",
+                    *(["--no-owner"] if no_owner else []), plain.name]
+            self.log.info("pg_restore %s of %s into %s (%s jobs%s)", self.tools.version, archive, target.describe(), jobs,
+                          ", --no-owner" if no_owner else "")
             with target.libpq_env() as env:
                 child = self.children.start(argv, env=env, log=self.log, stdout=None)
                 try:
@@ -230,63 +473,3 @@ class ArchiveRestore:
         if code != 0:
             last = child.stderr_tail.splitlines()[-1:] or [f"exit code {code}"]
             raise RestoreError(f"pg_restore into {target.describe()} failed: {last[0]}")
-
-
-def apply_incremental(path: Path, manifest: BackupManifest, target: PgTarget, logger: logging.Logger) -> None:
-    """Apply one incremental's sections in one transaction, with triggers and foreign keys held off.
-
-    ``session_replication_role = replica`` is what pg_restore's own
-    ``--disable-triggers`` relies on: the rows arrive in an order foreign keys
-    would refuse, but the end state is one consistent snapshot.
-    """
-    conn = target.connect(application_name="pgbackup restore")
-    counts = {"deleted": 0, "upserted": 0, "replaced": 0}
-    try:
-        with conn.cursor() as cur, open(path, "rb") as compressed:
-            try:
-                cur.execute("SET LOCAL session_replication_role = replica")
-            except psycopg2.Error as exc:
-                raise RestoreError(
-                    f"applying incrementals needs a role allowed to set session_replication_role (a superuser, or "
-                    f"GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15+): {str(exc).strip().splitlines()[0]}"
-                ) from None
-            pin_output_settings(cur)
-            stream = DecompressedStream(compressed, expected_bytes=manifest.uncompressed_bytes, source=str(path))
-            reader = DeltaReader(stream, source=manifest.artifact.path)
-            for header, data in reader.sections():
-                _apply_section(cur, header, data, counts)
-        conn.commit()
-    except (psycopg2.Error, CorruptArchiveError, DeltaFormatError) as exc:
-        conn.rollback()
-        raise RestoreError(f"applying incremental {manifest.id} failed: {str(exc).strip().splitlines()[0]}") from None
-    finally:
-        conn.close()
-    logger.info("Applied %s: %s rows deleted, %s upserted, %s whole-table rows", manifest.id, counts["deleted"], counts["upserted"], counts["replaced"])
-
-
-def _apply_section(cur, header: dict, data, counts: dict[str, int]) -> None:
-    table = sql.Identifier(header["schema"], header["name"])
-    columns = sql.SQL(", ").join(map(sql.Identifier, header["columns"]))
-    keys = [sql.Identifier(k) for k in header["key_columns"]]
-    action = header["action"]
-    if action == "delete":
-        cur.execute("CREATE TEMP TABLE pgb_deleted_keys (k text)")
-        cur.copy_expert("COPY pgb_deleted_keys FROM STDIN", data)
-        key_text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.SQL("t.") + k for k in keys))
-        cur.execute(sql.SQL("DELETE FROM ONLY {} AS t WHERE {} IN (SELECT k FROM pgb_deleted_keys)").format(table, key_text))
-        counts["deleted"] += cur.rowcount
-        cur.execute("DROP TABLE pgb_deleted_keys")
-    elif action == "upsert":
-        cur.execute(sql.SQL("CREATE TEMP TABLE pgb_rows AS SELECT {} FROM {} WITH NO DATA").format(columns, table))
-        cur.copy_expert(sql.SQL("COPY pgb_rows ({}) FROM STDIN").format(columns).as_string(cur), data)
-        match = sql.SQL(" AND ").join(sql.SQL("t.{k} = u.{k}").format(k=k) for k in keys)
-        cur.execute(sql.SQL("DELETE FROM ONLY {} AS t USING pgb_rows AS u WHERE {}").format(table, match))
-        cur.execute(sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM pgb_rows").format(table, columns, columns))
-        counts["upserted"] += cur.rowcount
-        cur.execute("DROP TABLE pgb_rows")
-    elif action == "replace":
-        cur.execute(sql.SQL("DELETE FROM ONLY {}").format(table))
-        cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN").format(table, columns).as_string(cur), data)
-        counts["replaced"] += cur.rowcount
-    else:
-        raise RestoreError(f"unknown section action {action!r} for {header.get('table')}")

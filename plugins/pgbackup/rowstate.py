@@ -16,16 +16,28 @@ states is byte comparisons, never decoding.  Whoever reads a state checks that o
 block by block (``sorted`` on sorted input is linear, in C) and fails loudly if it
 does not hold: a wrongly ordered merge would hide deletes.
 
-States of an older format (``*.keys.zst``, JSON keys, no hashes) are not read: the
-capture promotes to a full backup, which writes this format.
+A state proves itself before it is trusted.  Each file is one zstd frame with its
+content checksum; ``mark_complete`` writes ``CHECKSUMS.json`` (the format and every
+file's size and sha256), then ``COMPLETE``.  :meth:`RowKeyState.damage` re-checks all
+of it in one line of text, and reading a file that is truncated, changed, missing or
+not listed raises :class:`StateDamaged` — a :class:`StateMismatch`, on which the capture
+promotes to a full — never a zstd or hex decoding error.  A changed byte that keeps the
+lines sorted would otherwise give a committed incremental no restore can reproduce.
+
+States of an older format (``*.keys.zst``, JSON keys, no hashes; or without checksums)
+are not read: the capture promotes to a full backup, which writes this format.
 """
 
 from __future__ import annotations
 
 import binascii
-import urllib.parse
+import hashlib
+import json
+import os
 import struct
+import urllib.parse
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +47,9 @@ from psycopg2 import sql
 from pgbackup.compression import CHUNK
 from pgbackup.tables import TableInfo
 
-FORMAT = "pgbackup-rowstate-2"
+FORMAT = "pgbackup-rowstate-3"
+CHECKSUMS = "CHECKSUMS.json"
+SUFFIX = ".rows.zst"
 HASH_HEX = 32
 # COPY text format escapes these bytes (backslash first); ordering by the escaped text orders the printed lines.
 _COPY_ESCAPES = (("\\", "\\\\"), ("\b", "\\b"), ("\t", "\\t"), ("\n", "\\n"), ("\v", "\\v"), ("\f", "\\f"), ("\r", "\\r"))
@@ -43,6 +57,14 @@ _COPY_ESCAPES = (("\\", "\\\\"), ("\b", "\\b"), ("\t", "\\t"), ("\n", "\\n"), ("
 
 class StateOrderError(RuntimeError):
     """A state file or key stream is not in bytewise order: merging it would give wrong deletes."""
+
+
+class StateMismatch(RuntimeError):
+    """The parent's state, the changed rows and the current keys do not add up: never guess, fail."""
+
+
+class StateDamaged(StateMismatch):
+    """A state file is not what was written (truncated, changed, missing, not listed): nothing of it may be used."""
 
 
 def printed_key_order(key: sql.Composable) -> sql.Composable:
@@ -72,20 +94,117 @@ def hash_sums(lines: list[bytes]) -> tuple[int, int]:
     """Sums of the signed 64-bit halves of each line's trailing md5, as the fingerprint's SQL computes them."""
     if not lines:
         return 0, 0
-    raw = binascii.unhexlify(b"".join([line[-HASH_HEX:] for line in lines]))
-    halves = struct.unpack(f">{2 * len(lines)}q", raw)
+    try:
+        raw = binascii.unhexlify(b"".join([line[-HASH_HEX:] for line in lines]))
+        halves = struct.unpack(f">{2 * len(lines)}q", raw)
+    except (binascii.Error, struct.error):
+        bad = next((line for line in lines if not _is_state_line(line)), lines[0])
+        raise StateDamaged(f"a line is not <key> TAB <row md5>: {bad[:80]!r}") from None
     return sum(halves[0::2]), sum(halves[1::2])
 
 
-def line_blocks(path: Path) -> Iterator[list[bytes]]:
-    """The lines of a zstd file (without newlines) in blocks of about ``CHUNK`` bytes."""
-    with open(path, "rb") as raw:
-        yield from text_blocks(zstandard.ZstdDecompressor().stream_reader(raw))
+def _is_state_line(line: bytes) -> bool:
+    tail = line[-HASH_HEX - 1 :]
+    return len(tail) == HASH_HEX + 1 and tail[:1] == b"\t" and all(c in b"0123456789abcdef" for c in tail[1:])
+
+
+@dataclass(frozen=True)
+class FileChecksum:
+    """What ``CHECKSUMS.json`` records of one state file: its size and the sha256 of its bytes."""
+
+    bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> FileChecksum:
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as raw:
+            for chunk in iter(lambda: raw.read(CHUNK), b""):
+                digest.update(chunk)
+                size += len(chunk)
+        return cls(size, digest.hexdigest())
+
+
+@dataclass(frozen=True)
+class StateChecksums:
+    """``CHECKSUMS.json``: the state's format and, per file name, its :class:`FileChecksum`."""
+
+    format: str
+    files: dict[str, FileChecksum]
+
+    def to_json(self) -> str:
+        files = {name: {"bytes": c.bytes, "sha256": c.sha256} for name, c in sorted(self.files.items())}
+        return json.dumps({"format": self.format, "files": files}, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def parse(cls, text: str) -> StateChecksums:
+        """Raises ValueError (or KeyError, TypeError) unless ``text`` is a whole checksum file."""
+        data = json.loads(text)
+        files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"])) for name, c in data["files"].items()}
+        return cls(str(data["format"]), files)
+
+
+def line_blocks(path: Path, expected: FileChecksum | None = None) -> Iterator[list[bytes]]:
+    """The lines of a one-frame zstd file (without newlines) in blocks of about ``CHUNK`` bytes.
+
+    Raises :class:`StateDamaged` when the file is missing, is not one whole zstd frame
+    whose content checksum holds, or — given ``expected`` — differs from it.
+    """
+    try:
+        raw = open(path, "rb")
+    except FileNotFoundError:
+        raise StateDamaged(f"{path} is missing") from None
+    with raw:
+        yield from _split_lines(_checked_frame(raw, path, expected))
+
+
+def _checked_frame(raw, path: Path, expected: FileChecksum | None) -> Iterator[bytes]:
+    """The decompressed bytes of ``raw``; at its end, proof that it held exactly one whole frame (and ``expected``)."""
+    frame = zstandard.ZstdDecompressor().decompressobj()
+    digest, size = hashlib.sha256(), 0
+    for chunk in iter(lambda: raw.read(CHUNK), b""):
+        digest.update(chunk)
+        size += len(chunk)
+        if frame.eof:
+            raise StateDamaged(f"{path} has data after its zstd frame")
+        try:
+            data = frame.decompress(chunk)
+        except zstandard.ZstdError as exc:
+            raise StateDamaged(f"{path} is corrupt ({exc})") from None
+        if data:
+            yield data
+    if not frame.eof or frame.unused_data:
+        raise StateDamaged(f"{path} is truncated (its zstd frame ends early)" if not frame.eof else f"{path} has data after its zstd frame")
+    if expected is not None and FileChecksum(size, digest.hexdigest()) != expected:
+        raise StateDamaged(f"{path} {_difference(FileChecksum(size, digest.hexdigest()), expected)}")
+
+
+def _difference(found: FileChecksum, expected: FileChecksum) -> str:
+    """How a whole zstd frame differs from what was recorded of it (a cut frame is reported as truncated before this)."""
+    if found.bytes != expected.bytes:
+        return f"was rewritten ({found.bytes} bytes, {expected.bytes} recorded)"
+    return f"is corrupt: it does not match its checksum (sha256 {found.sha256[:12]}…, {expected.sha256[:12]}… recorded)"
+
+
+def _file_damage(path: Path, expected: FileChecksum) -> str:
+    """What is wrong with a file whose checksum differs: read it as a frame, so a cut one is called truncated."""
+    try:
+        with open(path, "rb") as raw:
+            for _ in _checked_frame(raw, path, expected):
+                pass
+    except StateDamaged as exc:
+        return str(exc)
+    return f"{path} changed while it was read"
 
 
 def text_blocks(reader) -> Iterator[list[bytes]]:
+    """The lines of a plain file-like object, in blocks of about ``CHUNK`` bytes."""
+    return _split_lines(iter(lambda: reader.read(CHUNK), b""))
+
+
+def _split_lines(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
     pending = b""
-    for chunk in iter(lambda: reader.read(CHUNK), b""):
+    for chunk in chunks:
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         if lines:
@@ -128,7 +247,7 @@ class TableFingerprintSums:
 
 
 class RowKeyState:
-    """The row-key state of one backup: ``<root>/<backup id>/<table>.rows.zst``, then ``COMPLETE`` when whole."""
+    """The row-key state of one backup: ``<root>/<backup id>/<table>.rows.zst``, then ``FORMAT``, ``CHECKSUMS.json``, ``COMPLETE``."""
 
     def __init__(self, root: Path, backup_id: str) -> None:
         self.dir = Path(root) / backup_id
@@ -137,22 +256,36 @@ class RowKeyState:
         return (self.dir / "COMPLETE").is_file()
 
     def current_format(self) -> bool:
-        """False for a state written by an older version (JSON keys without row hashes)."""
+        """False for a state written by an older version (JSON keys without row hashes, or no checksums)."""
+        return self._format() == FORMAT
+
+    def _format(self) -> str | None:
         marker = self.dir / "FORMAT"
-        return marker.is_file() and marker.read_text().strip() == FORMAT
+        return marker.read_text(errors="replace").strip() if marker.is_file() else None
 
     def path(self, table: str) -> Path:
-        return self.dir / f"{file_name(table)}.rows.zst"
+        return self.dir / f"{file_name(table)}{SUFFIX}"
 
     def writer(self, table: str):
         """A zstd stream writer for the table's file (a C object: COPY writes every row to it without Python)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         raw = open(self.path(table), "wb")
-        return _OwningWriter(raw, zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False))
+        compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
+        return _OwningWriter(raw, compressor.stream_writer(raw, closefd=False))
 
     def blocks(self, table: str) -> Iterator[list[bytes]]:
-        """The table's lines in blocks, order checked.  A missing file is an error, never "no rows": that would hide deletes."""
-        return checked_order(line_blocks(self.path(table)), f"row-key state {self.path(table)}")
+        """The table's lines in blocks, order and integrity checked.
+
+        A missing file is an error, never "no rows": that would hide deletes.  In a
+        complete state the file must also be the one ``CHECKSUMS.json`` lists.
+        """
+        path = self.path(table)
+        expected = None
+        if self.exists():
+            expected = self.checksums().files.get(path.name)
+            if expected is None:
+                raise StateDamaged(f"{path} is not listed in {self.dir / CHECKSUMS}")
+        return checked_order(line_blocks(path, expected), f"row-key state {path}")
 
     def fingerprint(self, table: str) -> TableFingerprintSums:
         sums = TableFingerprintSums()
@@ -160,9 +293,68 @@ class RowKeyState:
             sums.add(block)
         return sums
 
+    def checksums(self) -> StateChecksums:
+        """``CHECKSUMS.json``; :class:`StateDamaged` when it is missing or unreadable."""
+        path = self.dir / CHECKSUMS
+        try:
+            return StateChecksums.parse(path.read_text())
+        except FileNotFoundError:
+            raise StateDamaged(f"its checksum file {path} is missing") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateDamaged(f"its checksum file {path} is unreadable ({type(exc).__name__}: {exc})") from None
+
+    def damage(self) -> str | None:
+        """None when the state is complete, of this format and every file is as recorded; else one line saying what is wrong.
+
+        The line reads after "the row-key state of <backup>": it names the table and the
+        file, and whether the file is missing, truncated or changed.  Every file is read
+        whole (its sha256), so an unchanged table's file is proven before an incremental
+        links it into its own state.
+        """
+        if not self.dir.is_dir():
+            return f"is not on this machine ({self.dir})"
+        if not self.exists():
+            return f"is incomplete: {self.dir} has no COMPLETE marker (its capture did not finish)"
+        found = self._format()
+        if found != FORMAT:
+            return f"is of an older format ({found or 'no FORMAT file'}; this version reads {FORMAT})"
+        try:
+            listing = self.checksums()
+        except StateDamaged as exc:
+            return f"is damaged: {exc}"
+        if listing.format != FORMAT:
+            return f"is damaged: {self.dir / CHECKSUMS} records format {listing.format!r}, its FORMAT file {FORMAT!r}"
+        for name, expected in sorted(listing.files.items()):
+            path = self.dir / name
+            if not path.is_file():
+                return f"lacks {table_of(name)}: {path} is missing"
+            if FileChecksum.of(path) != expected:
+                return f"is damaged: the file of {table_of(name)}: {_file_damage(path, expected)}"
+        stray = sorted(p.name for p in self.dir.glob(f"*{SUFFIX}") if p.name not in listing.files)
+        if stray:  # never carried into the next state as if it were proven
+            return f"is damaged: {self.dir / stray[0]} is not listed in its checksum file"
+        return None
+
     def mark_complete(self) -> None:
+        """Record the format and every file's checksum, then ``COMPLETE``: from here on the state proves itself.
+
+        A state without keyed tables is complete too (an empty listing): its folder is created here.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        files = {path.name: FileChecksum.of(path) for path in sorted(self.dir.glob(f"*{SUFFIX}"))}
         (self.dir / "FORMAT").write_text(FORMAT + "\n")
+        _write_replacing(self.dir / CHECKSUMS, StateChecksums(FORMAT, files).to_json())
         (self.dir / "COMPLETE").write_text(datetime.now(timezone.utc).isoformat())
+
+
+def _write_replacing(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a crash leaves the old file or none, never half of one)."""
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
 
 
 class _OwningWriter:
@@ -191,8 +383,9 @@ def file_name(table: str) -> str:
     return "%2E" + quoted[1:] if quoted.startswith(".") else quoted
 
 
-class StateMismatch(RuntimeError):
-    """The parent's state, the changed rows and the current keys do not add up: never guess, fail."""
+def table_of(name: str) -> str:
+    """The table a state file name is of: the inverse of :func:`file_name` (and the suffix)."""
+    return urllib.parse.unquote(name.removesuffix(SUFFIX))
 
 
 def _key(line: bytes) -> bytes:

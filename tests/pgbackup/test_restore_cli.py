@@ -1,20 +1,89 @@
-"""`backupctl restore` as an operator uses it in a disaster: no Airflow, only the remote and the connection variable."""
+"""`backupctl restore` as an operator uses it in a disaster: no Airflow, only the remote and the connection variable.
+
+The helpers here (a chain of real backups of a small database, ``backupctl`` run
+as a subprocess, scratch database names) serve the other ``test_restore_*`` and
+``test_apply_*`` files too.
+"""
 
 import json
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
-from conftest import PROJECT, admin_connection
+from chain_steps import execute
+from conftest import PG_SERVER_URL, PROJECT, admin_connection
 from pgbackup.capture import BackupCapture
 from pgbackup.compression import Compression
+from pgbackup.identity import read_source_identity
 from pgbackup.layout import BackupLayout
-from pgbackup.postgres import tools_for_server
+from pgbackup.postgres import PgTarget, tools_for_server
 from pgbackup.snapshot import CaptureBusy, SnapshotSession
 from rclone_provider.client import Rclone
 
 LAYOUT = BackupLayout("database")
+
+
+def publish_with_source(captured, client, source: PgTarget, layout: BackupLayout = LAYOUT):
+    """Upload, verify and commit a capture; a capture that does not yet record ``details["source"]`` gets it here."""
+    client.upload(captured.path, captured.object_path)
+    method = client.verify(captured.object_path, size=captured.bytes, sha256=captured.sha256)
+    extra = {}
+    if "source" not in captured.details:
+        conn = source.connect()
+        with conn.cursor() as cur:
+            extra["source"] = read_source_identity(cur).to_dict()
+        conn.close()
+    manifest = captured.manifest(verified_method=method, extra_details=extra)
+    client.put_bytes(manifest.to_json(), layout.manifest_path(manifest.kind, manifest.id))
+    return manifest
+
+
+def back_up_chain(source: PgTarget, local_remote, local_dir, *changes, layout: BackupLayout = LAYOUT) -> list:
+    """A full backup of ``source``, then per entry of ``changes`` (a list of SQL statements) the change and an incremental."""
+    num, version = source.server_version()
+    capture = BackupCapture(source, tools_for_server(num), Compression(), local_dir=local_dir, prefix=layout.prefix, server_version=version)
+    client = Rclone(local_remote)
+    chain = [publish_with_source(capture.full(), client, source, layout)]
+    for statements in changes:
+        execute(source, *statements)
+        captured = capture.incremental(chain[-1])
+        assert captured.kind == "incremental", captured.details.get("promoted_from_incremental")
+        chain.append(publish_with_source(captured, client, source, layout))
+    return chain
+
+
+def database_with(make_database, *statements: str, prefix: str = "src") -> PgTarget:
+    """A new database (dropped after the test) holding what ``statements`` create."""
+    target = make_database(prefix)
+    execute(target, *statements)
+    return target
+
+
+def scratch_names():
+    """Body of a ``scratch_name`` fixture: names for databases the restore itself creates, each dropped after the test."""
+    names = []
+
+    def name(label: str = "restored") -> str:
+        names.append(f"pgb_{label}_{uuid.uuid4().hex[:10]}")
+        return names[-1]
+
+    yield name
+    conn = admin_connection()
+    with conn.cursor() as cur:
+        for name in names:
+            cur.execute('DROP DATABASE IF EXISTS "{}" WITH (FORCE)'.format(name.replace('"', '""')))
+    conn.close()
+
+
+def url_of(dbname: str, user: str = "postgres") -> str:
+    base = PG_SERVER_URL.replace("postgresql://postgres@", f"postgresql://{user}@")
+    return f"{base}/{dbname}"
+
+
+def target_named(dbname: str) -> PgTarget:
+    return PgTarget.from_url(url_of(dbname))
 
 
 @pytest.fixture

@@ -1,10 +1,16 @@
 """The row-key state kept between backups: incrementals maintain it and the fingerprints from the change alone,
 and the result must be exactly what a full backup reads from scratch — on the real PostgreSQL."""
 
+import io
+from unittest import mock
+
+import pgbackup.rowstate as rowstate
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pgbackup.fingerprint import table_fingerprints
-from pgbackup.rowstate import RowKeyState, StateOrderError
+from pgbackup.rowstate import RowKeyState, StateMismatch, StateOrderError, TableFingerprintSums, count_updated, merge_state
 from chain_steps import execute, publish, restore
 from pgcompare import database_content
 
@@ -94,6 +100,7 @@ def test_a_state_that_does_not_match_its_manifest_promotes_to_full(shop_db, capt
     path = RowKeyState(capture.state_root, full.id).path("public.payment")
     lines = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()).splitlines(keepends=True)
     path.write_bytes(zstandard.ZstdCompressor().compress(b"".join(lines[:5] + lines[6:])))
+    RowKeyState(capture.state_root, full.id).mark_complete()  # the state proves itself, but disagrees with its manifest
     execute(shop_db, "UPDATE payment SET amount = amount + 1 WHERE id = (SELECT min(id) FROM payment)")
     captured = capture.incremental(full)
     assert captured.kind == "full" and "does not add up" in captured.details["promoted_from_incremental"]
@@ -181,3 +188,124 @@ def test_table_names_with_slashes_and_dots_keep_their_state_inside_its_folder(sh
     inc = publish(capture.incremental(full), client)
     assert inc.kind == "incremental" and inc.details["captured"]['public."a/b"']["deleted"] == 1
     assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)
+
+
+# -- the merge on its own: random states and changes against a model of plain sets and dicts -----------
+
+# Printed row texts: ")" only at the end (COPY and ROW()::text quote it inside), so no key is a prefix of another;
+# backslashes and bytes above 0x7f, where the bytewise order differs from most collations.
+KEY_BYTES = st.sampled_from([b"0", b"1", b"9", b"a", b"Z", b" ", b",", b'"', b"\\", b"\\t", b"\\n", b"\x7f", "ä".encode(), "€".encode()])
+KEYS = st.lists(KEY_BYTES, max_size=4).map(lambda parts: b"(" + b"".join(parts) + b")")
+HASHES = st.binary(min_size=16, max_size=16).map(lambda raw: raw.hex().encode())
+OPS = st.sampled_from(["keep", "keep", "update", "delete", "delete and insert again", "delete and insert the same row", "re-sent"])
+
+
+def line(key, md5):
+    return key + b"\t" + md5
+
+
+def blocks_of(lines, cuts):
+    """``lines`` cut into blocks at the (sorted, deduplicated) positions ``cuts``, as a file is read."""
+    edges = [0, *sorted({c % (len(lines) + 1) for c in cuts}), len(lines)]
+    return [lines[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def model_fingerprint(rows):
+    """rows, sum of the signed high halves, sum of the signed low halves of the md5s: the SQL's, in plain Python."""
+    halves = [(int.from_bytes(bytes.fromhex(h[:16].decode()), "big", signed=True),
+               int.from_bytes(bytes.fromhex(h[16:].decode()), "big", signed=True)) for h in rows.values()]
+    return {"rows": len(rows), "hash": f"{sum(h for h, _ in halves)}:{sum(l for _, l in halves)}"}
+
+
+@st.composite
+def changes(draw):
+    """A parent state, what happened to each of its rows, new rows: the parent, the current rows and the changed lines."""
+    parent = draw(st.dictionaries(KEYS, HASHES, max_size=40))
+    current, changed = {}, {}
+    for key, md5 in parent.items():
+        op = draw(OPS)
+        if op == "keep":
+            current[key] = md5
+        elif op == "re-sent" or op == "delete and insert the same row":  # a newer xmin, the same row: sent again, harmlessly
+            current[key] = changed[key] = md5
+        elif op != "delete":  # updated, or deleted and inserted again under the same key
+            current[key] = changed[key] = draw(HASHES)
+    for key, md5 in draw(st.dictionaries(KEYS, HASHES, max_size=40)).items():
+        if key not in parent:
+            current[key] = changed[key] = md5
+    return parent, current, changed
+
+
+def merged(parent, current, changed, parent_cuts, key_cuts, give_keys):
+    """Run merge_state on the scenario as the capture would: returns (new state bytes, deleted keys, returned count, sums, parent_seen)."""
+    parent_lines = sorted(line(k, h) for k, h in parent.items())
+    changed_lines = sorted(line(k, h) for k, h in changed.items())
+    deletes = set(parent) - set(current)
+    keys = blocks_of(sorted(current), key_cuts) if deletes or give_keys else None
+    out, deleted = io.BytesIO(), []
+    sums, parent_seen = TableFingerprintSums.parse(model_fingerprint(parent)), TableFingerprintSums()
+    count = merge_state(iter(blocks_of(parent_lines, parent_cuts)), iter(changed_lines), keys, out, sums, deleted.extend, parent_seen)
+    return out.getvalue(), deleted, count, sums, parent_seen
+
+
+CUTS = st.lists(st.integers(min_value=0, max_value=80), max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(scenario=changes(), parent_cuts=CUTS, key_cuts=CUTS, give_keys=st.booleans(), window=st.integers(min_value=1, max_value=5))
+def test_the_merged_state_and_deletes_equal_the_model(scenario, parent_cuts, key_cuts, give_keys, window):
+    parent, current, changed = scenario
+    with mock.patch.object(rowstate, "WINDOW_MAX_CHANGES", window):
+        state, deleted, count, sums, parent_seen = merged(parent, current, changed, parent_cuts, key_cuts, give_keys)
+    assert state == b"".join(line(k, h) + b"\n" for k, h in sorted(current.items()))
+    assert deleted == sorted(set(parent) - set(current)) and count == len(deleted)
+    assert sums.to_dict() == model_fingerprint(current)
+    assert parent_seen.to_dict() == model_fingerprint(parent)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenario=changes(), parent_cuts=CUTS, window=st.integers(min_value=1, max_value=5))
+def test_count_updated_counts_the_changed_rows_whose_key_was_in_the_parent(scenario, parent_cuts, window):
+    parent, _, changed = scenario
+    blocks = blocks_of(sorted(line(k, h) for k, h in parent.items()), parent_cuts)
+    with mock.patch.object(rowstate, "WINDOW_MAX_CHANGES", window):
+        assert count_updated(iter(blocks), iter(sorted(line(k, h) for k, h in changed.items()))) == len(set(changed) & set(parent))
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenario=changes(), parent_cuts=CUTS, key_cuts=CUTS, window=st.integers(min_value=1, max_value=5))
+def test_windows_keep_every_key_in_one_window_in_order_and_within_the_bound(scenario, parent_cuts, key_cuts, window):
+    from pgbackup.rowstate import _windows
+
+    parent, current, changed = scenario
+    parent_lines = sorted(line(k, h) for k, h in parent.items())
+    changed_lines = sorted(line(k, h) for k, h in changed.items())
+    windows = list(_windows(iter(blocks_of(parent_lines, parent_cuts)), iter(changed_lines), iter(blocks_of(sorted(current), key_cuts)), window))
+    assert [x for b, _, _ in windows for x in b] == parent_lines
+    assert [x for _, c, _ in windows for x in c] == changed_lines
+    assert [x for _, _, k in windows for x in k] == sorted(current)
+    assert all(len(c) <= window for _, c, _ in windows)
+    key_sets = [{l.split(b"\t")[0] for l in b + c} | set(k) for b, c, k in windows]
+    for before, after in zip(key_sets, key_sets[1:]):  # each key's parent line, change and current key meet in one window
+        assert not before or not after or max(before) < min(after)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario=changes(), stray=KEYS)
+def test_a_current_key_neither_in_the_parent_nor_changed_is_a_mismatch(scenario, stray):
+    parent, current, changed = scenario
+    if stray in parent or stray in changed:
+        return
+    with pytest.raises(StateMismatch):
+        merged(parent, {**current, stray: b"0" * 32}, changed, [], [], True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario=changes())
+def test_a_changed_row_missing_from_the_current_keys_is_a_mismatch(scenario):
+    parent, current, changed = scenario
+    if not changed:
+        return
+    gone = sorted(changed)[0]
+    with pytest.raises(StateMismatch):
+        merged(parent, {k: v for k, v in current.items() if k != gone}, changed, [], [], True)

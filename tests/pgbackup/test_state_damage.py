@@ -1,0 +1,194 @@
+"""A damaged row-key state is noticed, said in one line, and the capture promotes to a full whose restore is exact.
+
+Each test takes a full of the sample shop, damages its state on disk as a failing disk,
+a full file system or a stray editor would, changes the source, and takes an incremental.
+Before states proved themselves, a truncated file crashed every incremental with
+``binascii.Error`` until the weekly full, and a changed byte that kept the sort order
+gave a committed incremental no restore could reproduce.
+"""
+
+import pytest
+import zstandard
+from pgbackup.rowstate import CHECKSUMS, RowKeyState, StateDamaged
+from chain_steps import execute, publish, restore
+from pgcompare import database_content
+
+CHANGES = (
+    "UPDATE payment SET amount = amount + 1 WHERE id IN (SELECT id FROM payment ORDER BY id LIMIT 3)",
+    "DELETE FROM payment WHERE id = (SELECT max(id) FROM payment)",
+)
+
+
+def payment_state(capture, backup_id):
+    return RowKeyState(capture.state_root, backup_id).path("public.payment")
+
+
+def promoted_and_restored_exactly(shop_db, capture, client, make_database, parent):
+    """The incremental after the damage: a full, whose restore equals the source. Returns its promotion reason."""
+    execute(shop_db, *CHANGES)
+    captured = capture.incremental(parent)
+    assert captured.kind == "full", "a damaged parent state must never be merged"
+    backup = publish(captured, client)
+    assert database_content(restore(client, backup.id, make_database)) == database_content(shop_db)
+    assert RowKeyState(capture.state_root, backup.id).damage() is None
+    return captured.details["promoted_from_incremental"]
+
+
+def test_a_truncated_state_file_promotes_to_full(shop_db, capture, client, make_database):
+    full = publish(capture.full(), client)
+    path = payment_state(capture, full.id)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)
+    assert "public.payment" in reason and "is truncated" in reason
+
+
+def test_one_byte_flipped_in_a_state_file_promotes_to_full(shop_db, capture, client, make_database):
+    full = publish(capture.full(), client)
+    path = payment_state(capture, full.id)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)
+    assert "public.payment" in reason and "is corrupt" in reason
+
+
+def test_a_key_byte_changed_with_the_order_kept_promotes_to_full(shop_db, capture, client, make_database):
+    """A well-formed, sorted file with one key changed: only the recorded checksum can tell."""
+    full = publish(capture.full(), client)
+    path = payment_state(capture, full.id)
+    lines = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()).splitlines(keepends=True)
+    lines[-1] = lines[-1].replace(b")\t", b"9)\t")  # the last key, one digit longer: still the last line
+    assert lines == sorted(lines)
+    path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(b"".join(lines)))
+    reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)
+    assert "public.payment" in reason and "recorded" in reason
+
+
+def test_a_damaged_file_of_an_unchanged_table_is_not_carried_into_the_next_state(shop_db, capture, client, make_database):
+    """An unchanged table's file is linked, not read, into the incremental's state: it is proven first."""
+    full = publish(capture.full(), client)
+    path = RowKeyState(capture.state_root, full.id).path("public.customer")
+    path.write_bytes(path.read_bytes()[:-1])
+    reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)  # changes payment only
+    assert "public.customer" in reason and "is truncated" in reason
+
+
+def test_a_deleted_table_file_promotes_to_full(shop_db, capture, client, make_database):
+    full = publish(capture.full(), client)
+    payment_state(capture, full.id).unlink()
+    reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)
+    assert "lacks public.payment" in reason
+
+
+def test_a_deleted_checksum_file_promotes_to_full(shop_db, capture, client, make_database):
+    full = publish(capture.full(), client)
+    (RowKeyState(capture.state_root, full.id).dir / CHECKSUMS).unlink()
+    reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)
+    assert "checksum file" in reason and "is missing" in reason
+
+
+def test_damage_found_while_merging_promotes_to_full(shop_db, capture, client, make_database, monkeypatch):
+    """Should a file break after the up-front check, reading it raises StateDamaged, which promotes the same way."""
+    full = publish(capture.full(), client)
+    path = payment_state(capture, full.id)
+    path.write_bytes(path.read_bytes()[:-3])
+    monkeypatch.setattr(RowKeyState, "damage", lambda self: None)
+    reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)
+    assert "does not add up" in reason and "is truncated" in reason
+
+
+# -- the state on its own, without a capture ----------------------------------------------
+
+LINES = b"".join(b"(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 2000))
+
+
+def written_state(tmp_path, complete=True):
+    state = RowKeyState(tmp_path, "b1")
+    with state.writer("public.t") as out:
+        out.write(LINES)
+    if complete:
+        state.mark_complete()
+    return state
+
+
+def test_an_intact_complete_state_has_no_damage_and_reads_back(tmp_path):
+    state = written_state(tmp_path)
+    assert state.damage() is None
+    assert b"".join(line + b"\n" for block in state.blocks("public.t") for line in block) == LINES
+
+
+@pytest.mark.parametrize("cut", [1, 5, 13, 100, -4, -1])
+def test_reading_a_truncated_file_raises_state_damaged_not_a_decoding_error(tmp_path, cut):
+    """Complete or not (a full reads its own file back before COMPLETE), a cut file is StateDamaged."""
+    for complete in (True, False):
+        state = written_state(tmp_path / str(complete), complete)
+        path = state.path("public.t")
+        data = path.read_bytes()
+        path.write_bytes(data[:cut] if cut > 0 else data[:cut])
+        with pytest.raises(StateDamaged, match="truncated"):
+            state.fingerprint("public.t")
+
+
+def test_reading_a_flipped_byte_raises_state_damaged_even_before_complete(tmp_path):
+    state = written_state(tmp_path, complete=False)
+    path = state.path("public.t")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateDamaged):
+        state.fingerprint("public.t")
+
+
+def test_data_after_the_frame_is_damage(tmp_path):
+    state = written_state(tmp_path, complete=False)
+    path = state.path("public.t")
+    path.write_bytes(path.read_bytes() + zstandard.ZstdCompressor().compress(b"(0)\t" + b"0" * 32 + b"\n"))
+    with pytest.raises(StateDamaged, match="data after its zstd frame"):
+        state.fingerprint("public.t")
+
+
+def test_a_file_not_listed_in_a_complete_state_is_damage(tmp_path):
+    state = written_state(tmp_path)
+    with state.writer("public.stray") as out:
+        out.write(LINES)
+    with pytest.raises(StateDamaged, match="not listed"):
+        state.fingerprint("public.stray")
+    assert "public.stray.rows.zst is not listed" in state.damage()
+
+
+def test_damage_names_a_missing_complete_marker_an_older_format_and_an_unreadable_checksum_file(tmp_path):
+    state = written_state(tmp_path)
+    (state.dir / CHECKSUMS).write_text('{"format": "pgbackup-rowstate-3", "files": {')
+    assert "checksum file" in state.damage() and "unreadable" in state.damage()
+    (state.dir / "FORMAT").write_text("pgbackup-rowstate-2\n")
+    assert "older format (pgbackup-rowstate-2" in state.damage()
+    (state.dir / "COMPLETE").unlink()
+    assert "no COMPLETE marker" in state.damage()
+    assert "not on this machine" in RowKeyState(tmp_path, "elsewhere").damage()
+
+
+def test_a_state_of_no_keyed_tables_is_complete_and_intact(tmp_path):
+    state = RowKeyState(tmp_path / "never-created", "b1")
+    state.mark_complete()
+    assert state.exists() and state.damage() is None and state.checksums().files == {}
+
+
+@pytest.mark.parametrize("tables", [["CREATE TABLE log (at timestamptz, line text)", "INSERT INTO log VALUES (now(), 'x')"], []],
+                         ids=["only tables without a primary key", "no tables"])
+def test_a_database_without_keyed_tables_gets_incrementals(make_database, tmp_path, client, tables):
+    from pgbackup.capture import BackupCapture
+    from pgbackup.compression import Compression
+    from pgbackup.postgres import tools_for_server
+
+    source = make_database("keyless")
+    if tables:
+        execute(source, *tables)
+    num, version = source.server_version()
+    capture = BackupCapture(source, tools_for_server(num), Compression(), local_dir=tmp_path / "local", prefix="database", server_version=version)
+    full = publish(capture.full(), client)
+    assert RowKeyState(capture.state_root, full.id).damage() is None
+    if tables:
+        execute(source, "INSERT INTO log VALUES (now(), 'y')")
+    inc = publish(capture.incremental(full), client)
+    assert inc.kind == "incremental"
+    assert database_content(restore(client, inc.id, make_database)) == database_content(source)

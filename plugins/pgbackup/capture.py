@@ -649,7 +649,8 @@ def _snapshot_details(session: SnapshotSession, tables: list[TableInfo], fingerp
 def older_parent_reason(parent: BackupManifest) -> str | None:
     """A parent written before relations were known by OID and sources by identity cannot carry an incremental."""
     tables = parent.details.get("tables") or {}
-    if "source" not in parent.details or any("oid" not in info for info in tables.values()):
+    old_format = getattr(parent, "format_version", 2) < 2
+    if old_format or "source" not in parent.details or any("oid" not in info for info in tables.values()):
         return (f"parent {parent.id} was made by an older version of pgbackup (it records no source identity or "
                 "relation OIDs); a full backup records them")
     return None

@@ -31,8 +31,8 @@ def _error(message: str):
 
 
 def _is_v1(point: BackupManifest) -> bool:
-    """Written before relations were keyed by quote_ident (no source identity recorded)."""
-    return "source" not in point.details
+    """Written before relations were keyed by quote_ident (format 1: no source identity recorded)."""
+    return getattr(point, "format_version", 2) < 2 or "source" not in point.details
 
 
 def restore_sequences(target: PgTarget, point: BackupManifest) -> None:

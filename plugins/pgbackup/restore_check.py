@@ -19,7 +19,11 @@ from __future__ import annotations
 
 from psycopg2 import sql
 
-from pgbackup.fingerprint import large_objects_fingerprint, pin_output_settings, snapshot_fingerprints
+from pgbackup.fingerprint import (
+    large_objects_fingerprint,
+    pin_output_settings,
+    snapshot_fingerprints,
+)
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import PgTarget
 

@@ -2,9 +2,13 @@
 that uses them still catches a single changed row."""
 
 import pytest
-from pgbackup.fingerprint import sequence_values, snapshot_fingerprints, table_fingerprints
-from pgbackup.restore import RestoreError, check_restored
 from chain_steps import execute, publish, restore
+from pgbackup.fingerprint import (
+    sequence_values,
+    snapshot_fingerprints,
+    table_fingerprints,
+)
+from pgbackup.restore import RestoreError, check_restored
 
 
 def test_fingerprints_on_several_connections_equal_one_transaction(shop_db):

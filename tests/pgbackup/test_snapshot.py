@@ -5,7 +5,12 @@ from pgbackup import capture as capture_module
 from pgbackup.capture import BackupCapture
 from pgbackup.compression import Compression
 from pgbackup.postgres import tools_for_server
-from pgbackup.snapshot import SnapshotSession, TableDefinitionChanged, TableRewritten, hold_table_as_snapshot_sees_it
+from pgbackup.snapshot import (
+    SnapshotSession,
+    TableDefinitionChanged,
+    TableRewritten,
+    hold_table_as_snapshot_sees_it,
+)
 from pgbackup.tables import list_tables
 
 
@@ -94,9 +99,8 @@ def test_a_dropped_primary_key_after_the_snapshot_is_caught(shop_db):
     try:
         tables = tables_by_name(session)
         execute(shop_db, "ALTER TABLE customer DROP CONSTRAINT customer_pkey CASCADE")
-        with session.cursor() as cur:
-            with pytest.raises(TableDefinitionChanged, match="public.customer"):
-                hold_table_as_snapshot_sees_it(cur, tables["customer"])
+        with session.cursor() as cur, pytest.raises(TableDefinitionChanged, match="public.customer"):
+            hold_table_as_snapshot_sees_it(cur, tables["customer"])
     finally:
         session.close()
 

@@ -93,7 +93,7 @@ def apply_incremental(path: Path, manifest: BackupManifest, target: PgTarget, lo
                     f"applying incrementals needs a role allowed to set session_replication_role (a superuser, or "
                     f"GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15+): {str(exc).strip().splitlines()[0]}"
                 ) from None
-            pin_output_settings(cur)
+            pin_output_settings(cur, client_encoding=client_encoding)
             triggers = HeldTriggers(cur)
             stream = DecompressedStream(compressed, expected_bytes=manifest.uncompressed_bytes, source=str(path))
             reader = DeltaReader(stream, source=manifest.artifact.path)

@@ -5,6 +5,8 @@ snapshot is read — on a few connections that import it, side by side — for w
 next incremental needs: sequence values, a hash of the schema, and per table the
 sorted primary keys with each row's hash (the *row-key state*, ``rowstate.py``,
 kept locally under ``<local dir>/state``), from which the table's fingerprint is summed.
+Materialized views and large objects are fingerprinted too; a role that may not read
+the large objects fails the backup before ``pg_dump`` starts.
 
 An **incremental** backup stores, per table, only what changed since its parent:
 - rows whose ``xmin`` is at or after the parent snapshot's ``xmin`` (inserted or
@@ -16,9 +18,31 @@ Its row-key state and fingerprints are the parent's, adjusted by the changed and
 deleted rows; a state that does not add up with its manifest or the source
 promotes the capture to a full.
 
-It promotes itself to a full backup — and says why in the log and the manifest —
-when there is no parent, the schema changed, the parent's row-key state is not on
-this machine or is of an older format, or the source is not the same cluster.
+It promotes itself to a full backup — and says why in the log and the manifest
+(``details["promoted_from_incremental"]``) — whenever it cannot prove the parent's
+state plus the changed rows is the source now:
+
+- no parent, a parent made by an older version (no source identity, no relation
+  OIDs), another database or cluster (``pgbackup.identity``);
+- **another history.**  ``xmin`` says "changed since the parent" only while every
+  transaction since the parent's snapshot comes later in one line of history.
+  A source put back from a file copy, a standby promoted after a failover, or a
+  point-in-time recovery keep the system identifier but rewind that line: the
+  transaction counter restarts from the copy's or the recovery point's, so rows
+  written afterwards can carry ids *below* the parent's snapshot and would be
+  read as old — silently missing — once the counter has caught up.  Every
+  snapshot records its timeline (``pg_control_checkpoint()``, which a promotion or a
+  recovery to a point in time changes) and its WAL position (``pg_current_wal_lsn()``,
+  or the replayed position on a standby), which only moves forward in one history:
+  another timeline, or a position behind the parent's, takes a full;
+- a relation under a name the parent knew is not the same relation (OIDs differ:
+  renamed, swapped, dropped and re-created) — names alone would apply one table's
+  row-key state to another;
+- the schema changed, or the rendering settings differ from the parent's;
+- a materialized view was refreshed or changed, or the large objects changed:
+  incrementals carry table rows only;
+- the parent's row-key state is not on this machine, is of an older format, or
+  does not add up.
 Never a silently wrong restore.
 """
 
@@ -29,11 +53,11 @@ import hashlib
 import logging
 import os
 import shutil
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +70,8 @@ from pgbackup import __version__
 from pgbackup.compression import Compression, HashingWriter
 from pgbackup.delta import DeltaWriter
 from pgbackup.dump import DumpError, PgDump
-from pgbackup.fingerprint import read_sequences, table_fingerprint
+from pgbackup.fingerprint import large_objects_fingerprint, read_sequences, relation_fingerprint, table_fingerprint
+from pgbackup.identity import SourceIdentity
 from pgbackup.layout import BackupLayout, new_backup_id
 from pgbackup.manifest import BackupManifest, StoredArtifact, parse_utc, utc_iso
 from pgbackup.parallel import spread_over_connections
@@ -168,46 +193,54 @@ class BackupCapture:
                 pass  # already gone
 
     # -- full ----------------------------------------------------------------------
-    def _new_id(self, kind: str, after: str | None) -> str:
-        """A fresh id, later than ``after`` (the parent): ids have one-second resolution."""
-        while True:
-            backup_id = new_backup_id(kind, datetime.now(timezone.utc))
-            stamp = backup_id.split("-")[0]
-            if (after is None or stamp > after.split("-")[0]) and not (self.local_dir / self.layout.object_path(kind, backup_id)).exists():
-                return backup_id
-            time.sleep(0.2)
+    def _new_id(self, kind: str) -> str:
+        """A fresh id for a backup starting now; never waits for the clock.
 
-    def full(self, *, promoted_because: str | None = None, session: SnapshotSession | None = None, after: str | None = None) -> CapturedBackup:
+        ``new_backup_id`` makes ids unique (a random suffix); should it give one already
+        used on this machine — ids that are only unique per second — the next second's
+        is taken instead, so no local copy or row-key state is ever overwritten.
+        """
+        at = datetime.now(timezone.utc)
+        while True:
+            backup_id = new_backup_id(kind, at)
+            if not (self.local_dir / self.layout.object_path(kind, backup_id)).exists() and not RowKeyState(self.state_root, backup_id).dir.exists():
+                return backup_id
+            at += timedelta(seconds=1)
+
+    def full(self, *, promoted_because: str | None = None, session: SnapshotSession | None = None) -> CapturedBackup:
         own_session = session is None
         session = session or SnapshotSession(self.target, logger=self.log)
         try:
-            backup_id = self._new_id("full", after)
+            backup_id = self._new_id("full")
             state = RowKeyState(self.state_root, backup_id)
             object_path = self.layout.object_path("full", backup_id)
-            describe = _Background(lambda: self._describe(session, state))
-            self._dump = PgDump(self.target, self.tools, self.compression, logger=self.log)
+            with session.cursor() as cur:
+                check_large_objects_readable(cur, self.target.describe())
             out_path = self.local_dir / object_path
-            try:
-                artifact = self._dump.run(out_path, snapshot=session.info.exported_id)
-                details = describe.result()
-                details["schema_sha256"] = self._schema_hash(session)
-            except BaseException as failure:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgbackup-describe") as pool:
+                # psycopg2 releases the GIL while the server works: the reads run beside pg_dump.
+                describe = pool.submit(self._describe, session, state)
+                self._dump = PgDump(self.target, self.tools, self.compression, logger=self.log)
                 try:
-                    session.conn.cancel()  # stop the reads running beside the dump before the session closes
-                except psycopg2.Error:
-                    pass  # the connection is already gone (the server restarted, say)
-                self._cancel_readers()
-                describe.wait_quietly()
-                shutil.rmtree(state.dir, ignore_errors=True)
-                out_path.unlink(missing_ok=True)
-                cause = describe.error
-                if cause is not None and cause is not failure and not isinstance(cause, psycopg2.extensions.QueryCanceledError):
-                    # A failed read aborts the snapshot's transaction, and pg_dump then fails too: report the cause.
-                    raise _for_operator(cause, state.dir) from failure
-                cleaned = _for_operator(failure, out_path)
-                if cleaned is failure:
-                    raise
-                raise cleaned from None
+                    artifact = self._dump.run(out_path, snapshot=session.info.exported_id)
+                    details = describe.result()
+                    details["schema_sha256"] = self._schema_hash(session)
+                except BaseException as failure:
+                    try:
+                        session.conn.cancel()  # stop the reads running beside the dump before the session closes
+                    except psycopg2.Error:
+                        pass  # the connection is already gone (the server restarted, say)
+                    self._cancel_readers()
+                    cause = describe.exception()  # waits for the reads to stop
+                    shutil.rmtree(state.dir, ignore_errors=True)
+                    out_path.unlink(missing_ok=True)
+                    if cause is not None and cause is not failure and not isinstance(cause, psycopg2.extensions.QueryCanceledError):
+                        # A failed read aborts the snapshot's transaction, and pg_dump then fails too: report the cause.
+                        raise _for_operator(cause, state.dir) from failure
+                    cleaned = _for_operator(failure, out_path)
+                    if cleaned is failure:
+                        raise
+                    raise cleaned from None
         finally:
             if own_session:
                 session.close()
@@ -233,25 +266,21 @@ class BackupCapture:
         with session.cursor() as cur:
             tables = list_tables(cur)
             sequences = read_sequences(cur)
+            large_objects = large_objects_fingerprint(cur)
             sizes = {}
             for table in tables:
-                cur.execute("SELECT pg_table_size(%s::regclass)", (table.ident.as_string(cur),))
+                cur.execute("SELECT pg_catalog.pg_table_size(%s)", (table.oid,))
                 sizes[table.qualified] = cur.fetchone()[0]
         fingerprints = self._each_table(session, sorted(tables, key=lambda t: -sizes[t.qualified]),
                                         lambda cur, table: self._read_table(cur, table, state))
         self.log.info("Read fingerprints and row keys of %s tables in %.1fs on %s connections",
                       len(tables), time.monotonic() - clock, min(self.readers, max(1, len(tables))))
-        return {
-            "snapshot": session.info.to_dict(),
-            "fingerprints": {t.qualified: fingerprints[t.qualified] for t in tables},
-            "sequences": sequences,
-            "tables": {t.qualified: {"key_columns": list(t.key_columns)} for t in tables},
-        }
+        return _snapshot_details(session, tables, {t.qualified: fingerprints[t.qualified] for t in tables}, sequences, large_objects)
 
     def _read_table(self, cur, table: TableInfo, state: RowKeyState) -> dict:
         hold_table_as_snapshot_sees_it(cur, table)
         if not table.key_columns:
-            return table_fingerprint(cur, table.schema, table.name).to_dict()
+            return relation_fingerprint(cur, table).to_dict()
         with state.writer(table.qualified) as out:
             cur.copy_expert(rows_query(table).as_string(cur), out)
         return state.fingerprint(table.qualified).to_dict()
@@ -301,11 +330,12 @@ class BackupCapture:
 
         The newest few are kept, not just ``keep``, because a capture that is not yet
         committed (or never will be) must not take its parent's state from a concurrent
-        or later incremental.
+        or later incremental.  "Newest" is when the state was written, not what its id
+        says: ids need not sort by time.
         """
         if not self.state_root.is_dir():
             return
-        states = sorted((e for e in self.state_root.iterdir() if e.is_dir()), key=lambda e: e.name.split("-")[0])
+        states = sorted((e for e in self.state_root.iterdir() if e.is_dir()), key=lambda e: e.stat().st_mtime)
         for entry in states[:-newest]:
             if entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
@@ -319,49 +349,60 @@ class BackupCapture:
         session = SnapshotSession(self.target, logger=self.log)
         try:
             parent_state = RowKeyState(self.state_root, parent.id)
-            reason = self._promotion_reason(session, parent, parent_state)
+            with session.cursor() as cur:
+                here = _observe(cur)
+            reason = self._promotion_reason(session, parent, parent_state, here)
             if reason:
                 self.log.warning("Taking a full backup instead of an incremental: %s", reason)
-                return self.full(promoted_because=reason, session=session, after=parent.id)
+                return self.full(promoted_because=reason, session=session)
             try:
-                return self._incremental(session, parent, parent_state)
+                return self._incremental(session, parent, parent_state, here)
             except (StateMismatch, StateOrderError) as exc:
                 # Nothing was kept of the incremental; the snapshot is intact (these are checks, not SQL errors).
                 reason = f"the row-key state of parent {parent.id} does not add up with the source: {exc}"
                 self.log.warning("Taking a full backup instead of an incremental: %s", reason)
-                return self.full(promoted_because=reason, session=session, after=parent.id)
+                return self.full(promoted_because=reason, session=session)
         finally:
             session.close()
 
-    def _promotion_reason(self, session: SnapshotSession, parent: BackupManifest, parent_state: RowKeyState) -> str | None:
+    def _promotion_reason(self, session: SnapshotSession, parent: BackupManifest, parent_state: RowKeyState,
+                          here: _Observed) -> str | None:
         snap = parent.details.get("snapshot")
         if not snap or "fingerprints" not in parent.details or "schema_sha256" not in parent.details:
             return f"parent {parent.id} records no snapshot state (made by an older version?)"
+        reason = older_parent_reason(parent)
+        if reason:
+            return reason
         if parent.database != self.target.dbname:
             return f"parent {parent.id} is a backup of database {parent.database!r}, not {self.target.dbname!r}"
-        here = session.info
-        if snap.get("system_identifier") and here.system_identifier and snap["system_identifier"] != here.system_identifier:
-            return "the source is a different PostgreSQL cluster than the parent's"
-        if here.xmax < snap["xmax"]:
-            return "transaction ids went backwards since the parent: the source was replaced or restored"
-        if here.xmax - snap["xmin"] > MAX_XID_DISTANCE:
-            return f"over {MAX_XID_DISTANCE} transactions since the parent"
+        parent_source = SourceIdentity.from_dict(parent.details["source"])
+        if not parent_source.same_database(session.source):
+            return f"the source is {session.source.describe()}, the parent's was {parent_source.describe()}"
+        reason = continuity_reason(snap, session.info)
+        if reason:
+            return reason
+        if parent.details.get("settings") != session.settings:
+            return f"the rendering settings differ from parent {parent.id}'s, so its fingerprints do not compare"
         if not parent_state.exists():
             return f"the row-key state of parent {parent.id} is not on this machine ({parent_state.dir})"
         if damage := parent_state.damage():
             return f"the row-key state of parent {parent.id} {damage}"
         if not parent_state.current_format():
             return f"the row-key state of parent {parent.id} is of an older format (keys without row hashes)"
-        missing = [t for t, info in parent.details.get("tables", {}).items() if info.get("key_columns") and not parent_state.path(t).is_file()]
+        missing = [t for t, info in parent.details.get("tables", {}).items()
+                   if info.get("kind", "r") == "r" and info.get("key_columns") and not parent_state.path(t).is_file()]
         if missing:
             return f"the row-key state of parent {parent.id} lacks {missing[0]}"
+        reason = identity_reason(parent.details.get("tables", {}), here.tables)
+        if reason:
+            return reason
         schema = self._schema_hash(session)
         if schema != parent.details["schema_sha256"]:
             return "the schema changed since the parent (tables, columns, indexes or other definitions)"
-        return None
+        return content_outside_tables_reason(parent.details, here)
 
-    def _incremental(self, session: SnapshotSession, parent: BackupManifest, parent_state: RowKeyState) -> CapturedBackup:
-        backup_id = self._new_id("incremental", parent.id)
+    def _incremental(self, session: SnapshotSession, parent: BackupManifest, parent_state: RowKeyState, here: _Observed) -> CapturedBackup:
+        backup_id = self._new_id("incremental")
         started = datetime.now(timezone.utc)
         object_path = self.layout.object_path("incremental", backup_id)
         out_path = self.local_dir / object_path
@@ -380,22 +421,21 @@ class BackupCapture:
                 with self.compression.compressor().stream_writer(sink, closefd=False) as zwriter:
                     counted = _Tee(zwriter, raw_counter)
                     delta = DeltaWriter(counted)
-                    fingerprints = {}
+                    fingerprints = dict(here.matview_fingerprints)  # proved equal to the parent's: nothing to carry
                     with session.cursor() as cur, scratch_dir(self.local_dir, "merge") as tmp:
-                        tables = list_tables(cur)
+                        tables = here.tables
                         sequences = read_sequences(cur)
                         for table in tables:
                             self._check_cancelled()
+                            if table.is_matview:
+                                captured[table.qualified] = {"mode": "unchanged"}
+                                continue
                             captured[table.qualified], fingerprints[table.qualified] = self._capture_table(
                                 cur, delta, table, parent_state, state, changed_rows, parent_fingerprints.get(table.qualified), Path(tmp),
                             )
                     delta.close()
-                    details = {
-                        "snapshot": session.info.to_dict(),
-                        "fingerprints": fingerprints,
-                        "sequences": sequences,
-                        "tables": {t.qualified: {"key_columns": list(t.key_columns)} for t in tables},
-                    }
+                    details = _snapshot_details(session, tables, {t.qualified: fingerprints[t.qualified] for t in tables},
+                                                sequences, here.large_objects)
                 raw_out.flush()
                 os.fsync(raw_out.fileno())
             os.replace(partial, out_path)
@@ -530,6 +570,154 @@ class BackupCapture:
         return {"mode": "whole table", "reason": "no primary key", "rows": fingerprint["rows"], "bytes": out.bytes}, fingerprint
 
 
+class LargeObjectsUnreadable(DumpError):
+    """The backup role may not read some large objects: pg_dump would fail after a long time; fail before it starts."""
+
+
+# Large objects the current role may not read, as PostgreSQL 15 decides it (pg_largeobject_aclmask):
+# superusers and lo_compat_privileges read all, owners (and roles inheriting from them) theirs, else a SELECT grant.
+LARGE_OBJECTS_UNREADABLE_SQL = """
+SELECT count(*), min(m.oid::bigint) FROM pg_catalog.pg_largeobject_metadata m
+WHERE pg_catalog.current_setting('is_superuser') <> 'on' AND pg_catalog.current_setting('lo_compat_privileges') <> 'on'
+  AND NOT pg_catalog.pg_has_role(m.lomowner, 'USAGE')
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.aclexplode(m.lomacl) a
+                  WHERE a.privilege_type = 'SELECT' AND (a.grantee = 0 OR pg_catalog.pg_has_role(a.grantee, 'USAGE')))
+"""
+
+
+def check_large_objects_readable(cur, source: str) -> None:
+    """Raise :class:`LargeObjectsUnreadable` unless the role can read every large object and their pages (for the fingerprint).
+
+    ``pg_read_all_data`` covers tables, not large objects (PostgreSQL 15): such a role
+    dumps a database with large objects only once it may read them.
+    """
+    cur.execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata)")
+    if not cur.fetchone()[0]:
+        return
+    cur.execute(LARGE_OBJECTS_UNREADABLE_SQL)
+    unreadable, example = cur.fetchone()
+    cur.execute("SELECT pg_catalog.has_table_privilege('pg_catalog.pg_largeobject', 'SELECT'), current_user")
+    pages_readable, role = cur.fetchone()
+    if unreadable:
+        raise LargeObjectsUnreadable(
+            f"role {role} cannot read {unreadable} large object(s) of {source} (e.g. {example}), so pg_dump would fail; nothing was "
+            f"captured: make the backup role a superuser, or the owner of the large objects, or GRANT SELECT ON LARGE OBJECT <oid> "
+            f"TO {role} for each, or set lo_compat_privileges = on"
+        )
+    if not pages_readable:
+        raise LargeObjectsUnreadable(
+            f"role {role} cannot read pg_catalog.pg_largeobject of {source}, which the large objects' fingerprint reads; nothing was "
+            f"captured: GRANT pg_read_all_data TO {role} (or SELECT on pg_catalog.pg_largeobject)"
+        )
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """What an incremental reads of its snapshot before it decides: relations, materialized views' and large objects' fingerprints."""
+
+    tables: list[TableInfo]
+    matview_fingerprints: dict[str, dict]
+    large_objects: dict | None
+
+
+def _observe(cur) -> _Observed:
+    tables = list_tables(cur)
+    matviews = {}
+    for table in tables:
+        if table.is_matview:
+            hold_table_as_snapshot_sees_it(cur, table)
+            matviews[table.qualified] = relation_fingerprint(cur, table).to_dict()
+    return _Observed(tables, matviews, large_objects_fingerprint(cur))
+
+
+def _snapshot_details(session: SnapshotSession, tables: list[TableInfo], fingerprints: dict, sequences: dict,
+                      large_objects: dict | None) -> dict[str, Any]:
+    """The manifest details every backup records of its snapshot (CONTRACT: format version 2)."""
+    details = {
+        "snapshot": session.info.to_dict(),
+        "source": session.source.to_dict(),
+        "settings": dict(session.settings),
+        "fingerprints": fingerprints,
+        "sequences": sequences,
+        "tables": {t.qualified: t.identity() for t in tables},
+    }
+    if large_objects:
+        details["large_objects"] = large_objects
+    return details
+
+
+def older_parent_reason(parent: BackupManifest) -> str | None:
+    """A parent written before relations were known by OID and sources by identity cannot carry an incremental."""
+    tables = parent.details.get("tables") or {}
+    old_format = getattr(parent, "format_version", 2) < 2
+    if old_format or "source" not in parent.details or any("oid" not in info for info in tables.values()):
+        return (f"parent {parent.id} was made by an older version of pgbackup (it records no source identity or "
+                "relation OIDs); a full backup records them")
+    return None
+
+
+def parse_lsn(text: str) -> int:
+    """``"0/1D748F0"`` as a number, so WAL positions compare."""
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def continuity_reason(parent_snapshot: dict, here) -> str | None:
+    """Why the source's history since the parent's snapshot may not be one line of transactions, or None.
+
+    Rows count as changed by their xmin, which only works if every transaction since
+    the parent is later in one history.  A failover, a point-in-time recovery or a
+    restore from a file copy breaks that: the timeline changes, or the WAL position
+    goes back, and transaction ids are reused — rows written then can carry ids
+    below the parent's snapshot and would be missed.
+    """
+    if parent_snapshot.get("system_identifier") and here.system_identifier and parent_snapshot["system_identifier"] != here.system_identifier:
+        return "the source is a different PostgreSQL cluster than the parent's"
+    if parent_snapshot.get("timeline") is not None:
+        if here.timeline is None:
+            return "the source's timeline cannot be read now, so its history since the parent cannot be proved continuous"
+        if here.timeline != parent_snapshot["timeline"]:
+            return (f"the source is on timeline {here.timeline}, the parent's snapshot was on {parent_snapshot['timeline']}: "
+                    "it was promoted, failed over or recovered to a point in time since")
+    if parent_snapshot.get("wal_lsn"):
+        if not here.wal_lsn:
+            return "the source's WAL position cannot be read now, so its history since the parent cannot be proved continuous"
+        if parse_lsn(here.wal_lsn) < parse_lsn(parent_snapshot["wal_lsn"]):
+            return (f"the source's WAL position {here.wal_lsn} is behind the parent's {parent_snapshot['wal_lsn']}: "
+                    "it was restored from a copy or recovered to an earlier point")
+    if here.xmax < parent_snapshot["xmax"]:
+        return "transaction ids went backwards since the parent: the source was replaced or restored"
+    if here.xmax - parent_snapshot["xmin"] > MAX_XID_DISTANCE:
+        return f"over {MAX_XID_DISTANCE} transactions since the parent"
+    return None
+
+
+def identity_reason(parent_tables: dict[str, dict], tables: list[TableInfo]) -> str | None:
+    """A relation under a key the parent knew, but not the same relation (by OID): its row-key state is another table's."""
+    for table in tables:
+        seen = parent_tables.get(table.qualified)
+        if seen is not None and (seen["oid"] != table.oid or seen.get("kind", "r") != table.kind):
+            return (f"{table.qualified} is not the relation the parent saw (oid {seen['oid']} then, {table.oid} now): "
+                    "it was renamed, swapped with another or dropped and re-created")
+    return None
+
+
+def content_outside_tables_reason(parent_details: dict, here: _Observed) -> str | None:
+    """Materialized views and large objects are not carried by incrementals: any change to them takes a full."""
+    parent_tables = parent_details.get("tables") or {}
+    parent_fingerprints = parent_details.get("fingerprints") or {}
+    for table in here.tables:
+        if not table.is_matview:
+            continue
+        if parent_tables.get(table.qualified, {}).get("relfilenode") != table.relfilenode:
+            return f"materialized view {table.qualified} was refreshed since the parent (incrementals carry table rows only)"
+        if parent_fingerprints.get(table.qualified) != here.matview_fingerprints[table.qualified]:
+            return f"materialized view {table.qualified} changed since the parent (REFRESH ... CONCURRENTLY; incrementals carry table rows only)"
+    if parent_details.get("large_objects") != here.large_objects:
+        return "the large objects changed since the parent (incrementals carry table rows only)"
+    return None
+
+
 def _link_or_copy(source: Path, dest: Path) -> None:
     """An unchanged table's state is the parent's file: a hard link, or a copy where links are not possible."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -547,35 +735,6 @@ def _for_operator(exc: BaseException, where: Path) -> BaseException:
         first = (str(exc).strip().splitlines() or ["connection lost"])[0]
         return DumpError(f"the backup's database session failed: {first}; nothing was kept")
     return exc
-
-
-class _Background:
-    """Run one function in a thread (psycopg2 releases the GIL while the server works) and get its result."""
-
-    def __init__(self, fn) -> None:
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn) -> None:
-        try:
-            self._result = fn()
-        except BaseException as exc:  # re-raised in result()
-            self._error = exc
-
-    def wait_quietly(self) -> None:
-        self._thread.join()
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._error
-
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._result
 
 
 class _CountingWriter:

@@ -36,12 +36,13 @@ from pgbackup.apply import (
 from pgbackup.catalog import BrokenChainError, Catalog
 from pgbackup.compression import CHUNK, decompressed_chunks
 from pgbackup.connections import ConnectionMissing, pg_target_from_env
-from pgbackup.fingerprint import snapshot_fingerprints, user_tables
+from pgbackup.fingerprint import user_tables
 from pgbackup.identity import SourceIdentity, read_source_identity
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import Lease
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import PgTarget, PgTools, SourceError, tools_for_server
+from pgbackup.restore_check import check_restored, restore_sequences
 
 log = logging.getLogger(__name__)
 
@@ -472,40 +473,3 @@ class ArchiveRestore:
         if code != 0:
             last = child.stderr_tail.splitlines()[-1:] or [f"exit code {code}"]
             raise RestoreError(f"pg_restore into {target.describe()} failed: {last[0]}")
-
-
-def restore_sequences(target: PgTarget, point: BackupManifest) -> None:
-    sequences = point.details.get("sequences") or {}
-    if not sequences:
-        return
-    conn = target.connect()
-    try:
-        with conn.cursor() as cur:
-            for name, (last_value, is_called) in sequences.items():
-                schema, _, seq = name.partition(".")
-                cur.execute("SELECT setval(%s::regclass, %s, %s)", (sql.Identifier(schema, seq).as_string(cur), last_value, is_called))
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def check_restored(target: PgTarget, point: BackupManifest, *, jobs: int = 1) -> tuple[int, int]:
-    """Compare the target with the fingerprints and sequences recorded at ``point``; raise on any difference.
-
-    The tables are fingerprinted on up to ``jobs`` connections sharing one snapshot:
-    the same check as in one transaction, in a fraction of the time.
-    """
-    expected = point.details.get("fingerprints")
-    if expected is None:
-        raise RestoreError(f"backup {point.id} records no fingerprints; the restore cannot be checked")
-    fingerprints, sequences = snapshot_fingerprints(target, jobs=max(1, jobs))
-    actual = {t: f.to_dict() for t, f in fingerprints.items()}
-    differing = sorted(t for t in set(expected) | set(actual) if expected.get(t) != actual.get(t))
-    if differing:
-        detail = "; ".join(f"{t}: expected {expected.get(t)}, found {actual.get(t)}" for t in differing[:5])
-        raise RestoreError(f"restored data differs from backup {point.id} in {len(differing)} table(s): {detail}")
-    wanted = {k: list(v) for k, v in (point.details.get("sequences") or {}).items()}
-    wrong = sorted(k for k in wanted if sequences.get(k) != wanted[k])
-    if wrong:
-        raise RestoreError(f"sequences differ from backup {point.id}: " + ", ".join(f"{k} is {sequences.get(k)}, expected {wanted[k]}" for k in wrong))
-    return len(actual), sum(f["rows"] for f in actual.values())

@@ -21,6 +21,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from pgbackup.fingerprint import pin_output_settings
+from pgbackup.identity import SourceIdentity, read_source_identity
 from pgbackup.postgres import PgTarget
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,13 @@ class TableRewritten(RuntimeError):
     """A table was truncated or rewritten after the snapshot: the snapshot would read it empty.  Retrying takes a new one."""
 
 
+class TableDefinitionChanged(TableRewritten):
+    """A table's columns or primary key changed after the snapshot: its rows would be read against the wrong definition."""
+
+
 def hold_table_as_snapshot_sees_it(cur, table) -> None:
-    """Take the lock a read takes (held to the end of the transaction), then prove no rewrite came between snapshot and lock.
+    """Take the lock a read takes (held to the end of the transaction), then prove no rewrite or
+    definition change came between snapshot and lock.
 
     ``TRUNCATE`` and table-rewriting ``ALTER TABLE`` are not MVCC-safe: committed
     after the snapshot but before a table is first read, the snapshot sees the
@@ -45,16 +51,69 @@ def hold_table_as_snapshot_sees_it(cur, table) -> None:
     all before the snapshot, keeps a lock held elsewhere from stalling the whole
     capture where a task timeout cannot interrupt it.  (VACUUM FULL and CLUSTER
     also change the relfilenode; they are MVCC-safe, and only cost a retry.)
+
+    A definition change that does not rewrite (``ADD COLUMN``, ``DROP COLUMN``, a
+    new primary key) is just as wrong: the snapshot's ``pg_attribute`` lists the
+    old columns while the rows are stored for the new ones.  The relation's
+    columns as they are now come from the relcache (the result description of
+    ``SELECT * ... LIMIT 0``, which also takes the lock of a read), the primary
+    key's columns as they are now from ``pg_get_indexdef`` (the syscache); both
+    must equal what the snapshot's catalog says.  A materialized view cannot be
+    ``LOCK``ed; the ``SELECT`` takes its lock (one never populated cannot be
+    read at all, and only its relfilenode is compared).
     """
-    cur.execute(sql.SQL("LOCK TABLE ONLY {} IN ACCESS SHARE MODE").format(table.ident))
-    cur.execute("SELECT c.relfilenode, pg_relation_filenode(c.oid) FROM pg_class c WHERE c.oid = %s::regclass",
-                (table.ident.as_string(cur),))
+    if table.kind != "m":
+        cur.execute(sql.SQL("LOCK TABLE ONLY {} IN ACCESS SHARE MODE").format(table.ident))
+    current_columns = None
+    if table.populated:
+        cur.execute(sql.SQL("SELECT * FROM ONLY {} LIMIT 0").format(table.ident))
+        current_columns = [(column.name, column.type_code) for column in cur.description or ()]
+    cur.execute("SELECT c.relfilenode, pg_catalog.pg_relation_filenode(c.oid) FROM pg_catalog.pg_class c WHERE c.oid = %s",
+                (table.oid,))
     seen, current = cur.fetchone()
     if seen != current:
         raise TableRewritten(
             f"table {table.qualified} was truncated or rewritten after the backup's snapshot was taken; "
             "nothing was kept, and the next try takes a new snapshot"
         )
+    seen_columns = [(name, int(type_oid)) for name, _generated, type_oid in (d.rsplit(":", 2) for d in table.definition)]
+    current_key = _current_key_columns(cur, table)
+    if (current_columns is not None and current_columns != seen_columns) or current_key != list(table.key_columns):
+        raise TableDefinitionChanged(
+            f"table {table.qualified} changed its definition (columns or primary key) after the backup's snapshot was taken; "
+            "nothing was kept, and the next try takes a new snapshot"
+        )
+
+
+def _current_key_columns(cur, table) -> list[str]:
+    """The snapshot's primary key index's key columns in the catalog as it is now (``pg_get_indexdef`` reads the syscache)."""
+    if table.key_index is None:
+        return []
+    cur.execute(
+        "SELECT pg_catalog.pg_get_indexdef(%s, k, false) FROM pg_catalog.generate_series(1, %s) AS k ORDER BY k",
+        (table.key_index, len(table.key_columns)),
+    )
+    return [_unquoted(column) for (column,) in cur.fetchall()]
+
+
+def _unquoted(identifier: str | None) -> str | None:
+    """``pg_get_indexdef`` quotes a column name as ``quote_ident`` does; undo it to compare with ``attname``."""
+    if identifier and identifier.startswith('"') and identifier.endswith('"'):
+        return identifier[1:-1].replace('""', '"')
+    return identifier
+
+
+def _probe(cur, query: str, otherwise: tuple) -> tuple:
+    """One row of ``query``, or ``otherwise`` when the role may not run it (rolled back to a savepoint: the snapshot stays)."""
+    cur.execute("SAVEPOINT pgbackup_probe")
+    try:
+        cur.execute(query)
+        row = cur.fetchone()
+        cur.execute("RELEASE SAVEPOINT pgbackup_probe")
+        return row
+    except psycopg2.Error:
+        cur.execute("ROLLBACK TO SAVEPOINT pgbackup_probe")
+        return otherwise
 
 
 class CaptureBusy(RuntimeError):
@@ -69,16 +128,22 @@ class SnapshotInfo:
     xmax: int
     taken_at: str  # the server's clock, ISO 8601
     system_identifier: str | None  # the cluster's identity, when the role may read it
+    timeline: int | None = None  # pg_control_checkpoint().timeline_id, when the role may read it
+    wal_lsn: str | None = None  # where the WAL was (written on a primary, replayed on a standby), e.g. "0/1D748F0"
 
     def to_dict(self) -> dict:
         return {
             "pg_snapshot": self.pg_snapshot, "xmin": self.xmin, "xmax": self.xmax,
             "taken_at": self.taken_at, "system_identifier": self.system_identifier,
+            "timeline": self.timeline, "wal_lsn": self.wal_lsn,
         }
 
 
 class SnapshotSession:
     """Holds the capture lock and the exported snapshot until ``close()``."""
+
+    source: SourceIdentity  # the database, read in the snapshot
+    settings: dict[str, str]  # the rendering settings pinned in the snapshot's transaction
 
     def __init__(self, target: PgTarget, *, logger: logging.Logger | None = None, lock_wait_seconds: float = 3600) -> None:
         self.target = target
@@ -117,17 +182,14 @@ class SnapshotSession:
                 " to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
             )
             exported, snapshot, xmin, xmax, taken_at = cur.fetchone()
-            pin_output_settings(cur)
-            cur.execute("SAVEPOINT probe")
-            try:
-                cur.execute("SELECT system_identifier::text FROM pg_control_system()")
-                system_identifier = cur.fetchone()[0]
-                cur.execute("RELEASE SAVEPOINT probe")
-            except psycopg2.Error:
-                cur.execute("ROLLBACK TO SAVEPOINT probe")
-                system_identifier = None
+            self.settings = pin_output_settings(cur)
+            self.source = read_source_identity(cur)
+            timeline, wal_lsn = _probe(cur, (
+                "SELECT (pg_catalog.pg_control_checkpoint()).timeline_id, CASE WHEN pg_catalog.pg_is_in_recovery()"
+                " THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END::text"
+            ), (None, None))
         self.log.info("Snapshot %s taken at %s (exported as %s)", snapshot, taken_at, exported)
-        return SnapshotInfo(exported, snapshot, xmin, xmax, taken_at, system_identifier)
+        return SnapshotInfo(exported, snapshot, xmin, xmax, taken_at, self.source.system_identifier, timeline, wal_lsn)
 
     def attach(self, application_name: str = "pgbackup capture reader"):
         """Another connection that sees exactly this session's snapshot (``SET TRANSACTION SNAPSHOT``).

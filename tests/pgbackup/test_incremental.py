@@ -202,3 +202,18 @@ def test_full_and_incremental_started_together_capture_one_after_the_other(shop_
     full, inc = results["full"], results["incremental"]
     assert full.kind == "full" and inc.kind == "incremental"
     assert inc.details["snapshot"]["taken_at"] >= full.finished_at.replace("+00:00", "Z")[:19]
+
+
+def test_a_chain_whose_ids_sort_before_their_parents_keeps_building_incrementals(shop_db, capture, client, make_database, monkeypatch):
+    """Ids need not sort by time (another installation's clock, a random suffix): parents are found by id, states kept by age."""
+    from pgbackup import capture as capture_module
+
+    years = iter(range(2090, 2000, -1))
+    monkeypatch.setattr(capture_module, "new_backup_id", lambda kind, at: f"{next(years)}0101T000000Z-{kind}")
+    parent = publish(capture.full(), client)
+    for seed in range(1, 6):  # more than the few newest states kept
+        mutate(shop_db, 0.01, seed)
+        captured = capture.incremental(parent)
+        assert captured.kind == "incremental", captured.details.get("promoted_from_incremental")
+        parent = publish(captured, client)
+    assert database_content(restore(client, parent.id, make_database)) == database_content(shop_db)

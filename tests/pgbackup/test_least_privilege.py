@@ -44,7 +44,7 @@ def test_a_read_only_role_takes_full_and_incremental_backups(reader, shop_db, tm
     mutate_sample_shop(writer, 0.02, 8)
     writer.close()
     inc = capture.incremental(parent)
-    assert inc.kind == "incremental" and inc.details["captured"]["public.order"]["mode"] == "rows"
+    assert inc.kind == "incremental" and inc.details["captured"]['public."order"']["mode"] == "rows"
     target = make_database("from_reader")
     ArchiveRestore(tools_for_server(num)).run(full.path, target, expected_uncompressed=full.uncompressed_bytes)
     assert set(database_content(target)) == set(database_content(shop_db))

@@ -186,7 +186,7 @@ def test_table_names_with_slashes_and_dots_keep_their_state_inside_its_folder(sh
     assert {p.parent for p in state.dir.rglob("*.rows.zst")} == {state.dir}
     execute(shop_db, 'DELETE FROM "a/b" WHERE id = 2', 'DELETE FROM "..up" WHERE id = 1')
     inc = publish(capture.incremental(full), client)
-    assert inc.kind == "incremental" and inc.details["captured"]["public.a/b"]["deleted"] == 1
+    assert inc.kind == "incremental" and inc.details["captured"]['public."a/b"']["deleted"] == 1
     assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)
 
 

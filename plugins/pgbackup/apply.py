@@ -17,14 +17,15 @@ The rows are sent in the source database's encoding (``client_encoding`` is
 pinned to it), so a target with a different client default — ``PGCLIENTENCODING``
 in the operator's shell — still reads them as they were written.
 
-After the last incremental of a chain, every materialized view populated on the
-target is refreshed (dependencies first), as pg_restore refreshes them after a full.
+Materialized views are never refreshed here: a capture that sees a view refreshed
+since its parent takes a full instead, so across an incremental a view holds what
+it held at the full — which is what pg_restore gave it.  Refreshing would compute
+it from the newer rows and differ from a source whose view was left stale.
 """
 
 from __future__ import annotations
 
 import logging
-from graphlib import TopologicalSorter
 from pathlib import Path
 
 import psycopg2
@@ -149,55 +150,3 @@ def apply_section(cur, header: dict, data, counts: dict[str, int]) -> None:
         counts["replaced"] += cur.rowcount
     else:
         raise IncrementalApplyError(f"unknown section action {action!r} for {header.get('table')}")
-
-
-# Views and materialized views, and which of them each one reads (through its rewrite rule).
-VIEWS_SQL = """
-SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispopulated FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-"""
-VIEW_DEPENDENCIES_SQL = """
-SELECT DISTINCT r.ev_class, d.refobjid FROM pg_rewrite r
-JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
-JOIN pg_class c ON c.oid = d.refobjid
-WHERE d.refobjid <> r.ev_class AND c.relkind IN ('v', 'm')
-"""
-
-
-def refresh_materialized_views(target: PgTarget, logger: logging.Logger | None = None) -> list[str]:
-    """REFRESH every populated materialized view, each after the views it reads; returns their names in that order.
-
-    The order comes from pg_depend through plain views too (a materialized view
-    over a view over another materialized view), not from OIDs: OIDs wrap, and a
-    restored database's OIDs are not the source's.  Unpopulated ones (``WITH NO
-    DATA``) stay unpopulated, as on the source.
-    """
-    logger = logger or log
-    conn = target.connect(application_name="pgbackup restore")
-    refreshed: list[str] = []
-    try:
-        with conn.cursor() as cur:
-            cur.execute(VIEWS_SQL)
-            views = {oid: (schema, name, kind, populated) for oid, schema, name, kind, populated in cur.fetchall()}
-            if not any(kind == "m" for _, _, kind, _ in views.values()):
-                return []
-            cur.execute(VIEW_DEPENDENCIES_SQL)
-            graph: dict[int, set[int]] = {oid: set() for oid in views}
-            for dependent, dependency in cur.fetchall():
-                if dependent in graph:
-                    graph[dependent].add(dependency)
-            cur.execute("SET LOCAL search_path = ''")  # as pg_restore refreshes them
-            for oid in TopologicalSorter(graph).static_order():
-                schema, name, kind, populated = views.get(oid, (None, None, None, False))
-                if kind == "m" and populated:
-                    cur.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(schema, name)))
-                    refreshed.append(f"{schema}.{name}")
-        conn.commit()
-    except psycopg2.Error as exc:
-        conn.rollback()
-        raise IncrementalApplyError(f"refreshing materialized views failed: {str(exc).strip().splitlines()[0]}") from None
-    finally:
-        conn.close()
-    if refreshed:
-        logger.info("Refreshed %s materialized view(s): %s", len(refreshed), ", ".join(refreshed))
-    return refreshed

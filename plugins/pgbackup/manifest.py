@@ -96,19 +96,11 @@ def _each(entry_check):
     return check
 
 
-def _either(first, second):
-    def check(value: Any) -> str | None:
-        problem = first(value)
-        return None if problem is None or second(value) is None else problem
-
-    return check
-
-
 _TEXT = _typed(str)
-# [last_value, is_called]: how captures before the sequence objects of the contract wrote a sequence.
-_SEQUENCE_PAIR = _typed(list, test=lambda v: len(v) == 2 and _is_int(v[0]) and isinstance(v[1], bool), wanted="[last_value, is_called]")
 _INT = _typed(int)
 _HASH = _typed(str, test=lambda v: bool(_HASH_PAIR_RE.match(v)), wanted='a "high:low" hash')
+# A materialized view that was never populated has no rows to hash (pgbackup.fingerprint.UNPOPULATED).
+_RELATION_HASH = _typed(str, test=lambda v: v == "unpopulated" or bool(_HASH_PAIR_RE.match(v)), wanted='a "high:low" hash or "unpopulated"')
 
 # details field -> (check, what it means).  The capture writes them; restore and the catalog read them.
 DETAIL_FIELDS: dict[str, tuple[Any, str]] = {
@@ -131,9 +123,9 @@ DETAIL_FIELDS: dict[str, tuple[Any, str]] = {
                      optional=("schema", "name", "oid", "relfilenode", "kind"))),
         "every table and materialized view, keyed by relation key",
     ),
-    "fingerprints": (_each(_shape({"rows": _INT, "hash": _HASH})), "rows and content hash of every table and materialized view"),
+    "fingerprints": (_each(_shape({"rows": _INT, "hash": _RELATION_HASH})), "rows and content hash of every table and materialized view"),
     "sequences": (
-        _each(_either(_shape({"schema": _TEXT, "name": _TEXT, "last_value": _INT, "is_called": _typed(bool)}), _SEQUENCE_PAIR)),
+        _each(_shape({"schema": _TEXT, "name": _TEXT, "last_value": _INT, "is_called": _typed(bool)})),
         "every sequence's state at the snapshot",
     ),
     "large_objects": (_shape({"count": _INT, "hash": _HASH}), "count and hash of the large objects (absent when none)"),

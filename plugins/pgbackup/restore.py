@@ -31,7 +31,6 @@ from rclone_provider.client import RcloneError
 from pgbackup.apply import (
     IncrementalApplyError,
     apply_incremental,
-    refresh_materialized_views,
 )
 from pgbackup.catalog import BrokenChainError, Catalog
 from pgbackup.compression import CHUNK, decompressed_chunks
@@ -418,10 +417,6 @@ class ChainRestore:
                     clock = time.monotonic()
                     apply_incremental(path, manifest, target, self.log, client_encoding=client_encoding)
                     steps[f"apply {manifest.id}"] = time.monotonic() - clock
-                if len(chain) > 1:
-                    clock = time.monotonic()
-                    refresh_materialized_views(target, self.log)
-                    steps["refresh materialized views"] = time.monotonic() - clock
             except IncrementalApplyError as exc:
                 raise RestoreError(str(exc)) from None
         clock = time.monotonic()

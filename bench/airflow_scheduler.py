@@ -21,6 +21,7 @@ scheduled run at once.
 from __future__ import annotations
 
 import secrets
+import shutil
 import sqlite3
 import sys
 import time
@@ -44,12 +45,14 @@ class AirflowStartError(RuntimeError):
 class RunningAirflow:
     """``with RunningAirflow(env, logs) as airflow: airflow.run(dag_id)`` — components up for the block."""
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        """``env``: the whole environment of every component (AIRFLOW_HOME, connections, BACKUP_*)."""
-        self.logs = logs
-        self.logs.mkdir(parents=True, exist_ok=True)
+    def __init__(self, env: dict[str, str], workdir: Path, logs: Path) -> None:
+        """``env``: the whole environment of every component (AIRFLOW_HOME, connections, BACKUP_*);
+        ``workdir``: a private folder for the login's password file and the component logs, which
+        :meth:`stop` copies to ``logs``."""
+        self.workdir, self.logs = workdir, logs
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._password = secrets.token_urlsafe(16)
-        self.api = ApiServer(self.logs, {ADMIN: ("admin", self._password)}, apps="all", base_env={
+        self.api = ApiServer(self.workdir, {ADMIN: ("admin", self._password)}, apps="all", base_env={
             **env,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
@@ -60,7 +63,7 @@ class RunningAirflow:
         self.api.env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"{self.api.url}/execution/"
         self.database = Path(env["AIRFLOW_HOME"]) / "airflow.db"
         self.components = [self.api.component] + [
-            AirflowProcess(name, [name], self.api.env, self.logs / f"{name}.log") for name in ("scheduler", "dag-processor")
+            AirflowProcess(name, [name], self.api.env, self.workdir / f"{name}.log") for name in ("scheduler", "dag-processor")
         ]
         self._token: str | None = None
 
@@ -94,6 +97,9 @@ class RunningAirflow:
             component.terminate()
         for component in reversed(self.components):
             component.stop()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for log in self.workdir.glob("*.log"):
+            shutil.copyfile(log, self.logs / log.name)
 
     def cpu_s(self) -> float:
         """User + system CPU so far of every component's process tree: each live process's own and that
@@ -131,11 +137,12 @@ class RunningAirflow:
             time.sleep(0.2)
         wall = time.perf_counter() - started
         tasks = self.request("GET", f"{path}/taskInstances?limit=1000")["task_instances"]
-        durations = {f"{t['task_id']}[{t['map_index']}]" if t["map_index"] >= 0 else t["task_id"]: t.get("duration") or 0.0
-                     for t in tasks}
         if state != "success":
-            failed = sorted(name for name, t in zip(durations, tasks) if t["state"] != "success")
+            failed = sorted(t["task_id"] for t in tasks if t["state"] != "success")
             raise AirflowStartError(f"run {run_id} of {dag_id} ended {state}; tasks not successful: {failed}\n{self.log_tails()}")
+        durations: dict[str, float] = {}  # per task id, the mapped instances of one task summed
+        for task in tasks:
+            durations[task["task_id"]] = durations.get(task["task_id"], 0.0) + (task.get("duration") or 0.0)
         return {"wall_s": wall, "tasks_s": durations, "run_id": run_id}
 
     def request(self, method: str, path: str, body: dict | None = None):

@@ -133,6 +133,9 @@ def main() -> None:
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432", help="server to use; any database in the URL is ignored")
     parser.add_argument("--skip-airflow", action="store_true", help="do not run the DAG through Airflow (no Airflow overhead measured)")
     parser.add_argument("--skip-scheduler", action="store_true", help="measure the `airflow dags test` path only, not a run on a running scheduler")
+    parser.add_argument("--quarter-hours", type=int, default=3,
+                        help="after the chain, this many more incrementals each after a 0.1 %% change: a sample of the "
+                             "15-minute schedule's day, so the CPU per day is a median and drift along the chain shows (default: 3)")
     parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)  # internal: measure one variant, spec on stdin
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the scratch databases are dropped and children stopped.
@@ -312,7 +315,7 @@ class Bench:
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rounds = [{str(scale): self.scale_round(number, scale) for scale in self.args.scales} for number in range(self.args.rounds)]
         # Not --pg-url: it may hold a password.
-        settings = {key: getattr(self.args, key) for key in ("scales", "rounds", "skip_airflow", "skip_scheduler")} | {
+        settings = {key: getattr(self.args, key) for key in ("scales", "rounds", "skip_airflow", "skip_scheduler", "quarter_hours")} | {
             "restore_jobs": self.jobs, "duration_s": time.monotonic() - self.started}
         return summarise(facts, settings, rounds)
 
@@ -440,8 +443,8 @@ class Bench:
                 self.progress(f"{step} full backup, {name}")
                 fulls[name] = measure(work, out / name)
             if airflow and not self.args.skip_scheduler:
-                self.progress(f"{step} full backup, DAG run on a running scheduler (starting it, untimed)")
-                fulls["scheduler"] = self.full_on_scheduler(work, out / "scheduler")
+                self.progress(f"{step} full backup, two DAG runs on a running scheduler (starting it, untimed)")
+                fulls["scheduler_first"], fulls["scheduler"] = self.full_on_scheduler(work, out / "scheduler")
             self.progress(f"{step} restores of the full")
             restores = {
                 "bare": self.restore_bare(out / "baseline" / "remote" / "baseline.dump"),
@@ -455,9 +458,13 @@ class Bench:
             restores["chain"] = self.restore(out / "library", incrementals[-1]["backup_id"])
             for inc, apply_s in zip(incrementals, restores["chain"]["apply_s"]):
                 inc["apply_s"] = apply_s
+            quarter_hours = []
+            for number_in_day in range(self.args.quarter_hours):
+                self.progress(f"{step} quarter hour {number_in_day + 1}/{self.args.quarter_hours}: 0.1% of the rows change, incremental")
+                quarter_hours.append(self.incremental(work, out / "library", FRACTIONS[TENTH_PERCENT], len(FRACTIONS) + 1 + number_in_day))
             seeded = self.seeded[scale]
             return {"database_bytes": self.size(seeded), "data_bytes": self.data_size(seeded),
-                    "full": fulls, "restore": restores, "incremental": incrementals}
+                    "full": fulls, "restore": restores, "incremental": incrementals, "quarter_hours": quarter_hours}
         finally:
             self.drop(work)
             shutil.rmtree(out, ignore_errors=True)
@@ -478,25 +485,29 @@ class Bench:
         shutil.rmtree(out)  # a second full backup's worth of disk, not needed again
         return result | {"bytes": stored.artifact.bytes, "tasks_s": tasks}
 
-    def full_on_scheduler(self, source: PgTarget, out: Path) -> dict:
-        """pg_full_backup triggered through the REST API on a running api-server + scheduler + dag-processor.
+    def full_on_scheduler(self, source: PgTarget, out: Path) -> tuple[dict, dict]:
+        """pg_full_backup triggered twice through the REST API on a running api-server + scheduler + dag-processor:
+        the first run after the start-up, and the second, the steady state of a scheduler that has been up.
 
-        Timed from the trigger to the run's success; CPU = every component's and their waited-for
-        children's (the task processes, pg_dump, rclone) during the run, so it includes the library's own.
+        Each is timed from the trigger to the run's success; CPU = every component's process tree
+        (the task processes, pg_dump, rclone) during the run, so it includes the library's own.
         """
         from airflow_scheduler import RunningAirflow  # Airflow's test harness: only when this path is measured
 
-        with RunningAirflow(self.backup_env(source, out), AIRFLOW_LOGS) as running:
-            cpu = running.cpu_s()
-            server_cpu = ServerCpu(self.server, [source.dbname]).start()
-            try:
-                result = running.run(DAG_ID)
-            finally:
-                server = server_cpu.stop()
-            result["cpu_s"] = running.cpu_s() - cpu
-        stored = Catalog.load(_client(str(out / "remote")), LAYOUT).backups[-1]
+        runs = []
+        with RunningAirflow(self.backup_env(source, out), self.tmp / "airflow-components", AIRFLOW_LOGS) as running:
+            for _ in range(2):
+                cpu = running.cpu_s()
+                server_cpu = ServerCpu(self.server, [source.dbname]).start()
+                try:
+                    result = running.run(DAG_ID)
+                finally:
+                    server = server_cpu.stop()
+                result["cpu_s"] = running.cpu_s() - cpu
+                stored = Catalog.load(_client(str(out / "remote")), LAYOUT).backups[-1]
+                runs.append(result | with_server_cpu(server) | {"bytes": stored.artifact.bytes})
         shutil.rmtree(out)
-        return result | with_server_cpu(server) | {"bytes": stored.artifact.bytes}
+        return runs[0], runs[1]
 
     def incremental(self, work: PgTarget, out: Path, fraction: float, seed_number: int) -> dict:
         """Change ``fraction`` of the rows (the same change set every round), then take and measure an incremental."""
@@ -651,28 +662,39 @@ def summarise(facts: dict, settings: dict, rounds: list[dict]) -> dict:
             "dag_only_tasks_s": sum(tasks.get(task, 0.0) for task in DAG_ONLY_TASKS),
             "outside_tasks_s": full["airflow"]["wall_s"] - sum(tasks.values()),
         }
-    if "scheduler" in full:
-        tasks = full["scheduler"]["tasks_s"]
-        overhead["scheduler"] = {
-            "wall_s": full["scheduler"]["wall_s"],
-            "minus_library_s": full["scheduler"]["wall_s"] - full["library"]["wall_s"],
-            "dag_only_tasks_s": sum(tasks.get(task, 0.0) for task in DAG_ONLY_TASKS),
-            "outside_tasks_s": full["scheduler"]["wall_s"] - sum(tasks.values()),
-        }
+    for path in ("scheduler_first", "scheduler"):
+        if path in full:
+            tasks = full[path]["tasks_s"]
+            overhead[path] = {
+                "wall_s": full[path]["wall_s"],
+                "minus_library_s": full[path]["wall_s"] - full["library"]["wall_s"],
+                "dag_only_tasks_s": sum(tasks.get(task, 0.0) for task in DAG_ONLY_TASKS),
+                "outside_tasks_s": full[path]["wall_s"] - sum(tasks.values()),
+                "cpu_minus_library_s": full[path]["cpu_s"] - full["library"]["cpu_s"],
+            }
     summary["airflow_overhead"] = overhead
     return {"facts": facts, "settings": settings, "summary": summary, "targets": targets(scales, str(settings["scales"][-1]), overhead),
             "rounds": rounds}
 
 
 def cpu_per_day(s: dict) -> dict:
-    """What a day of 15-minute incrementals (each after 0.1 % changed) costs in CPU, against one full a day."""
-    full, inc = s["full"]["library"], s["incremental"][TENTH_PERCENT]
+    """What a day of 15-minute incrementals (each after 0.1 % changed) costs in CPU, against one full a day.
+
+    One incremental's cost is the median over every incremental taken after a 0.1 % change (the
+    chain's first and the ``--quarter-hours`` after it); the first and the last are kept beside it,
+    so a cost that grows along the chain shows.
+    """
+    full = s["full"]["library"]
+    sample = [s["incremental"][TENTH_PERCENT], *s["quarter_hours"]]
+    per_run = statistics.median(total_cpu(inc) for inc in sample)
+    server = [inc["server_cpu_s"] for inc in sample if inc.get("server_cpu_s") is not None]
     return {
-        "full_cpu_s": total_cpu(full), "full_client_cpu_s": full["cpu_s"], "full_server_cpu_s": full.get("server_cpu_s"),
-        "incremental_cpu_s": total_cpu(inc), "incremental_client_cpu_s": inc["cpu_s"], "incremental_server_cpu_s": inc.get("server_cpu_s"),
-        "incrementals_per_day_cpu_s": INCREMENTALS_PER_DAY * total_cpu(inc),
-        "vs_one_full": INCREMENTALS_PER_DAY * total_cpu(inc) / total_cpu(full),
-        "server_measured": full.get("server_cpu_s") is not None,
+        "full_cpu_s": total_cpu(full), "full_server_cpu_s": full.get("server_cpu_s"),
+        "incremental_cpu_s": per_run, "incremental_server_cpu_s": statistics.median(server) if server else None,
+        "incremental_wall_s": statistics.median(inc["wall_s"] for inc in sample),
+        "sampled": len(sample), "first_cpu_s": total_cpu(sample[0]), "last_cpu_s": total_cpu(sample[-1]),
+        "incrementals_per_day_cpu_s": INCREMENTALS_PER_DAY * per_run,
+        "vs_one_full": INCREMENTALS_PER_DAY * per_run / total_cpu(full),
     }
 
 
@@ -745,7 +767,8 @@ def targets(scales: dict, largest: str, overhead: dict) -> list[dict]:
     table = [{"target": name, "figure": figure, "unit": unit, "reference": reference, "reference_figure": ref,
               "ratio": figure / ref, "limit": limit, "limit_text": text, "met": figure / ref <= limit}
              for name, figure, unit, reference, ref, limit, text in rows]
-    for path, label in (("scheduler", "running scheduler"), ("dags_test", "airflow dags test")):
+    for path, label in (("scheduler", "running scheduler, 2nd run"), ("scheduler_first", "running scheduler, 1st run"),
+                        ("dags_test", "airflow dags test")):
         if path in overhead:
             added = overhead[path]["minus_library_s"]
             table.append({"target": f"Airflow's share, {label}", "figure": overhead[path]["wall_s"], "unit": "s",
@@ -804,19 +827,24 @@ def print_report(report: dict) -> None:
           "server CPU = the backends serving the measured database (bench/server_cpu.py).\npeak RSS = the largest single process, "
           f"never below the measuring process's own {s['restore']['bare']['own_rss_mb']:.0f} MB (Linux carries it into the tools it starts)")
     names = {"baseline": "pg_dump -Fc | rclone rcat (baseline)", "library": "library: capture, upload, verify, manifest",
-             "airflow": "bin/backupctl full (airflow dags test)", "scheduler": "DAG run on a running scheduler (REST trigger)"}
+             "airflow": "bin/backupctl full (airflow dags test)", "scheduler_first": "running scheduler, REST trigger, 1st run",
+             "scheduler": "running scheduler, REST trigger, 2nd run"}
     print_table("Full backup", ["", "wall s", "CPU s", "server CPU s", "peak RSS MB", "stored MB", "× wall", "× CPU+server", "× bytes"], [
         [names[name], f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", number(r.get("server_cpu_s")), f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "–",
          f"{r['bytes'] / MB:.1f}", f"{r['wall_s'] / base['wall_s']:.2f}", f"{total_cpu(r) / total_cpu(base):.2f}", f"{r['bytes'] / base['bytes']:.3f}"]
         for name, r in full.items()
     ])
-    for path, label in (("dags_test", "airflow dags test"), ("scheduler", "running scheduler")):
+    for path, label in (("dags_test", "airflow dags test"), ("scheduler_first", "running scheduler, 1st run"),
+                        ("scheduler", "running scheduler, 2nd run")):
         if path in summary["airflow_overhead"]:
             o = summary["airflow_overhead"][path]
             print(f"Airflow's share, {label}: DAG run − library path = {o['minus_library_s']:.1f} s ({100 * o['minus_library_s'] / o['wall_s']:.0f} % "
                   f"of the run); {o['outside_tasks_s']:.1f} s outside any task, {o['dag_only_tasks_s']:.1f} s in tasks the library path does not run")
-    if full.get("scheduler"):
-        print("  (running scheduler: CPU = api-server, scheduler, dag-processor and their task processes during the run; peak RSS not measured)")
+    if "scheduler" in summary["airflow_overhead"]:
+        o = summary["airflow_overhead"]["scheduler"]
+        print("  running scheduler: CPU = api-server, scheduler, dag-processor and their task processes during the run (peak RSS not "
+              f"measured);\n  Airflow's CPU per run beyond the library's: {o['cpu_minus_library_s']:.1f} s — "
+              f"× {INCREMENTALS_PER_DAY} = {INCREMENTALS_PER_DAY * o['cpu_minus_library_s']:.0f} CPU s a day if each incremental DAG run costs as much")
     lib = full["library"]
     print_table(f"Incremental, chained on the full (full: {lib['bytes'] / MB:.1f} MB, {lib['wall_s']:.1f} s)",
                 ["changed", "rows", "stored MB", "% of full", "raw rows MB", "wall s", "% of full", "CPU s", "server CPU s",
@@ -838,15 +866,17 @@ def print_report(report: dict) -> None:
         for name, r in s["restore"].items()
     ])
     print_table(f"CPU per day: {INCREMENTALS_PER_DAY} incrementals (every 15 min, 0.1 % changed each) against one full a day",
-                ["scale", "full CPU s", "of it server", "incremental CPU s", "of it server", "96 incrementals CPU s/day", "× one full",
-                 "% of one core"], [
+                ["scale", "full CPU s", "of it server", "incremental CPU s", "of it server", "first → last", "wall s",
+                 "96 a day: CPU s", "× one full", "% of a core"], [
         [scale, f"{d['full_cpu_s']:.1f}", number(d["full_server_cpu_s"]), f"{d['incremental_cpu_s']:.2f}", number(d["incremental_server_cpu_s"], 2),
+         f"{d['first_cpu_s']:.2f} → {d['last_cpu_s']:.2f}", f"{d['incremental_wall_s']:.1f}",
          f"{d['incrementals_per_day_cpu_s']:.0f}", f"{d['vs_one_full']:.1f}", f"{100 * d['incrementals_per_day_cpu_s'] / 86400:.2f}"]
         for scale, d in ((scale, at["cpu_per_day"]) for scale, at in summary["scales"].items())
     ])
-    print("counted: the capture process and its children (pg_dump, rclone; user + sys) and the backends serving the database, "
-          "from /proc;\nnot counted: autovacuum, checkpointer, WAL writer, Airflow; each incremental is one measured 0.1 % "
-          "incremental × 96 (a day's chain of 96 is not run)")
+    print(f"incremental = the median of {s['cpu_per_day']['sampled']} incrementals after a 0.1 % change each, the chain's first and "
+          f"--quarter-hours {settings['quarter_hours']} after it (first → last: drift along the chain); CPU = user + sys of\n"
+          "the capture process and its children (pg_dump, rclone) plus the backends serving the database, from /proc (bench/server_cpu.py);\n"
+          "not counted: autovacuum, checkpointer, WAL writer, and Airflow's own CPU (the running scheduler's is printed under the full backup)")
     g = summary["growth"]
     print_table(f"Growth with the database (y = a · size^b, least squares on log-log over {len(g['sizes'])} sizes of tables + indexes) "
                 "and at 100 GB",

@@ -85,13 +85,26 @@ class ServerCpu:
             self._cpu_ticks[(pid, int(fields[19]))] = int(fields[11]) + int(fields[12])
 
     def _watched(self, pid: int, title: str) -> bool:
-        words = title.removeprefix("postgres: ").split()
-        if words and words[0].endswith(":"):  # the cluster_name, when one is set ("15/main:")
-            words = words[1:]
-        if len(words) >= 2 and words[1] in self.databases and words[0] != "autovacuum":
+        kind, what = read_title(title)
+        if kind == "backend" and what in self.databases:
             self._leaders.add(pid)
             return True
-        return words[:3] == ["parallel", "worker", "for"] and len(words) >= 5 and words[4].isdigit() and int(words[4]) in self._leaders
+        return kind == "parallel worker" and what in self._leaders
+
+
+def read_title(title: str) -> tuple[str | None, str | int | None]:
+    """What a PostgreSQL process title says: ``("backend", database)`` for a client backend,
+    ``("parallel worker", leader pid)``, or ``(None, None)`` for anything else (autovacuum, the
+    checkpointer, a WAL sender...). ``cluster_name``, when set, prefixes the title ("15/main:")."""
+    words = title.removeprefix("postgres: ").split()
+    if words and words[0].endswith(":"):
+        words = words[1:]
+    if words[:3] == ["parallel", "worker", "for"] and len(words) >= 5 and words[4].isdigit():
+        return "parallel worker", int(words[4])
+    # A client backend: user, database, host(port) or [local], then its activity.
+    if len(words) >= 3 and (words[2].endswith(")") or words[2] == "[local]"):
+        return "backend", words[1]
+    return None, None
 
 
 def postmaster_pid(server: PgTarget) -> int | None:

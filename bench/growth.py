@@ -34,3 +34,25 @@ def fit_power_law(xs: list[float], ys: list[float]) -> PowerLaw | None:
     mean_y = sum(ly for _, ly in pairs) / len(pairs)
     b = sum((lx - mean_x) * (ly - mean_y) for lx, ly in pairs) / sum((lx - mean_x) ** 2 for lx, _ in pairs)
     return PowerLaw(a=math.exp(mean_y - b * mean_x), b=b, points=len(pairs))
+
+
+@dataclass(frozen=True)
+class FixedPlusLinear:
+    """``y = fixed + rate * x``: the other reading of the same points, for costs with a fixed part
+    (a start-up, a connection, Airflow's hand-offs) that a power law folds into a lower exponent."""
+
+    fixed: float
+    rate: float
+    points: int
+
+    def at(self, x: float) -> float:
+        return self.fixed + self.rate * x
+
+
+def fit_fixed_plus_linear(xs: list[float], ys: list[float]) -> FixedPlusLinear | None:
+    """Ordinary least squares of ``y`` on ``x``; ``None`` with fewer than two distinct ``x``."""
+    if len(set(xs)) < 2:
+        return None
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    rate = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+    return FixedPlusLinear(fixed=mean_y - rate * mean_x, rate=rate, points=len(xs))

@@ -14,7 +14,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent / "plugins")]
 
-from growth import fit_power_law  # noqa: E402
+from growth import fit_fixed_plus_linear, fit_power_law  # noqa: E402
 from pgbackup.postgres import PgTarget  # noqa: E402
 from server_cpu import ServerCpu, read_title  # noqa: E402
 
@@ -85,3 +85,10 @@ def test_server_cpu_counts_the_backend_of_the_watched_database_only():
     assert watched["backends"] == 1
     assert watched["cpu_s"] > 0.2  # 3 million md5s take well over a second of one core
     assert unwatched == {"cpu_s": 0.0, "backends": 0}
+
+
+def test_fixed_plus_linear_fit_separates_the_fixed_cost():
+    fit = fit_fixed_plus_linear([1e8, 2e8, 4e8], [20 + 3e-8 * x for x in (1e8, 2e8, 4e8)])
+    assert fit.fixed == pytest.approx(20)
+    assert fit.at(1e11) == pytest.approx(20 + 3000)
+    assert fit_fixed_plus_linear([5, 5], [1, 2]) is None

@@ -43,7 +43,7 @@ class AirflowStartError(RuntimeError):
 
 
 class RunningAirflow:
-    """``with RunningAirflow(env, logs) as airflow: airflow.run(dag_id)`` — components up for the block."""
+    """``with RunningAirflow(env, workdir, logs) as airflow: airflow.run(dag_id)`` — components up for the block."""
 
     def __init__(self, env: dict[str, str], workdir: Path, logs: Path) -> None:
         """``env``: the whole environment of every component (AIRFLOW_HOME, connections, BACKUP_*);

@@ -54,9 +54,9 @@ wall times move with it, so compare the ratios of one run, not runs.
 
 Run from the repository root (``make bench`` runs the first line)::
 
-    .venv/bin/python bench/run.py                                      # scales 10, 40, 100, 1 round: about 15 minutes on 2 cores
-    .venv/bin/python bench/run.py --scales 30,100,300 --rounds 3       # up to 1 GB, the size: over an hour
-    .venv/bin/python bench/run.py --scales 1,2,4 --skip-airflow        # a check that it all works, a few minutes
+    .venv/bin/python bench/run.py                                      # scales 10, 40, 100, 1 round: 7 minutes on 2 loaded cores
+    .venv/bin/python bench/run.py --scales 30,100,300 --rounds 3       # up to 1 GB, the size: about an hour
+    .venv/bin/python bench/run.py --scales 1,2                         # a check that it all works: 2-3 minutes
 
 The tables go to stdout, the same numbers (and every round's) to ``bench/results/run.json``,
 and the output of every measured process (the library's and Airflow's logs) to

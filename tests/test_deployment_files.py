@@ -22,13 +22,14 @@ COMPOSE_FILE = PROJECT / "docker-compose.yaml"
 DOCKERFILE = PROJECT / "Dockerfile"
 ENV_EXAMPLE = PROJECT / ".env.example"
 SETTINGS_SOURCE = PROJECT / "plugins" / "pgbackup" / "settings.py"
-REQUIREMENTS = PROJECT / "requirements.txt"
+REQUIREMENTS = PROJECT / "requirements-runtime.txt"
+TEST_REQUIREMENTS = PROJECT / "requirements-test.txt"
 
 AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-init", "airflow-worker"}
 LONG_RUNNING_AIRFLOW_SERVICES = AIRFLOW_SERVICES - {"airflow-init"}
 CELERY_SERVICES = {"redis", "airflow-worker"}
 EXPECTED_SERVICES = {"postgres"} | AIRFLOW_SERVICES | CELERY_SERVICES
-SUPPORTED_PG_MAJORS = range(13, 18)
+SUPPORTED_PG_MAJORS = range(13, 19)
 
 # `${NAME...}` or `$NAME` that Compose fills in; `$$` is a literal dollar for the shell.
 _COMPOSE_VARIABLE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
@@ -126,7 +127,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def pinned_airflow_version() -> str:
     match = re.search(r"^apache-airflow==([\w.]+)\s*$", REQUIREMENTS.read_text(encoding="utf-8"), re.MULTILINE)
-    assert match, "requirements.txt pins no apache-airflow version"
+    assert match, "requirements-runtime.txt pins no apache-airflow version"
     return match.group(1)
 
 
@@ -135,26 +136,37 @@ def test_compose_file_parses_as_yaml_with_every_expected_service():
     assert set(services()) == EXPECTED_SERVICES
 
 
-def test_every_airflow_service_is_built_from_the_common_definition_and_the_project_dockerfile():
+def test_the_image_is_built_once_by_airflow_init_and_run_by_every_airflow_service():
     common = compose()["x-airflow-common"]
-    assert common["build"] == "."
-    built = {name for name, service in services().items() if service.get("build") == "."}
-    assert built == AIRFLOW_SERVICES
+    assert "build" not in common
+    built = {name for name, service in services().items() if "build" in service}
+    assert built == {"airflow-init"}
+    assert services()["airflow-init"]["build"] == "."
     for name in AIRFLOW_SERVICES:
         assert services()[name]["image"] == common["image"], name
+        # Built here, never in a registry: a pull could only fail, or fetch someone else's image.
+        assert services()[name]["pull_policy"] == "never", name
 
 
-def test_every_airflow_service_mounts_dags_plugins_logs_and_backups_where_airflow_and_settings_expect_them():
+def test_the_image_carries_the_dags_and_plugins_and_the_services_mount_only_logs_and_backups():
     for name in AIRFLOW_SERVICES:
         service = services()[name]
         targets = volume_targets(service)
-        assert targets.get("/opt/airflow/dags") == "./dags", name
-        assert targets.get("/opt/airflow/plugins") == "./plugins", name
-        assert targets.get("/opt/airflow/logs") == "./logs", name
+        assert set(targets) == {"/opt/airflow/logs", "/opt/airflow/backups"}, name
+        assert targets["/opt/airflow/logs"] == "./logs", name
         backups = service["environment"]["BACKUP_LOCAL_DIR"]
         assert backups == "/opt/airflow/backups", name
-        assert targets.get(backups, "").startswith("${BACKUP_HOST_DIR"), name
+        assert targets[backups].startswith("${BACKUP_HOST_DIR"), name
+    copies = {args.split()[-2]: args.split()[-1] for instruction, args in dockerfile_instructions() if instruction == "COPY"}
+    assert copies["dags"] == "/opt/airflow/dags" and copies["plugins"] == "/opt/airflow/plugins"
+    assert copies["bin"] == "/opt/airflow/bin"
     assert (PROJECT / "dags").is_dir() and (PROJECT / "plugins" / "pgbackup").is_dir()
+
+
+def test_backupctl_is_on_the_path_of_every_airflow_container():
+    runs = [args for instruction, args in dockerfile_instructions() if instruction == "RUN"]
+    assert any('ln -s /opt/airflow/bin/backupctl "${AIRFLOW_USER_HOME_DIR}/.local/bin/backupctl"' in args
+               and "backupctl --help" in args for args in runs)
 
 
 def test_default_host_folder_for_backups_is_the_one_backupctl_uses_without_docker():
@@ -163,11 +175,13 @@ def test_default_host_folder_for_backups_is_the_one_backupctl_uses_without_docke
     assert (PROJECT / default).resolve() == BackupSettings.from_env({}).local_dir.resolve()
 
 
-def test_every_backup_setting_and_connection_reaches_the_airflow_containers():
+def test_every_line_of_env_reaches_every_airflow_container():
+    for name in AIRFLOW_SERVICES:
+        assert services()[name]["env_file"] == [".env"], name
+
+
+def test_the_connections_nothing_works_without_are_required():
     env = compose()["x-airflow-common"]["environment"]
-    assert settings_names() <= set(env)
-    for conn in ("AIRFLOW_CONN_BACKUP_SOURCE", "AIRFLOW_CONN_BACKUP_REMOTE", "AIRFLOW_CONN_SMTP_DEFAULT"):
-        assert env[conn].startswith(f"${{{conn}:"), conn
     for conn in ("AIRFLOW_CONN_BACKUP_SOURCE", "AIRFLOW_CONN_BACKUP_REMOTE"):
         assert env[conn].startswith(f"${{{conn}:?"), f"{conn} should be required (${{VAR:?message}})"
 
@@ -220,16 +234,25 @@ def test_airflow_services_wait_for_a_healthy_database_and_a_finished_init():
             assert depends["airflow-init"]["condition"] == "service_completed_successfully", name
 
 
-def test_init_migrates_the_database_and_sets_up_the_admin_user():
+def test_sign_in_is_the_official_files_fab_admin_created_by_init_with_the_password_from_env():
+    common = compose()["x-airflow-common"]["environment"]
+    assert common["AIRFLOW__CORE__AUTH_MANAGER"] == "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
     init = services()["airflow-init"]
-    script = " ".join(init["command"]) if isinstance(init["command"], list) else init["command"]
-    assert "airflow db migrate" in script
     assert "restart" not in init
-    assert set(init["environment"]) >= {"_AIRFLOW_WWW_USER_USERNAME", "_AIRFLOW_WWW_USER_PASSWORD"}
-    # The password goes to airflow-init alone, not to every container.
-    assert "_AIRFLOW_WWW_USER_PASSWORD" not in compose()["x-airflow-common"]["environment"]
-    users = init["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
-    assert users == "${_AIRFLOW_WWW_USER_USERNAME:-admin}:admin"
+    assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
+    assert init["environment"]["_AIRFLOW_WWW_USER_CREATE"] == "true"
+    assert init["environment"]["_AIRFLOW_WWW_USER_PASSWORD"].startswith("${_AIRFLOW_WWW_USER_PASSWORD:?")
+    script = " ".join(init["command"]) if isinstance(init["command"], list) else init["command"]
+    assert "/entrypoint airflow db check-migrations" in script
+    assert "CHANGE_ME" in script, "init refuses the example's placeholder password"
+    # env_file would hand the password to every container: the shared environment blanks it.
+    assert common["_AIRFLOW_WWW_USER_PASSWORD"] == ""
+    assert active_env()["_AIRFLOW_WWW_USER_PASSWORD"] == "CHANGE_ME"
+
+
+def test_a_stopping_scheduler_gets_time_to_stop_its_backups_cleanly():
+    period = services()["airflow-scheduler"]["stop_grace_period"]
+    assert compose_duration_seconds(compose_default(period)) >= 60
 
 
 def test_celery_services_start_only_with_the_celery_profile():
@@ -422,41 +445,56 @@ def test_secret_check_accepts_the_placeholders():
 # ---------------------------------------------------------------------- Dockerfile
 def test_dockerfile_base_image_is_the_airflow_version_requirements_pin():
     froms = [args for instruction, args in dockerfile_instructions() if instruction == "FROM"]
-    assert len(froms) == 1
-    match = re.fullmatch(r"apache/airflow:(?P<version>[\w.]+)-python(?P<python>3\.\d+)", froms[0].split()[0])
-    assert match, froms[0]
+    assert froms == ["${AIRFLOW_BASE_IMAGE}"]
+    base = next(args for instruction, args in dockerfile_instructions() if instruction == "ARG" and args.startswith("AIRFLOW_BASE_IMAGE="))
+    match = re.fullmatch(r"apache/airflow:(?P<version>[\w.]+)-python(?P<python>3\.\d+)", base.split("=", 1)[1])
+    assert match, base
     assert match["version"] == pinned_airflow_version()
 
 
-def test_dockerfile_installs_the_requirements_with_their_constraints_as_the_airflow_user():
+def test_dockerfile_installs_the_runtime_requirements_without_the_venv_constraints_as_the_airflow_user():
     instructions = dockerfile_instructions()
-    copies = [args for instruction, args in instructions if instruction == "COPY"]
-    assert any("requirements.txt" in args.split() and "constraints.txt" in args.split() for args in copies)
-    assert "-c constraints.txt" in REQUIREMENTS.read_text(encoding="utf-8")
     user = "root"
     pip_runs = []
     for instruction, args in instructions:
         if instruction == "USER":
             user = args.strip()
-        elif instruction == "RUN" and re.search(r"\bpip install\b.*-r \S*requirements\.txt", args):
+        elif instruction == "RUN" and re.search(r"\bpip install\b.*-r \S*requirements-runtime\.txt", args):
             pip_runs.append((user, args))
-    assert pip_runs, "no RUN pip install -r requirements.txt"
-    for user, args in pip_runs:
-        assert user == "airflow", "pip must run as the airflow user"
-        assert "--no-cache-dir" in args
+    assert len(pip_runs) == 1, "one RUN pip install -r requirements-runtime.txt"
+    user, args = pip_runs[0]
+    assert user == "airflow", "pip must run as the airflow user"
+    assert "--no-cache-dir" in args
+    assert '"apache-airflow==${AIRFLOW_VERSION}"' in args, "Airflow stays the base image's version"
+    assert "pip check" in args
+    assert "constraints.txt" not in args
     assert instructions[-1] != ("USER", "root")
 
 
+def test_runtime_requirements_hold_no_test_tools_and_no_constraints():
+    text = REQUIREMENTS.read_text(encoding="utf-8")
+    assert not re.search(r"^-c ", text, re.MULTILINE)
+    names = {re.split(r"[=<>\[ ]", line)[0].lower() for line in text.splitlines() if line and not line.startswith(("#", "-"))}
+    assert not names & {"pytest", "aiosmtpd", "playwright"}
+    tests = TEST_REQUIREMENTS.read_text(encoding="utf-8")
+    assert "-r requirements.txt" in tests
+    assert {"pytest", "aiosmtpd", "playwright"} <= {line.split("==")[0] for line in tests.splitlines()}
+
+
 def test_dockerfile_installs_pg_dump_for_every_supported_major_and_zstd_as_root():
-    user, apt_runs, majors = "", [], None
+    user, apt_runs, majors, source = "", [], None, None
     for instruction, args in dockerfile_instructions():
         if instruction == "USER":
             user = args.strip()
         elif instruction == "ARG" and args.startswith("PG_MAJORS="):
             majors = {int(m) for m in unquote(args.split("=", 1)[1]).split()}
+        elif instruction == "ARG" and args.startswith("PG_CLIENT_SOURCE="):
+            source = args.split("=", 1)[1]
         elif instruction == "RUN" and "apt-get install" in args:
             apt_runs.append((user, args))
     assert majors is not None and set(SUPPORTED_PG_MAJORS) <= majors
+    # PGDG unless a build asks otherwise (only tests/compose does, where PGDG is unreachable).
+    assert source == "pgdg"
     assert len(apt_runs) == 1
     user, run = apt_runs[0]
     assert user == "root"
@@ -465,8 +503,11 @@ def test_dockerfile_installs_pg_dump_for_every_supported_major_and_zstd_as_root(
     assert re.search(r"\bzstd\b", run)
 
 
-def test_dockerfile_copies_nothing_but_the_requirement_files():
-    for instruction, args in dockerfile_instructions():
-        if instruction in ("COPY", "ADD"):
-            sources = [a for a in args.split() if not a.startswith("--")][:-1]
-            assert set(sources) <= {"requirements.txt", "constraints.txt"}, args
+def test_the_build_context_is_an_allow_list_that_keeps_secrets_and_backups_out():
+    lines = [line for line in (PROJECT / ".dockerignore").read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    assert lines[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {"requirements-runtime.txt", "bin", "dags", "plugins"}
+    sources = {source for instruction, args in dockerfile_instructions() if instruction in ("COPY", "ADD")
+               for source in [a for a in args.split() if not a.startswith("--")][:-1]}
+    assert sources == allowed

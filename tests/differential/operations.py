@@ -86,8 +86,12 @@ def pick(draw: Draw, items: list, label: str):
 def create_table(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
     schema = pick(draw, list(cat.schemas), "schema")
     name = fresh_name(cat.names_in(schema), pick(draw, list(values.names(on("odd_identifiers"), on("dotted_names"))), "name"))
-    shape = pick(draw, [s for s, family in SHAPES.items() if on(family)], "shape")
     table = ident(schema, name)
+    twins = [t for t in cat.of_kind("r") if not t.partition_of]
+    if twins and draw(st.booleans(), label="twin of an existing table"):
+        # Same columns, keys and defaults: a swap of twins leaves the schema's text unchanged.
+        return [[f"CREATE TABLE {table} (LIKE {pick(draw, twins, 'twin of').sql} INCLUDING ALL)"]]
+    shape = pick(draw, [s for s, family in SHAPES.items() if on(family)], "shape")
     if shape == "zero_columns":
         return [[f"CREATE TABLE {table} ()"]]
     picked = draw(st.lists(st.sampled_from(values.column_names(on("odd_identifiers"))), min_size=1, max_size=3, unique=True), label="columns")
@@ -296,26 +300,32 @@ def alter_columns(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled, lati
 
 
 # -- partitions, matviews, large objects, sequences, triggers ----------------------------------
-def partition_change(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
-    """Move one row to another partition (an UPDATE of the partition key), or detach a partition."""
-    parents = cat.of_kind("p")
+def move_partition_rows(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
+    """An UPDATE of the partition key: the rows leave one partition for another."""
+    parents = [p for p in cat.of_kind("p") if "region" in {c.name for c in p.columns}]
     if not parents:
         return []
     parent = pick(draw, parents, "partitioned table")
-    if draw(st.booleans(), label="detach"):
-        parts = [r for r in cat.relations if r.partition_of == f"{parent.schema}.{parent.name}"]
-        return [[f"ALTER TABLE {parent.sql} DETACH PARTITION {pick(draw, parts, 'partition').sql}"]] if parts else []
     where = _chosen(src, parent, draw, 2)
-    if where is None or "region" not in {c.name for c in parent.columns}:
+    if where is None:
         return []
-    region = pick(draw, ["a", "b", "c"], "new region")
-    return [[f"UPDATE {parent.sql} SET region = '{region}' WHERE {where}"]]
+    return [[f"UPDATE {parent.sql} SET region = '{pick(draw, ['a', 'b', 'c'], 'new region')}' WHERE {where}"]]
 
 
-def matview_change(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
+def detach_partition(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
+    parts = [r for r in cat.relations if r.partition_of]
+    if not parts:
+        return []
+    part = pick(draw, parts, "partition")
+    return [[f"ALTER TABLE {ident(*part.partition_of)} DETACH PARTITION {part.sql}"]]
+
+
+def refresh_matview(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
     views = cat.of_kind("m")
-    if views and draw(st.booleans(), label="refresh"):
-        return [[f"REFRESH MATERIALIZED VIEW {pick(draw, views, 'materialized view').sql}"]]
+    return [[f"REFRESH MATERIALIZED VIEW {pick(draw, views, 'materialized view').sql}"]] if views else []
+
+
+def create_matview(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
     tables = cat.tables()
     if not tables:
         return []
@@ -335,15 +345,19 @@ def large_object_change(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled
     return [[f"SELECT lo_put({oid}, {draw(st.integers(0, 20), label='offset')}, {data})"]]
 
 
-def sequence_change(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
+def create_sequence(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
+    schema = pick(draw, list(cat.schemas), "schema")
+    name = fresh_name(cat.names_in(schema), "seq " + pick(draw, list(values.names(on("odd_identifiers"), on("dotted_names"))), "name"))
+    return [[f"CREATE SEQUENCE {ident(schema, name)}"]]
+
+
+def advance_sequence(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
+    """nextval a few times, or setval to a value with is_called either way (serial and identity sequences too)."""
     sequences = cat.of_kind("S")
-    what = pick(draw, ["create", "nextval", "setval"], "sequence change")
-    if what == "create" or not sequences:
-        schema = pick(draw, list(cat.schemas), "schema")
-        name = fresh_name(cat.names_in(schema), "seq " + pick(draw, list(values.names(on("odd_identifiers"), on("dotted_names"))), "name"))
-        return [[f"CREATE SEQUENCE {ident(schema, name)}"]]
+    if not sequences:
+        return []
     seq = pick(draw, sequences, "sequence")
-    if what == "nextval":
+    if draw(st.booleans(), label="nextval"):
         return [[f"SELECT nextval({src.literal(seq.sql)}::regclass) FROM generate_series(1, {draw(st.integers(1, 3), label='times')})"]]
     value, called = draw(st.integers(1, 10**6), label="value"), draw(st.booleans(), label="is_called")
     return [[f"SELECT setval({src.literal(seq.sql)}::regclass, {value}, {called})"]]
@@ -366,3 +380,18 @@ def trigger_change(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> 
     return [[f"CREATE TRIGGER {ident(name)} AFTER INSERT OR UPDATE OR DELETE ON {table.sql} "
              f"FOR EACH ROW EXECUTE FUNCTION {AUDIT_FUNCTION}()",
              f"ALTER TABLE {table.sql} {mode} TRIGGER {ident(name)}"]]
+
+
+# The changes of definitions, by family: the capture promotes an incremental to a full after any of them,
+# so they are one rule among the data rules, not one each (Hypothesis picks rules uniformly).
+SCHEMA_CHANGES = {
+    "tables": (create_table, drop_table),
+    "schemas": (create_schema,),
+    "renames": (rename,),
+    "swaps": (swap,),
+    "columns": (alter_columns,),
+    "partitions": (detach_partition,),
+    "matviews": (create_matview,),
+    "sequences": (create_sequence,),
+    "triggers": (trigger_change,),
+}

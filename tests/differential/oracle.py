@@ -59,9 +59,11 @@ def content_fingerprint(target) -> dict[str, object]:
     conn = target.connect()
     try:
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+        conn.set_client_encoding(RENDERING["client_encoding"])  # through psycopg2, which decodes with it
         with conn.cursor() as cur:
             for name, value in RENDERING.items():
-                cur.execute("SELECT set_config(%s, %s, true)", (name, value))
+                if name != "client_encoding":
+                    cur.execute("SELECT set_config(%s, %s, true)", (name, value))
             found: dict[str, object] = {}
             cur.execute(RELATIONS)
             for oid, schema, name, kind, populated in cur.fetchall():

@@ -19,7 +19,7 @@ HARNESS_SCHEMA = "fuzz_harness"
 
 # What the generator reads through its session is rendered alike on every run (it picks rows by their text).
 SESSION_SETTINGS = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
-                    "SET extra_float_digits = 3", "SET bytea_output = 'hex'", "SET client_encoding = 'UTF8'")
+                    "SET extra_float_digits = 3", "SET bytea_output = 'hex'")
 
 
 def quoted(*parts: str) -> str:
@@ -38,6 +38,9 @@ class Column:
     def __repr__(self) -> str:
         return quoted(self.name)
 
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self))
+
     @property
     def insertable(self) -> bool:
         return not self.generated and self.identity != "a" and not self.serial
@@ -50,7 +53,7 @@ class Relation:
     kind: str  # r table, p partitioned table, m materialized view, S sequence
     columns: tuple[Column, ...] = ()
     key: tuple[str, ...] = ()
-    partition_of: str | None = None  # the parent's "schema.name" for a partition
+    partition_of: tuple[str, str] | None = None  # the parent's (schema, name) for a partition
     triggers: tuple[str, ...] = ()
 
     @property
@@ -63,6 +66,9 @@ class Relation:
 
     def __repr__(self) -> str:
         return self.sql
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # how Hypothesis prints a draw
+        printer.text(self.sql)
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ SELECT n.nspname, c.relname, c.relkind,
             unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS k(attnum, ord)
             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
             WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
-  (SELECT pn.nspname || '.' || p.relname FROM pg_inherits h JOIN pg_class p ON p.oid = h.inhparent
+  (SELECT ARRAY[pn.nspname::text, p.relname::text] FROM pg_inherits h JOIN pg_class p ON p.oid = h.inhparent
    JOIN pg_namespace pn ON pn.oid = p.relnamespace WHERE h.inhrelid = c.oid),
   coalesce((SELECT array_agg(t.tgname::text ORDER BY t.tgname) FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal), '{}')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -115,6 +121,7 @@ class Source:
         self.target = target
         self.conn = target.connect()
         self.conn.autocommit = True
+        self.conn.set_client_encoding("UTF8")  # psycopg2 then encodes literals as the server expects
         with self.conn.cursor() as cur:
             for statement in SESSION_SETTINGS:
                 cur.execute(statement)
@@ -155,6 +162,6 @@ class Source:
         relations = []
         for schema, name, kind, columns, key, parent, triggers in self.query(CATALOG_SQL, {"harness": HARNESS_SCHEMA}):
             cols = tuple(Column(c[0], c[1], c[2] != "", c[3], c[4] == "true") for c in columns)
-            relations.append(Relation(schema, name, kind, cols, tuple(key), parent, tuple(triggers)))
+            relations.append(Relation(schema, name, kind, cols, tuple(key), tuple(parent) if parent else None, tuple(triggers)))
         objects = tuple(r[0] for r in self.query("SELECT oid::bigint FROM pg_largeobject_metadata ORDER BY oid"))
         return SourceCatalog(schemas, tuple(relations), objects)

@@ -27,6 +27,7 @@ before every fix lands.  Default: nothing switched off.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -77,6 +78,17 @@ PROFILE = "fuzz" if FUZZ_EXAMPLES else "bounded"
 
 # What a run did, printed at the end of the module (``-s``) and as Hypothesis events (``--hypothesis-show-statistics``).
 TALLY: Counter[str] = Counter()
+REFUSALS: Counter[str] = Counter()  # the distinct reasons the project gave, digits blanked
+
+
+class _Named:
+    """An operation printed by its name in a failing example."""
+
+    def __init__(self, operation) -> None:
+        self.operation = operation
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(self.operation.__name__)
 
 
 def enabled(family: str) -> bool:
@@ -108,6 +120,8 @@ class BackupPoints(RuleBasedStateMachine):
         if enabled("triggers"):
             self._run(operations.harness_setup())
         self._run(operations.create_table(self.source, self.source.catalog(), data.draw, enabled))
+        self._run(operations.insert_rows(self.source, self.source.catalog(), data.draw, enabled, self.latin1))
+        self._back_up("full", data)
 
     def teardown(self) -> None:
         if self.source is not None:
@@ -159,44 +173,14 @@ class BackupPoints(RuleBasedStateMachine):
         self._apply(operations.truncate, data)
 
     @rule(data=st.data())
-    @family("renames")
-    def rename(self, data):
-        self._apply(operations.rename, data)
-
-    @rule(data=st.data())
-    @family("swaps")
-    def swap(self, data):
-        self._apply(operations.swap, data)
-
-    @rule(data=st.data())
-    @family("columns")
-    def alter_columns(self, data):
-        self._apply(operations.alter_columns, data, values=True)
-
-    @rule(data=st.data())
-    @family("tables")
-    def create_table(self, data):
-        self._apply(operations.create_table, data)
-
-    @rule(data=st.data())
-    @family("tables")
-    def drop_table(self, data):
-        self._apply(operations.drop_table, data)
-
-    @rule(data=st.data())
-    @family("schemas")
-    def create_schema(self, data):
-        self._apply(operations.create_schema, data)
-
-    @rule(data=st.data())
     @family("partitions")
-    def partition_change(self, data):
-        self._apply(operations.partition_change, data)
+    def move_partition_rows(self, data):
+        self._apply(operations.move_partition_rows, data)
 
     @rule(data=st.data())
     @family("matviews")
-    def matview_change(self, data):
-        self._apply(operations.matview_change, data)
+    def refresh_matview(self, data):
+        self._apply(operations.refresh_matview, data)
 
     @rule(data=st.data())
     @family("large_objects")
@@ -205,13 +189,16 @@ class BackupPoints(RuleBasedStateMachine):
 
     @rule(data=st.data())
     @family("sequences")
-    def sequence_change(self, data):
-        self._apply(operations.sequence_change, data)
+    def advance_sequence(self, data):
+        self._apply(operations.advance_sequence, data)
 
     @rule(data=st.data())
-    @family("triggers")
-    def trigger_change(self, data):
-        self._apply(operations.trigger_change, data)
+    def change_schema(self, data):
+        families = [f for f in operations.SCHEMA_CHANGES if enabled(f)]
+        if families:
+            operation = data.draw(st.sampled_from([op for f in families for op in operations.SCHEMA_CHANGES[f]]).map(_Named),
+                                  label="schema change").operation
+            self._apply(operation, data, values=operation is operations.alter_columns)
 
     # -- backups and the check ------------------------------------------------------------
     @rule(data=st.data())
@@ -258,6 +245,7 @@ class BackupPoints(RuleBasedStateMachine):
     def _refused(self, refusal: Refusal, what: str) -> None:
         note(f"-- {refusal}")
         TALLY[what] += 1
+        REFUSALS[re.sub(r"\d+", "N", f"{what}: {type(refusal.error).__name__}: {refusal.error}")[:300]] += 1
         event(f"{what}: {type(refusal.error).__name__}")
 
 
@@ -270,3 +258,5 @@ def _print_tally():
     yield
     print(f"\ndifferential backup test ({PROFILE} profile, skipped families: {sorted(SKIPPED) or 'none'}): "
           + ", ".join(f"{n} {what}" for what, n in sorted(TALLY.items())))
+    for reason, n in REFUSALS.most_common():
+        print(f"  {n} x {reason}")

@@ -91,7 +91,7 @@ def create_table(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Tr
     if twins and draw(st.booleans(), label="twin of an existing table"):
         # Same columns, keys and defaults: a swap of twins leaves the schema's text unchanged.
         return [[f"CREATE TABLE {table} (LIKE {pick(draw, twins, 'twin of').sql} INCLUDING ALL)"]]
-    shape = pick(draw, [s for s, family in SHAPES.items() if on(family)], "shape")
+    shape = pick(draw, [s for s, family in SHAPES.items() if on(family)] or ["int_pk"], "shape")
     if shape == "zero_columns":
         return [[f"CREATE TABLE {table} ()"]]
     picked = draw(st.lists(st.sampled_from(values.column_names(on("odd_identifiers"))), min_size=1, max_size=3, unique=True), label="columns")

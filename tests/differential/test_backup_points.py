@@ -109,7 +109,7 @@ class BackupPoints(RuleBasedStateMachine):
         self.source: Source | None = None
         self.points: list[tuple[str, dict]] = []  # (backup id, the oracle's fingerprint of the source then)
         self.latin1 = False
-        TALLY["examples"] += 1
+        TALLY["state machine runs"] += 1
 
     @initialize(data=st.data())
     def create_source(self, data) -> None:

@@ -27,6 +27,7 @@ FAMILIES = {
     "swaps": "two tables or two schemas swapping names",
     "columns": "ADD, DROP and ALTER COLUMN ... TYPE",
     "tables": "new and dropped tables",
+    "empty_database": "the last table dropped: a backup of a database without tables",
     "schemas": "new schemas",
     "partitions": "partitioned tables, rows moving between partitions, detached partitions",
     "matviews": "materialized views and their refreshes",
@@ -121,8 +122,8 @@ def create_table(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Tr
 
 
 def drop_table(src: Source, cat: SourceCatalog, draw: Draw, on: Enabled) -> Transactions:
-    tables = cat.tables()
-    if not tables:
+    tables = [t for t in cat.tables() if not t.partition_of]
+    if not tables or (len(tables) == 1 and not on("empty_database")):
         return []
     return [[f"DROP TABLE {pick(draw, tables, 'table').sql} CASCADE"]]
 

@@ -61,8 +61,14 @@ def test_incremental_state_and_fingerprints_equal_what_a_full_reads_from_scratch
         check = capture.full()  # nothing changed since the incremental: the same rows, read from scratch
         assert check.details["fingerprints"] == inc.details["fingerprints"]
         assert state_files(capture, inc.backup_id) == state_files(capture, check.backup_id)
-    assert inc.details["captured"]["public.setting"] == {"mode": "rows", "upserted": 1, "deleted": 0}
-    assert inc.details["captured"]["public.session"] == {"mode": "rows", "upserted": 0, "deleted": 7}
+    assert_rows_captured(inc.details["captured"]["public.setting"], upserted=1, deleted=0)
+    assert_rows_captured(inc.details["captured"]["public.session"], upserted=0, deleted=7)
+
+
+def assert_rows_captured(captured: dict, *, upserted: int, deleted: int) -> None:
+    """Exactly ``deleted`` deletes and at least ``upserted`` upserts: rows older than the parent may be sent again
+    when another session on the server held the parent snapshot's xmin back (harmless, and not this test's point)."""
+    assert captured["mode"] == "rows" and captured["deleted"] == deleted and captured["upserted"] >= upserted, captured
 
 
 TRICKY_KEYS = ["a\nb", "a\tb", "a\\b", "a\rb", "a\bb", "a\x0bb", "a\x0cb", "a\x01b", "aAb", "a b", 'a"b', "a,b", "a(b)", "ä", "", "a", "ab"]
@@ -78,7 +84,7 @@ def test_text_keys_that_copy_escapes_merge_in_order(shop_db, capture, client, ma
             "INSERT INTO setting (key, value, revision, updated_at) VALUES (E'a\\nc', '3', 1, now())")
     inc = publish(capture.incremental(full), client)
     assert inc.kind == "incremental"
-    assert inc.details["captured"]["public.setting"] == {"mode": "rows", "upserted": 2, "deleted": len(gone)}
+    assert_rows_captured(inc.details["captured"]["public.setting"], upserted=2, deleted=len(gone))
     assert inc.details["fingerprints"] == from_scratch(shop_db)
     assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)
 

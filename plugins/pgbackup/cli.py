@@ -629,3 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     except (*OPERATOR_ERRORS, RestoreError, ValueError) as exc:
         print(f"backupctl: error: {exc}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":  # python -m pgbackup.cli (bin/backupctl on a Python the project is not installed in)
+    sys.exit(main())

@@ -3,18 +3,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test fuzz bench clean
+.PHONY: venv demo ui test fuzz test-compose bench clean
 
 venv: $(BIN)/.installed
 
-$(BIN)/.installed: requirements.txt constraints.txt
+# The project's venv: the runtime requirements with every pin (requirements.txt), the test tools
+# (requirements-test.txt), then the project itself editable (no deps: the files above pin them), so
+# `backupctl` is on the venv's PATH, Airflow finds the rclone provider, and the checkout's code is what runs.
+$(BIN)/.installed: requirements.txt requirements-runtime.txt requirements-test.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-test.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 demo: venv
 	bin/demo
+
+# Airflow's UI on the demo's home (.data/airflow): prints the URL and the admin password; Ctrl-C stops it.
+ui: venv
+	bin/ui
 
 test: venv
 	$(BIN)/python -m pytest
@@ -28,7 +36,12 @@ fuzz: venv
 	PGBACKUP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PGBACKUP_FUZZ_SKIP=$(FUZZ_SKIP) \
 		$(BIN)/python -m pytest tests/differential -s -p no:cacheprovider --hypothesis-show-statistics
 
-# The performance benchmark (prints a table, writes bench/results/run.json); e.g. make bench BENCH_ARGS="--scale 100"
+# The docker compose stack for real (needs root: it starts dockerd; tests/compose/install-tools.sh installs
+# the engine, debootstrap and compose v2 from Debian's archive).
+test-compose: venv
+	$(BIN)/python -m pytest tests/compose -m compose
+
+# The performance benchmark (prints tables, writes bench/results/run.json); e.g. make bench BENCH_ARGS="--scales 30,100,300"
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 

@@ -1,10 +1,15 @@
 """``backupctl``: the operator's command line.
 
 It needs no running scheduler: ``list``, ``restore``, ``verify``, ``retention``
-and ``status`` talk to the remotes directly (``status`` and ``logs`` add Airflow's
-run history when its metadata database is reachable); ``full``, ``incremental``
-and ``verify --drill`` run the DAG in-process with ``airflow dags test`` so that
-the run is recorded in Airflow like a scheduled one.
+and ``status`` talk to the remotes directly (``status`` adds Airflow's run
+history when its metadata database is reachable).  ``full``, ``incremental`` and
+``verify --drill`` trigger a DAG run through Airflow's REST API when an
+api-server is configured (``BACKUP_AIRFLOW_API_URL``, see
+:mod:`pgbackup.airflow_api`), so the scheduler runs it like any other; without
+one (the embedded demo) they run the DAG in-process with ``airflow dags test``.
+``logs`` reads task history and logs through the same API when configured, else
+from the metadata database.  Airflow itself is only imported inside the commands
+that need it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from rclone_provider.client import (
     VerificationError,
 )
 
+from pgbackup.airflow_api import URL_VARIABLE, AirflowApi, AirflowApiError
 from pgbackup.catalog import Catalog, SourceAmbiguous
 from pgbackup.connections import ConnectionMissing, env_var, pg_target_from_env, remote_from_env
 from pgbackup.identity import SourceIdentity
@@ -53,7 +59,7 @@ class RemoteRootMissing(LookupError):
 
 
 OPERATOR_ERRORS = (
-    ConnectionMissing, SettingsError, RemoteConfigError, RcloneError, ManifestError, SourceError, ToolVersionError, LookupError,
+    AirflowApiError, ConnectionMissing, SettingsError, RemoteConfigError, RcloneError, ManifestError, SourceError, ToolVersionError, LookupError,
     FileNotFoundError,
 )
 
@@ -292,13 +298,23 @@ def print_database_status(name: str | None, report: dict) -> None:
     print()
 
 
+BACKUP_DAGS = ("pg_full_backup", "pg_incremental_backup", "pg_restore_drill", "pg_backup_staleness")
+
+
 def cmd_logs(args, settings: BackupSettings) -> int:
-    history = airflow_history()
-    if history is None:
-        print("backupctl: error: Airflow is not installed or configured here (set AIRFLOW_HOME)", file=sys.stderr)
-        return 1
+    """Recent task runs: from the REST API when an api-server is configured, else from the metadata database."""
     database = settings.database(args.database).name if args.database else None
-    records = history.task_history(limit=args.n, dag_id=args.dag, failed_only=args.failed, database=database)
+    api = AirflowApi.from_env()
+    if api is not None:
+        log.info("Task history from the Airflow REST API at %s", api.url)
+        records = api.task_history([args.dag] if args.dag else BACKUP_DAGS, limit=args.n, failed_only=args.failed, database=database)
+    else:
+        history = airflow_history()
+        if history is None:
+            print(f"backupctl: error: Airflow is not reachable from here: set {URL_VARIABLE} (and its credentials) "
+                  "for a deployment's api-server, or AIRFLOW_HOME for a local one", file=sys.stderr)
+            return 1
+        records = history.task_history(limit=args.n, dag_id=args.dag, failed_only=args.failed, database=database)
     if args.json:
         json.dump([{**dataclasses.asdict(r), "seconds": r.seconds, "shown_state": r.shown_state} for r in records], sys.stdout,
                   indent=2, default=str)
@@ -364,7 +380,33 @@ def airflow_binary() -> str:
 _EXCEPTION_LINE = re.compile(r"^\s*[\w.]+(?:Error|Exception)\w*: (.+)$")
 
 
-def run_dag_now(dag_id: str, verbose: bool, conf: str | None = None) -> bool:
+def run_dag_now(dag_id: str, verbose: bool, conf: dict | None = None) -> bool:
+    """Run a DAG now: through the scheduler when an api-server is configured, else in-process (``airflow dags test``)."""
+    api = AirflowApi.from_env()
+    if api is not None:
+        return run_dag_through_api(api, dag_id, conf)
+    print(f"No Airflow api-server configured ({URL_VARIABLE}): running {dag_id} in-process with `airflow dags test`")
+    return run_dag_in_process(dag_id, verbose, json.dumps(conf) if conf else None)
+
+
+def run_dag_through_api(api: AirflowApi, dag_id: str, conf: dict | None) -> bool:
+    """Trigger a manual run through the REST API and follow its tasks until it ends."""
+    run = api.trigger(dag_id, conf)
+    run_id = run["dag_run_id"]
+    print(f"Triggered {dag_id} run {run_id} through the Airflow REST API at {api.url}; the scheduler runs it", flush=True)
+    outcome = api.wait(dag_id, run_id, progress=lambda line: print(line, flush=True))
+    if outcome.state == "success":
+        print(f"{dag_id} run {run_id} succeeded in {outcome.seconds:.0f}s")
+        return True
+    print(f"backupctl: {dag_id} run {run_id} {outcome.state}", file=sys.stderr)
+    for ti in api.task_instances(dag_id, run_id, state="failed"):
+        label = ti["task_id"] + (f"[{ti.get('rendered_map_index') or ti['map_index']}]" if ti["map_index"] >= 0 else "")
+        print(f"  {label}: {api.error_line(ti) or 'failed (no error line in its log)'}", file=sys.stderr)
+    print(f"Its logs: backupctl logs --dag {dag_id} --failed, or the run in Airflow's UI", file=sys.stderr)
+    return False
+
+
+def run_dag_in_process(dag_id: str, verbose: bool, conf: str | None = None) -> bool:
     """Run a DAG in-process with ``airflow dags test``; its (long) output goes to a log file unless ``verbose``."""
     env = airflow_env()
     argv = [airflow_binary(), "dags", "test", dag_id, *(["--conf", conf] if conf else [])]
@@ -526,7 +568,7 @@ def cmd_verify(args, settings: BackupSettings) -> int:
             raise SettingsError(f"--backup with several databases ({settings.database_names()}): add --database")
         conf = {"backup_id": args.backup, "database": args.database and settings.database(args.database).name}
         conf = {k: v for k, v in conf.items() if v}
-        return 0 if run_dag_now("pg_restore_drill", args.verbose, conf=json.dumps(conf) if conf else None) else 1
+        return 0 if run_dag_now("pg_restore_drill", args.verbose, conf=conf or None) else 1
     databases = selected_databases(args, settings)
     if args.backup and len(databases) > 1:
         raise SettingsError(f"--backup with several databases ({settings.database_names()}): add --database")
@@ -577,8 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kwargs)
 
-    command("full", help="take a full backup now (runs pg_full_backup through Airflow)").set_defaults(func=cmd_backup)
-    command("incremental", help="take an incremental backup now (runs pg_incremental_backup through Airflow)").set_defaults(func=cmd_backup)
+    command("full", help=f"take a full backup now (a pg_full_backup run: through the scheduler when {URL_VARIABLE} is set)").set_defaults(func=cmd_backup)
+    command("incremental", help="take an incremental backup now (a pg_incremental_backup run, as for full)").set_defaults(func=cmd_backup)
     p = command("list", help="list the backups in the remote catalog")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
@@ -629,3 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     except (*OPERATOR_ERRORS, RestoreError, ValueError) as exc:
         print(f"backupctl: error: {exc}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":  # python -m pgbackup.cli (bin/backupctl on a Python the project is not installed in)
+    sys.exit(main())

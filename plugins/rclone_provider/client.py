@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from child_process import ChildRegistry
+from rclone_provider.child_process import ChildRegistry
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ KNOWN_BACKENDS = frozenset(
     quatrix s3 seafile sftp sharefile sia smb storj sugarsync swift ulozto union uptobox webdav yandex
     zoho""".split()
 )
-CONFIG_KEYS = ("type", "root", "flags", "wraps")
+CONFIG_KEYS = ("type", "root", "flags", "wraps", "options")
 TRANSFER_VERBS = frozenset({"copyto", "copy", "rcat", "deletefile"})
 
 
@@ -117,7 +117,7 @@ class RemoteConfig:
             name=_env_token(name).lower() or "remote",
             type=backend,
             root=str(extra.get("root") or ""),
-            options={k: v for k, v in extra.items() if k not in CONFIG_KEYS},
+            options=_backend_options(name, extra),
             flags=tuple(flags),
             wraps=cls.from_extra(f"{name}base", wraps) if wraps is not None else None,
         )
@@ -144,6 +144,22 @@ class RemoteConfig:
         if self.root.startswith("/") and not path.startswith("/"):
             path = "/" + path
         return f"{self.name}:{path}"
+
+
+def _backend_options(name: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Backend options: the extra's own keys beside ``type`` and ``root``, and those of its ``options`` object.
+
+    ``options`` is what the connection form's "Backend options" field stores; the
+    flat keys are how a connection written by hand (``AIRFLOW_CONN_*``) says the same.
+    """
+    flat = {k: v for k, v in extra.items() if k not in CONFIG_KEYS and v is not None}
+    nested = extra.get("options") or {}
+    if not isinstance(nested, Mapping):
+        raise RemoteConfigError(f"remote {name!r}: 'options' must be a JSON object of rclone backend options, e.g. {{\"url\": \"...\"}}")
+    twice = sorted(set(flat) & set(nested))
+    if twice:
+        raise RemoteConfigError(f"remote {name!r}: backend option(s) {', '.join(twice)} given both in 'options' and beside it; keep one")
+    return {**flat, **nested}
 
 
 def find_rclone(binary: str | None = None) -> str:

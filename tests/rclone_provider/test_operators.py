@@ -5,13 +5,14 @@ import threading
 import time
 
 import pytest
-from child_process import StopsChildrenOnKill
+from rclone_provider.child_process import StopsChildrenOnKill
+from rclone_provider.client import RcloneError
 from rclone_provider.operators.rclone import RcloneUploadOperator
 
 
 def test_killing_an_upload_stops_rclone_and_fails_the_task(local_remote, tmp_path, monkeypatch):
     extra = {"type": "local", "root": local_remote.root, "flags": ["--bwlimit=1M"]}
-    monkeypatch.setenv("AIRFLOW_CONN_BACKUP_REMOTE", json.dumps({"conn_type": "rclone", "extra": extra}))
+    monkeypatch.setenv("AIRFLOW_CONN_RCLONE_DEFAULT", json.dumps({"conn_type": "rclone", "extra": extra}))
     big = tmp_path / "big"
     with open(big, "wb") as out:
         out.truncate(200 * 1024 * 1024)
@@ -27,12 +28,19 @@ def test_killing_an_upload_stops_rclone_and_fails_the_task(local_remote, tmp_pat
     worker = threading.Thread(target=execute)
     started = time.monotonic()
     worker.start()
-    time.sleep(2)
+    deadline = time.monotonic() + 30
+    def copying() -> bool:  # the transfer itself runs, not the existence check before it
+        client = operator._running and operator._running._client
+        return bool(client) and any(child.argv[1] == "copyto" for child in list(client.children._live))
+
+    while not copying():
+        assert worker.is_alive() and time.monotonic() < deadline, f"rclone never started: {outcome}"
+        time.sleep(0.05)
     operator.on_kill()
     worker.join(timeout=20)
     assert not worker.is_alive() and time.monotonic() - started < 20, "on_kill must stop rclone at once, not after 200 MB at 1 MB/s"
     (result,) = outcome
-    assert isinstance(result, Exception), f"a killed upload returned {result!r}"
+    assert isinstance(result, RcloneError) and result.verb == "copyto", f"a killed upload ended with {result!r}"
 
 
 class _Work:

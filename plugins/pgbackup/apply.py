@@ -34,6 +34,7 @@ from psycopg2 import sql
 from pgbackup.compression import CorruptArchiveError, DecompressedStream
 from pgbackup.delta import DeltaFormatError, DeltaReader
 from pgbackup.fingerprint import pin_output_settings
+from pgbackup.identity import Identifier
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import PgTarget
 
@@ -67,14 +68,14 @@ class HeldTriggers:
             return
         self.seen.add((schema, name))
         self.cur.execute(FIRING_TRIGGERS_SQL, (schema, name))
-        table = sql.Identifier(schema, name)
+        table = Identifier(schema, name)
         for trigger, mode in self.cur.fetchall():
-            self.cur.execute(sql.SQL("ALTER TABLE ONLY {} DISABLE TRIGGER {}").format(table, sql.Identifier(trigger)))
+            self.cur.execute(sql.SQL("ALTER TABLE ONLY {} DISABLE TRIGGER {}").format(table, Identifier(trigger)))
             self.held.append((table, trigger, mode))
 
     def put_back(self) -> None:
         for table, trigger, mode in self.held:
-            self.cur.execute(sql.SQL("ALTER TABLE ONLY {} {} {}").format(table, _ENABLE_IN_MODE[mode], sql.Identifier(trigger)))
+            self.cur.execute(sql.SQL("ALTER TABLE ONLY {} {} {}").format(table, _ENABLE_IN_MODE[mode], Identifier(trigger)))
 
 
 def apply_incremental(path: Path, manifest: BackupManifest, target: PgTarget, logger: logging.Logger | None = None,
@@ -118,14 +119,14 @@ def _column_clause(columns: list[str]) -> sql.Composable:
     """`` (a, b)`` for COPY, or nothing for a table without columns: ``COPY t () FROM STDIN`` is a syntax error."""
     if not columns:
         return sql.SQL("")
-    return sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
+    return sql.SQL(" ({})").format(sql.SQL(", ").join(map(Identifier, columns)))
 
 
 def apply_section(cur, header: dict, data, counts: dict[str, int]) -> None:
-    table = sql.Identifier(header["schema"], header["name"])
-    columns = sql.SQL(", ").join(map(sql.Identifier, header["columns"]))
+    table = Identifier(header["schema"], header["name"])
+    columns = sql.SQL(", ").join(map(Identifier, header["columns"]))
     column_clause = _column_clause(header["columns"])
-    keys = [sql.Identifier(k) for k in header["key_columns"]]
+    keys = [Identifier(k) for k in header["key_columns"]]
     action = header["action"]
     if action == "delete":
         cur.execute("CREATE TEMP TABLE pgb_deleted_keys (k text) ON COMMIT DROP")

@@ -18,6 +18,7 @@ import psycopg2
 from psycopg2 import sql
 
 from pgbackup.catalog import Catalog
+from pgbackup.identity import Identifier
 from pgbackup.layout import BackupLayout
 from pgbackup.manifest import utc_iso
 from pgbackup.postgres import PgTarget
@@ -81,7 +82,7 @@ class RestoreDrill:
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch.dbname)))
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(Identifier(scratch.dbname)))
         except psycopg2.Error as exc:
             self.log.error("Could not drop scratch database %s: %s", scratch.dbname, exc)
         finally:

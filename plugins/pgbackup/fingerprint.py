@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import psycopg2.extensions
 from psycopg2 import sql
 
-from pgbackup.identity import relation_key_sql
+from pgbackup.identity import Identifier, relation_key_sql
 from pgbackup.parallel import spread_over_connections
 from pgbackup.tables import TableInfo, list_tables
 
@@ -89,7 +89,7 @@ def table_fingerprint(cur, schema: str, table: str) -> TableFingerprint:
     cur.execute(
         sql.SQL(
             "SELECT count(*), " + _HASH_SUMS + " FROM (SELECT md5(t::text) AS h FROM ONLY {} AS t) AS rows"
-        ).format(sql.Identifier(schema, table))
+        ).format(Identifier(schema, table))
     )
     rows, digest = cur.fetchone()
     return TableFingerprint(rows=rows, hash=digest)
@@ -164,7 +164,7 @@ def read_sequences(cur) -> dict[str, dict]:
     cur.execute(SEQUENCES_SQL)
     values = {}
     for schema, name, key in cur.fetchall():
-        cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name)))
+        cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(Identifier(schema, name)))
         last_value, is_called = cur.fetchone()
         values[key] = {"schema": schema, "name": name, "last_value": int(last_value), "is_called": bool(is_called)}
     return values

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from psycopg2 import sql
+
 # SQL of a relation's key, given the columns holding its schema and relation names.
 RELATION_KEY_SQL = "quote_ident({nsp}) || '.' || quote_ident({rel})"
 
@@ -95,3 +97,18 @@ def read_source_identity(cur) -> SourceIdentity:
         cur.execute("ROLLBACK TO SAVEPOINT pgbackup_identity")
         system_identifier = None
     return SourceIdentity(system_identifier, int(oid), name, encoding, collate, ctype, provider or "c", icu)
+
+
+class Identifier(sql.Identifier):
+    """``psycopg2.sql.Identifier`` that stays right on a connection whose encoding is not UTF8.
+
+    psycopg2 2.9's ``quote_ident`` turns the name into UTF-8 bytes and reads the
+    quoted result back in the connection's encoding: on a LATIN1 database,
+    ``ü`` comes back as ``Ã¼`` and the query names a relation that does not
+    exist.  PostgreSQL's rule for a quoted identifier is only to double the
+    double quotes (no other escapes), so it is applied here, in Python, and the
+    whole query is then encoded once, in the connection's encoding.
+    """
+
+    def as_string(self, context) -> str:
+        return ".".join('"' + part.replace('"', '""') + '"' for part in self.strings)

@@ -36,7 +36,7 @@ from pgbackup.catalog import BrokenChainError, Catalog
 from pgbackup.compression import CHUNK, decompressed_chunks
 from pgbackup.connections import ConnectionMissing, pg_target_from_env
 from pgbackup.fingerprint import user_tables
-from pgbackup.identity import SourceIdentity, read_source_identity
+from pgbackup.identity import Identifier, SourceIdentity, read_source_identity
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import Lease
 from pgbackup.manifest import BackupManifest
@@ -263,7 +263,7 @@ def _locale_differences(have: SourceIdentity, want: SourceIdentity) -> str:
 
 def create_database_sql(name: str, like: SourceIdentity | None, server_version_num: int) -> sql.Composable:
     """``CREATE DATABASE`` with the source's encoding and locale, from template0 (the only template that allows choosing them)."""
-    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    statement = sql.SQL("CREATE DATABASE {}").format(Identifier(name))
     if like is None:
         return statement
     parts = [sql.SQL("TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
@@ -347,7 +347,7 @@ class ChainRestore:
         maintenance = target.with_database("postgres")
         if plan.drop:
             self.log.warning("Dropping and recreating target database %s (--clean)", target.describe())
-            self._admin(maintenance, sql.SQL("DROP DATABASE {}").format(sql.Identifier(target.dbname)))
+            self._admin(maintenance, sql.SQL("DROP DATABASE {}").format(Identifier(target.dbname)))
         if plan.create:
             self._admin(maintenance, create_database_sql(target.dbname, plan.create_like, state.server_version_num))
         return tools, plan, safety

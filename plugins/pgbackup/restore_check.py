@@ -24,6 +24,7 @@ from pgbackup.fingerprint import (
     pin_output_settings,
     snapshot_fingerprints,
 )
+from pgbackup.identity import Identifier
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import PgTarget
 
@@ -48,7 +49,7 @@ def restore_sequences(target: PgTarget, point: BackupManifest) -> None:
         with conn.cursor() as cur:
             for key, value in sequences.items():
                 if isinstance(value, dict):
-                    ident = sql.Identifier(value["schema"], value["name"])
+                    ident = Identifier(value["schema"], value["name"])
                     last_value, is_called = value["last_value"], value["is_called"]
                 else:
                     ident = _v1_sequence(cur, key, point)
@@ -71,7 +72,7 @@ def _v1_sequence(cur, key: str, point: BackupManifest) -> sql.Identifier:
     if len(found) != 1:
         raise _error(f"backup {point.id} (an older manifest format) names sequence {key!r}, which matches {len(found)} sequences "
                      "of the target; it cannot be put back unambiguously")
-    return sql.Identifier(*found[0])
+    return Identifier(*found[0])
 
 
 def _matview_keys(point: BackupManifest) -> set[str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
-from pgbackup.identity import relation_key_sql
+from pgbackup.identity import Identifier, relation_key_sql
 
 # The primary key's key columns only (indnkeyatts): INCLUDE columns are not part of a row's identity.
 TABLES_SQL = f"""
@@ -74,14 +74,14 @@ class TableInfo:
 
     @property
     def ident(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
+        return Identifier(self.schema, self.name)
 
     def column_list(self, alias: str | None = None) -> sql.Composable:
-        return sql.SQL(", ").join(sql.Identifier(alias, c) if alias else sql.Identifier(c) for c in self.columns)
+        return sql.SQL(", ").join(Identifier(alias, c) if alias else Identifier(c) for c in self.columns)
 
     def key_text(self, alias: str = "t") -> sql.Composable:
         """The primary key rendered as one text, e.g. ``(42)``: how deletes name rows."""
-        return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.Identifier(alias, c) for c in self.key_columns))
+        return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(Identifier(alias, c) for c in self.key_columns))
 
     def identity(self) -> dict:
         """What ``details["tables"]`` records of the relation."""

@@ -83,3 +83,34 @@ def test_allow_encoding_change_restores_into_an_existing_target_of_another_encod
     assert result.returncode == 0, result.stderr
     assert database_locale(target.dbname)[0] == "UTF8"
     assert stored_bytes(target) == stored_bytes(source)
+
+
+def test_non_ascii_names_in_a_latin1_source_back_up_and_restore_exactly(scratch_name, local_remote, tmp_path):
+    """Table, column, schema and sequence names outside ASCII, in a LATIN1 database: full, incremental, exact restore.
+
+    psycopg2's own identifier quoting garbles such names on a non-UTF8 connection
+    (``ü`` becomes ``Ã¼``, a relation that does not exist); every backup then failed.
+    """
+    source = latin1_source(scratch_name)
+    execute(source, 'CREATE SCHEMA "Schéma"',
+            'CREATE TABLE "Schéma"."ünï cødé" (id serial PRIMARY KEY, "Wert ü" text)',
+            """INSERT INTO "Schéma"."ünï cødé" ("Wert ü") VALUES ('é'), ('ß')""")
+    back_up_chain(source, local_remote, tmp_path / "local",
+                  ("""INSERT INTO "Schéma"."ünï cødé" ("Wert ü") VALUES ('¤')""",
+                   """UPDATE "Schéma"."ünï cødé" SET "Wert ü" = 'ä' WHERE id = 1""",
+                   """DELETE FROM "Schéma"."ünï cødé" WHERE id = 2"""))
+    name = scratch_name()
+    result = backupctl(local_remote, "restore", "--to", url_of(name))
+    assert result.returncode == 0, result.stderr
+
+    def rows(target):
+        conn = target.connect()
+        with conn.cursor() as cur:
+            cur.execute('SELECT id, encode(convert_to("Wert ü", \'LATIN1\'), \'hex\') FROM "Schéma"."ünï cødé" ORDER BY id')
+            found = cur.fetchall()
+            cur.execute('SELECT last_value FROM "Schéma"."ünï cødé_id_seq"')
+            found.append(cur.fetchone())
+        conn.close()
+        return found
+
+    assert rows(target_named(name)) == rows(source) == [(1, "e4"), (3, "a4"), (3,)]

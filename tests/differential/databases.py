@@ -32,5 +32,10 @@ def create_database(role: str, encoding: str = "UTF8") -> PgTarget:
     return PgTarget.from_url(f"{PG_SERVER_URL}/{name}")
 
 
+def unused_database(role: str) -> PgTarget:
+    """A database name nobody uses yet: a restore creates it itself, with the backup's encoding and locale."""
+    return PgTarget.from_url(f"{PG_SERVER_URL}/pgb_fuzz_{role}_{uuid.uuid4().hex[:10]}")
+
+
 def drop_database(target: PgTarget) -> None:
     _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target.dbname)))

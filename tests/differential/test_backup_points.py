@@ -41,7 +41,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from differential import operations
 from differential.backups import BackupRig, Refusal
-from differential.databases import create_database, drop_database
+from differential.databases import create_database, drop_database, unused_database
 from differential.oracle import content_fingerprint, differences
 from differential.source import Source
 
@@ -227,7 +227,7 @@ class BackupPoints(RuleBasedStateMachine):
 
     def _check_point(self, index: int) -> None:
         backup_id, expected = self.points[index]
-        restored = create_database("restored")
+        restored = unused_database("restored")  # created by the restore, in the source's encoding and locale
         try:
             outcome = self.rig.restore(backup_id, restored)
             if isinstance(outcome, Refusal):

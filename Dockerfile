@@ -73,11 +73,17 @@ RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /opt/airf
     && python -c "import airflow.providers.fab" \
     && rclone version
 
-# The project, laid out under AIRFLOW_HOME as in the checkout: dags/ and plugins/ are
-# where Airflow looks by default, and bin/backupctl finds plugins/ beside itself.  On
-# PATH for every user the containers run as (the compose file's AIRFLOW_UID included).
+# The project, installed as the package it is (pyproject.toml): the library, the Airflow
+# layer, the rclone provider (registered with Airflow through its entry point, so the UI
+# offers the "Rclone" connection type and `airflow connections test` works) and the
+# `backupctl` console script on PATH for every user the containers run as.  --no-deps:
+# requirements-runtime.txt above pinned everything it needs.  The DAG files go where
+# Airflow looks by default; the plugins folder stays empty — the Backups page comes in
+# through the package's `airflow.plugins` entry point.
+COPY --chown=airflow:0 pyproject.toml README.md /opt/pgbackup/
+COPY --chown=airflow:0 plugins /opt/pgbackup/plugins
+RUN pip install --no-cache-dir --no-deps /opt/pgbackup \
+    && pip check \
+    && backupctl --help >/dev/null \
+    && airflow providers list | grep -q rclone
 COPY --chown=airflow:0 dags /opt/airflow/dags
-COPY --chown=airflow:0 plugins /opt/airflow/plugins
-COPY --chown=airflow:0 bin /opt/airflow/bin
-RUN ln -s /opt/airflow/bin/backupctl "${AIRFLOW_USER_HOME_DIR}/.local/bin/backupctl" \
-    && backupctl --help >/dev/null

@@ -158,15 +158,14 @@ def test_the_image_carries_the_dags_and_plugins_and_the_services_mount_only_logs
         assert backups == "/opt/airflow/backups", name
         assert targets[backups].startswith("${BACKUP_HOST_DIR"), name
     copies = {args.split()[-2]: args.split()[-1] for instruction, args in dockerfile_instructions() if instruction == "COPY"}
-    assert copies["dags"] == "/opt/airflow/dags" and copies["plugins"] == "/opt/airflow/plugins"
-    assert copies["bin"] == "/opt/airflow/bin"
+    assert copies["dags"] == "/opt/airflow/dags" and copies["plugins"] == "/opt/pgbackup/plugins"
     assert (PROJECT / "dags").is_dir() and (PROJECT / "plugins" / "pgbackup").is_dir()
 
 
-def test_backupctl_is_on_the_path_of_every_airflow_container():
+def test_the_image_installs_the_project_package_with_backupctl_and_the_provider():
     runs = [args for instruction, args in dockerfile_instructions() if instruction == "RUN"]
-    assert any('ln -s /opt/airflow/bin/backupctl "${AIRFLOW_USER_HOME_DIR}/.local/bin/backupctl"' in args
-               and "backupctl --help" in args for args in runs)
+    assert any("pip install --no-cache-dir --no-deps /opt/pgbackup" in args and "backupctl --help" in args
+               and "airflow providers list | grep -q rclone" in args for args in runs)
 
 
 def test_default_host_folder_for_backups_is_the_one_backupctl_uses_without_docker():
@@ -507,7 +506,7 @@ def test_the_build_context_is_an_allow_list_that_keeps_secrets_and_backups_out()
     lines = [line for line in (PROJECT / ".dockerignore").read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"requirements-runtime.txt", "bin", "dags", "plugins"}
+    assert allowed == {"requirements-runtime.txt", "pyproject.toml", "README.md", "dags", "plugins"}
     sources = {source for instruction, args in dockerfile_instructions() if instruction in ("COPY", "ADD")
                for source in [a for a in args.split() if not a.startswith("--")][:-1]}
     assert sources == allowed

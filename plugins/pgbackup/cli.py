@@ -287,7 +287,7 @@ def print_database_status(name: str | None, report: dict) -> None:
     drill = report["drill"]
     print("Last restore drill: " + (
         "none yet" if not drill else
-        f"{'passed' if drill['ok'] else 'FAILED'} {local_time(drill['at'])}, {drill['backup_id']}, restore took {drill['seconds']}s"
+        f"{'passed' if drill['ok'] else 'FAILED'} {local_time(drill['at'])}, {drill['point']}, restore took {drill['seconds']}s"
     ))
     print()
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pgbackup.catalog import Catalog, SourceAmbiguous
 from pgbackup.identity import SourceIdentity
-from pgbackup.drill import latest_drill
+from pgbackup.drill import drill_point_text, latest_drill
 from pgbackup.layout import KINDS, BackupLayout
 from pgbackup.manifest import utc_iso
 from pgbackup.settings import BackupSettings
@@ -73,6 +73,8 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
     orphan_bytes = sum(max(o.size, 0) for o in catalog.orphans)
     quota = store.about()
     drill = latest_drill(store, layout)
+    if drill:
+        drill = {**drill, "point": drill_point_text(drill)}  # what text output prints: a failed drill may have no backup id
     # Only backups that would restore count as fresh: a damaged one or a broken chain does not.
     warnings += staleness_warnings(restorable_backups(catalog), now, settings.rpo, settings.rpo_grace, settings.max_full_age)
     warnings += [f"catalog: {problem}" for problem in catalog.problems]

@@ -26,8 +26,9 @@ from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from pgbackup.catalog import Catalog
+from pgbackup.drill import catalog_never_used
 from pgbackup.layout import BackupLayout
 from pgbackup.settings import BackupSettings
 from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
@@ -223,7 +224,12 @@ class BackupStalenessOperator(BaseOperator):
     def execute(self, context) -> dict[str, Any]:
         # Only this source's backups count: another installation's fresh backup must not hide that ours stopped.
         identity = source_identity(self.source_conn_id)
-        catalog = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix)).for_source(identity)
+        loaded = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix))
+        if catalog_never_used(loaded):
+            # A first deploy: the check has nothing to watch yet.  Skipped, not failed: no alert on a healthy new install.
+            self.log.info("No backup has been taken under %s/ yet: nothing to check until the first backup lands", self.prefix)
+            raise AirflowSkipException(f"{self.prefix}: no backup has been taken yet (first deploy): nothing to check")
+        catalog = loaded.for_source(identity)
         for problem in catalog.problems:
             self.log.warning("Catalog problem: %s", problem)
         if catalog.foreign_warning():

@@ -15,7 +15,7 @@ from pgbackup.capture import BackupCapture, CapturedBackup
 from pgbackup.catalog import Catalog
 from pgbackup.compression import Compression
 from pgbackup.connections import ConnectionMissing, connection_fields, env_var
-from pgbackup.drill import RestoreDrill
+from pgbackup.drill import NothingToDrill, RestoreDrill
 from pgbackup.identity import SourceIdentity, read_source_identity
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
@@ -300,10 +300,14 @@ class RestoreDrillOperator(_KillAwareOperator):
         store = RcloneHook(self.rclone_conn_id).get_conn()
         self._running = RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log,
                                      source=source_identity(self.source_conn_id))
-        result = self._running.run(backup_id=self.backup_id or None, jobs=self.jobs)
+        try:
+            result = self._running.run(backup_id=self.backup_id or None, jobs=self.jobs)
+        except NothingToDrill as exc:
+            self.log.info("Nothing to drill yet for %s: %s", self.database, exc)
+            raise AirflowSkipException(str(exc)) from None
         self.fail_if_killed()
         if not result.ok:
-            raise AirflowException(f"restore drill of {self.database} {result.backup_id or 'newest backup'} failed: {result.error}")
+            raise AirflowException(f"restore drill of {self.database} {result.point_text} failed: {result.error}")
         return {"database": self.database, "backup_id": result.backup_id, "seconds": result.seconds, "chain": result.chain}
 
 

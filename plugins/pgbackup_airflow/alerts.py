@@ -34,6 +34,7 @@ from pgbackup.settings import BackupSettings
 from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
 from rclone_provider.hooks.rclone import RcloneHook
 
+from pgbackup_airflow import metrics
 from pgbackup_airflow.connections import source_identity
 
 DEFAULT_FROM = "pgbackup@localhost"
@@ -214,8 +215,9 @@ class BackupStalenessOperator(BaseOperator):
     """
 
     def __init__(self, *, rclone_conn_id: str, prefix: str, rpo: timedelta, grace: timedelta, max_full_age: timedelta,
-                 source_conn_id: str = "backup_source", **kwargs) -> None:
+                 source_conn_id: str = "backup_source", database: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.database = database
         self.rclone_conn_id = rclone_conn_id
         self.prefix = prefix
         self.source_conn_id = source_conn_id
@@ -236,6 +238,8 @@ class BackupStalenessOperator(BaseOperator):
             self.log.warning("%s", catalog.foreign_warning())
         backups = restorable_backups(catalog)
         now = datetime.now(timezone.utc)
+        if backups:
+            metrics.newest_backup_age(self.database or self.prefix, now - backups[-1].finished_at)
         warnings = staleness_warnings(backups, now, self.rpo, self.grace, self.max_full_age)
         if warnings:
             raise AirflowFailException(f"{self.prefix}: " + "; ".join(warnings))

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import AssetAlias, BaseOperator
 from child_process import StopsChildrenOnKill
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException, AirflowSkipException
 from pgbackup.archive import check_archive, check_delta
@@ -25,6 +25,8 @@ from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.store import LocalStore
 from rclone_provider.hooks.rclone import RcloneHook
 
+from pgbackup_airflow import metrics
+from pgbackup_airflow.assets import backup_asset
 from pgbackup_airflow.connections import drill_server, source_identity, source_target
 
 
@@ -48,10 +50,11 @@ class CaptureBackupOperator(_KillAwareOperator):
     sources' backups under the prefix are never a parent), and becomes a full
     when it must (no full yet, a broken chain, schema changed, ...), saying why
     in the log and the manifest.  The returned dict (also pushed as separate XComs) is what upload,
-    verify and the manifest need.
+    verify and the manifest need.  Mapped over the databases, an instance skips itself (and so its
+    upload, verify and commit) when the run asks for another database (``only_database``).
     """
 
-    template_fields: Sequence[str] = ("kind", "postgres_conn_id", "rclone_conn_id", "local_dir", "prefix")
+    template_fields: Sequence[str] = ("kind", "postgres_conn_id", "rclone_conn_id", "local_dir", "prefix", "database", "only_database")
 
     def __init__(
         self,
@@ -64,10 +67,14 @@ class CaptureBackupOperator(_KillAwareOperator):
         zstd_level: int = 6,
         zstd_threads: int = 0,
         pg_bin_dir: str | None = None,
+        database: str | None = None,
+        only_database: str | None = None,
         **kwargs,
     ) -> None:
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
+        self.database = database
+        self.only_database = only_database
         self.kind = kind
         self.postgres_conn_id = postgres_conn_id
         self.rclone_conn_id = rclone_conn_id
@@ -80,6 +87,8 @@ class CaptureBackupOperator(_KillAwareOperator):
     def execute(self, context) -> dict[str, Any]:
         if self.kind not in ("full", "incremental"):
             raise AirflowException(f"kind must be 'full' or 'incremental', not {self.kind!r}")
+        if self.only_database and self.only_database != self.database:
+            raise AirflowSkipException(f"this run backs up database {self.only_database!r}, not {self.database!r}")
         remote = self._checked_remote()
         target = source_target(self.postgres_conn_id)
         identity = _identity_of(target)
@@ -151,10 +160,12 @@ class CommitManifestOperator(_KillAwareOperator):
     """Write the backup's manifest, last: to the remote (read back and compared), then beside the local copy.
 
     Only now does the backup exist; a run that stops before this step leaves an
-    orphan object that no catalog lists and retention later removes.
+    orphan object that no catalog lists and retention later removes.  Then it
+    emits the backup's asset event (``pgbackup_airflow.assets``, through the
+    ``AssetAlias`` the task declares as its outlet) and its metrics.
     """
 
-    template_fields: Sequence[str] = ("captured", "verification", "rclone_conn_id", "local_dir", "prefix")
+    template_fields: Sequence[str] = ("captured", "verification", "rclone_conn_id", "local_dir", "prefix", "database")
 
     def __init__(
         self,
@@ -164,9 +175,11 @@ class CommitManifestOperator(_KillAwareOperator):
         rclone_conn_id: str = RcloneHook.default_conn_name,
         local_dir: str,
         prefix: str = "database",
+        database: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.database = database
         self.captured = captured
         self.verification = verification
         self.rclone_conn_id = rclone_conn_id
@@ -199,7 +212,18 @@ class CommitManifestOperator(_KillAwareOperator):
         self.fail_if_killed()
         LocalStore(self.local_dir).put_bytes(body, path)
         self.log.info("Committed %s backup %s: manifest %s (%s bytes stored, sha256 %s)", manifest.kind, manifest.id, path, backup.bytes, backup.sha256)
+        self._announce(context, manifest)
         return manifest.to_dict()
+
+    def _announce(self, context, manifest: BackupManifest) -> None:
+        """The asset event of this database's backups on this remote, and the backup's metrics."""
+        asset = backup_asset(self.rclone_conn_id, self.prefix, manifest.kind)
+        extra = {"id": manifest.id, "kind": manifest.kind, "bytes": manifest.artifact.bytes, "sha256": manifest.artifact.sha256,
+                 "database": self.database or self.prefix, "remote": self.rclone_conn_id}
+        for outlet in self.outlets:
+            if isinstance(outlet, AssetAlias):
+                context["outlet_events"][outlet].add(asset, extra=extra)
+        metrics.backup_committed(self.database or self.prefix, manifest.kind, manifest.artifact.bytes, manifest.finished_at - manifest.started_at)
 
 
 class RetentionOperator(_KillAwareOperator):
@@ -306,6 +330,7 @@ class RestoreDrillOperator(_KillAwareOperator):
             self.log.info("Nothing to drill yet for %s: %s", self.database, exc)
             raise AirflowSkipException(str(exc)) from None
         self.fail_if_killed()
+        metrics.drill_finished(self.database, result.ok, result.seconds)
         if not result.ok:
             raise AirflowException(f"restore drill of {self.database} {result.point_text} failed: {result.error}")
         return {"database": self.database, "backup_id": result.backup_id, "seconds": result.seconds, "chain": result.chain}

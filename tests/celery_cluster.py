@@ -114,6 +114,7 @@ class CeleryCluster:
                 raise ClusterError(f"airflow db migrate did not finish in 300 s:\n{log_tail(migrate_log)}") from None
         if result.returncode != 0:
             raise ClusterError(f"airflow db migrate exited with {result.returncode}:\n{log_tail(migrate_log)}")
+        self._create_backup_pool()
 
         self.components = [self.api.component]
         self.components.append(self._process("scheduler", ["scheduler"]))
@@ -231,6 +232,14 @@ class CeleryCluster:
             "PYTHONPATH": pythonpath,
             **self.extra_env,
         }
+
+    def _create_backup_pool(self) -> None:
+        """The pool the captures take a slot of (``BACKUP_POOL``, ``BACKUP_POOL_SLOTS``), as docker compose's airflow-init makes it."""
+        name, slots = self.env.get("BACKUP_POOL") or "pgbackup", self.env.get("BACKUP_POOL_SLOTS") or "2"
+        result = subprocess.run([airflow_cli(), "pools", "set", name, slots, "pg_dumps at once"], env=self.env,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        if result.returncode != 0:
+            raise ClusterError(f"airflow pools set {name} {slots} exited with {result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
     def _process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> AirflowProcess:
         return AirflowProcess(name, args, {**self.env, **(env or {})}, self.logs / f"{name}.log")

@@ -1,4 +1,4 @@
-"""Operators for the backup DAGs: dump, archive check, manifest commit, retention."""
+"""Operators for the backup DAGs: dump, archive check, manifest commit, retention, drill, restore to staging."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import tools_for_server
+from pgbackup.restore import ChainRestore, RestoreRefused, choose_chain
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.store import LocalStore
 from rclone_provider.hooks.rclone import RcloneHook
@@ -362,3 +363,88 @@ def _identity_of(target) -> SourceIdentity:
 def _version_num(version: str) -> int:
     major, _, minor = version.partition(".")
     return int(major) * 10000 + int(minor or 0)
+
+
+class StagingRestoreOperator(_KillAwareOperator):
+    """Restore a backup point into a staging database: the everyday refresh, never production.
+
+    The target is an Airflow connection id from ``allowed_conn_ids`` (``BACKUP_STAGING_CONN_IDS``), never a URL typed
+    into a form.  Before anything is read from the remote or changed on the target, ``confirm`` must equal the target's
+    database name.  The restore itself is the library's: it refuses a non-empty target without ``clean``, and a target
+    that is the backup's source or any configured source database (``protected``) — with no way around it here:
+    replacing a source is the CLI's ``--replace-source``.
+    """
+
+    template_fields: Sequence[str] = ("target_conn_id", "backup_id", "database", "confirm", "clean")
+
+    def __init__(
+        self,
+        *,
+        target_conn_id: str | None,
+        confirm: str | None,
+        allowed_conn_ids: Sequence[str],
+        sources: Sequence[tuple[str, str, str]],
+        database: str | None = None,
+        backup_id: str | None = None,
+        clean: bool | str = False,
+        rclone_conn_id: str = RcloneHook.default_conn_name,
+        jobs: int = 2,
+        pg_bin_dir: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.target_conn_id = target_conn_id
+        self.confirm = confirm
+        self.allowed_conn_ids = tuple(allowed_conn_ids)
+        self.sources = tuple(tuple(s) for s in sources)  # (name, connection id, prefix) of every configured database
+        self.database = database
+        self.backup_id = backup_id
+        self.clean = clean
+        self.rclone_conn_id = rclone_conn_id
+        self.jobs = jobs
+        self.pg_bin_dir = pg_bin_dir
+
+    def execute(self, context) -> dict[str, Any]:
+        name, source_conn_id, prefix = self._source()
+        target = self._checked_target()
+        store = RcloneHook(self.rclone_conn_id).get_conn()
+        catalog = Catalog.load(store, BackupLayout(prefix)).for_source(source_identity(source_conn_id))
+        try:
+            chain = choose_chain(catalog, backup_id=self.backup_id or None)
+        except LookupError as exc:
+            raise AirflowFailException(f"{name}: {exc}; nothing was changed on {target.describe()}") from None
+        protected = tuple((n, identity) for n, conn_id, _ in self.sources if (identity := source_identity(conn_id)) is not None)
+        self._running = ChainRestore(store, BackupLayout(prefix), pg_bin_dir=self.pg_bin_dir, logger=self.log)
+        try:
+            report = self._running.run(chain, target, jobs=self.jobs, clean=self.clean in (True, "True", "true", "1"), protected=protected)
+        except RestoreRefused as exc:
+            raise AirflowFailException(f"restore into staging {self.target_conn_id!r} refused: {exc}") from None
+        self.fail_if_killed()
+        self.log.info("Staging %s (%s) now holds %s of %s: %s tables, %s rows, fingerprints match",
+                      self.target_conn_id, target.describe(), report.backup_id, name, report.tables, report.rows)
+        return {"target": self.target_conn_id, "database": name, "backup_id": report.backup_id, "chain": report.chain,
+                "seconds": round(report.seconds, 1), "tables": report.tables, "rows": report.rows}
+
+    def _source(self) -> tuple[str, str, str]:
+        if not self.database and len(self.sources) > 1:
+            raise AirflowFailException(f"several databases are configured ({', '.join(s[0] for s in self.sources)}): choose one with database")
+        for source in self.sources:
+            if not self.database or source[0] == self.database:
+                return source
+        raise AirflowFailException(f"no database called {self.database!r}; configured: {', '.join(s[0] for s in self.sources)}")
+
+    def _checked_target(self):
+        """The staging target, or a refusal naming what to give; nothing has been read or changed yet."""
+        if not self.allowed_conn_ids:
+            raise AirflowFailException("no staging target is configured: set BACKUP_STAGING_CONN_IDS to the connection ids restores may replace")
+        if self.target_conn_id not in self.allowed_conn_ids:
+            raise AirflowFailException(f"target {self.target_conn_id!r} is not a staging connection; allowed: {', '.join(self.allowed_conn_ids)}")
+        if self.target_conn_id in {conn_id for _, conn_id, _ in self.sources}:
+            raise AirflowFailException(f"target {self.target_conn_id!r} is a backup source's connection: restore a source with backupctl restore")
+        target = source_target(self.target_conn_id)
+        if self.confirm != target.dbname:
+            raise AirflowFailException(
+                f"confirm must be the target's database name, {target.dbname!r} (connection {self.target_conn_id!r}); "
+                f"got {self.confirm!r}. Nothing was touched"
+            )
+        return target

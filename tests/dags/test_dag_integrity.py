@@ -15,7 +15,7 @@ bag = DagBag(dag_folder=%r)
 clock = lambda t: getattr(t, "timetable", t)  # an AssetOrTimeSchedule's clock is the timetable it wraps
 print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
-    "dags": {d.dag_id: {"summary": clock(d.timetable).expression, "tz": str(clock(d.timetable).timezone),
+    "dags": {d.dag_id: {"summary": getattr(clock(d.timetable), "expression", None), "tz": str(getattr(clock(d.timetable), "timezone", None)),
                         "schedule": type(d.timetable).__name__,
                         "after_assets": sorted(a.uri for a in getattr(getattr(d.timetable, "asset_condition", None), "objects", [])),
                         "params": {k: d.params.get_param(k).schema for k in d.params},
@@ -85,7 +85,8 @@ def test_bad_settings_are_an_import_error_naming_the_variable():
 
 def test_every_backup_dag_is_there_with_one_run_at_a_time(default_dags):
     dags = default_dags["dags"]
-    assert set(dags) == {"pg_full_backup", "pg_incremental_backup", "pg_restore_drill", "pg_backup_staleness"}
+    assert set(dags) == {"pg_full_backup", "pg_incremental_backup", "pg_restore_drill", "pg_backup_staleness", "pg_restore_to_staging"}
+    assert dags["pg_restore_to_staging"]["schedule"] == "NullTimetable"
     assert dags["pg_incremental_backup"]["summary"] == "0 0,6,12,18 * * *"
     assert dags["pg_restore_drill"]["summary"] == "0 6 * * 0" and dags["pg_backup_staleness"]["summary"] == "0 * * * *"
     for dag in dags.values():

@@ -162,3 +162,24 @@ def test_a_failed_drill_that_chose_no_backup_says_so_instead_of_none(local_remot
     assert "FAILED" in line and "no backup point chosen (the newest was asked for)" in line
     report = json.loads(backupctl(local_remote, tmp_path, "status", "--json").stdout)
     assert report["drill"]["backup_id"] is None and report["drill"]["point"] == "no backup point chosen (the newest was asked for)"
+
+
+def test_status_projects_storage_growth_in_text_and_json(local_remote, tmp_path):
+    store(Path(local_remote.root), manifest("full", NOW - timedelta(days=8), size=1000), manifest("full", NOW - timedelta(days=1), size=1700))
+    report = json.loads(backupctl(local_remote, tmp_path, "status", "--json").stdout)
+    growth = report["growth"]
+    assert growth["full_growth_per_day"] == 100 and growth["fulls_kept"] == 9  # weekly fulls, 8 weeks kept
+    assert [m["month"] for m in growth["months"]] == list(range(1, 13))
+    assert growth["months"][0]["stored_bytes"] == 9 * growth["months"][0]["full_bytes"]
+    assert [w["added_bytes"] for w in growth["weeks"] if w["added_bytes"]] == [1000, 1700]
+    text = backupctl(local_remote, tmp_path, "status").stdout
+    assert "Growth: a full grows 700 B/week; retention keeps 9 fulls and 0 incrementals:" in text
+    assert "within the remote's quota of" in text
+
+
+def test_status_warns_when_the_projection_outgrows_the_quota(local_remote, tmp_path):
+    store(Path(local_remote.root), manifest("full", NOW - timedelta(hours=1), size=1000))
+    result = backupctl(local_remote, tmp_path, "status", BACKUP_REMOTE_QUOTA_BYTES="5000")
+    assert result.returncode == 2
+    assert "storage projection: the backups outgrow the remote's quota by" in result.stdout
+    assert "over the remote's quota of 4.9 KiB by" in result.stdout

@@ -166,16 +166,20 @@ def only_mail(inbox):
 
 
 @pytest.mark.airflow
-def test_staleness_run_on_an_empty_remote_fails_and_mails_the_alert(airflow_home, smtp_server, tmp_path):
+def test_staleness_run_when_backups_stopped_fails_and_mails_the_alert(airflow_home, smtp_server, tmp_path):
+    # (an empty remote is a first deploy: the check skips, see tests/dags/test_first_deploy.py)
     controller, inbox = smtp_server
-    result = dags_test("pg_backup_staleness", alert_env(tmp_path / "empty remote", controller.port))
+    remote = tmp_path / "remote"
+    stopped = manifest("full", datetime.now(timezone.utc) - timedelta(days=3), size=123)
+    store_backup(remote, stopped)
+    result = dags_test("pg_backup_staleness", alert_env(remote, controller.port))
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     envelope, message, body = only_mail(inbox)
     assert envelope.mail_from == "pgbackup@localhost" and envelope.rcpt_tos == ["ops@example.com"]
     assert message["Subject"] == f"[pgbackup] FAILED {STALENESS_TASK} [database]"
     assert "pg_backup_staleness" in body and "check_backup_freshness" in body
-    assert "no successful backup in the catalog at all (RPO 6h + 1h grace)" in body
+    assert f"no successful backup since" in body and stopped.id in body and "over the RPO of 6h + 1h grace" in body
     assert f'<a href="{API_BASE}/dags/pg_backup_staleness/runs/' in body and "/tasks/check_backup_freshness" in body
 
 

@@ -311,7 +311,10 @@ def _read_status(settings) -> dict[str, Any]:
     except Exception as exc:  # the page still shows the remote's truth
         log.warning("Backups page: Airflow run history not readable: %s", exc)
     remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
-    return collect_status(remote, settings, runs=runs, paused=paused, recent=100_000, identity=source_identity(settings), next_run_of=next_run)
+    report = collect_status(remote, settings, runs=runs, paused=paused, recent=100_000, identity=source_identity(settings), next_run_of=next_run)
+    if runs is not None:
+        report["warnings"] += [w for w in [history.missing_pool_warning(settings.pool, settings.pool_slots)] if w]
+    return report
 
 
 def _configured_databases():

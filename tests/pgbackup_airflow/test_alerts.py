@@ -272,3 +272,14 @@ def test_staleness_dag_runs_hourly_in_the_backup_timezone_with_the_settings_limi
         "limits": ["1 day, 0:00:00", "1:00:00", "8 days, 0:00:00"],
     }
 
+
+
+@pytest.mark.airflow
+def test_a_missing_capture_pool_is_a_warning_that_says_what_to_run(airflow_home):
+    probe = ("import airflow.settings; from pgbackup_airflow.history import missing_pool_warning as w; "
+             "print(repr(w('pgbackup_never_created', 2))); print(repr(w('default_pool', 2)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout.splitlines()
+    assert out == ['"Airflow pool \'pgbackup_never_created\' does not exist: no capture will ever start. '
+                   'Create it: airflow pools set pgbackup_never_created 2 \'pg_dumps at once\'"', "None"]

@@ -331,6 +331,20 @@ class CeleryCluster:
                 raise ClusterError(f"run {run_id} of {dag_id} still {state} after {timeout:.0f} s\n{self.diagnostics(dag_id, run_id)}")
             time.sleep(1)
 
+    def wait_for_new_run(self, dag_id: str, run_type: str, timeout: float = 180) -> dict:
+        """Until the scheduler has created a run of ``dag_id`` of ``run_type`` (``asset_triggered``, ``scheduled``); that run."""
+        path = f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns?limit=100"
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = [r for r in self.request("GET", path)["dag_runs"] if r["run_type"] == run_type]
+            if runs:
+                return runs[0]
+            for component in self.components:
+                component.check_running()
+            if time.monotonic() > deadline:
+                raise ClusterError(f"no run of {dag_id} after {timeout:.0f} s\n{self.diagnostics()}")
+            time.sleep(1)
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         path = (f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns/"
                 f"{urllib.parse.quote(run_id, safe='')}/taskInstances?limit=1000")

@@ -8,7 +8,8 @@ full longer ago than `BACKUP_MAX_FULL_AGE` (default 8d).
 
 It watches the result, not the runs: a scheduler that stopped, a paused DAG or
 a backup that never reached the remote all end up here. Every database
-(`BACKUP_DATABASES`) is checked by its own mapped task instance.
+(`BACKUP_DATABASES`) is checked by its own mapped task instance. Before the
+first backup ever lands (a first deploy) the check skips: nothing to watch yet.
 """
 
 from pgbackup.settings import BackupSettings
@@ -27,4 +28,4 @@ with backup_dag("pg_backup_staleness", "0 * * * *", settings, doc_md=__doc__, ta
         grace=settings.rpo_grace,
         max_full_age=settings.max_full_age,
         map_index_template=database_label_template(settings),
-    ).expand_kwargs([{"prefix": d.prefix, "source_conn_id": d.conn_id} for d in settings.databases])
+    ).expand_kwargs([{"prefix": d.prefix, "source_conn_id": d.conn_id, "database": d.name} for d in settings.databases])

@@ -114,6 +114,7 @@ class CeleryCluster:
                 raise ClusterError(f"airflow db migrate did not finish in 300 s:\n{log_tail(migrate_log)}") from None
         if result.returncode != 0:
             raise ClusterError(f"airflow db migrate exited with {result.returncode}:\n{log_tail(migrate_log)}")
+        self._create_backup_pool()
 
         self.components = [self.api.component]
         self.components.append(self._process("scheduler", ["scheduler"]))
@@ -232,6 +233,14 @@ class CeleryCluster:
             **self.extra_env,
         }
 
+    def _create_backup_pool(self) -> None:
+        """The pool the captures take a slot of (``BACKUP_POOL``, ``BACKUP_POOL_SLOTS``), as docker compose's airflow-init makes it."""
+        name, slots = self.env.get("BACKUP_POOL") or "pgbackup", self.env.get("BACKUP_POOL_SLOTS") or "2"
+        result = subprocess.run([airflow_cli(), "pools", "set", name, slots, "pg_dumps at once"], env=self.env,
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        if result.returncode != 0:
+            raise ClusterError(f"airflow pools set {name} {slots} exited with {result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+
     def _process(self, name: str, args: list[str], env: dict[str, str] | None = None) -> AirflowProcess:
         return AirflowProcess(name, args, {**self.env, **(env or {})}, self.logs / f"{name}.log")
 
@@ -320,6 +329,20 @@ class CeleryCluster:
                 component.check_running()
             if time.monotonic() > deadline:
                 raise ClusterError(f"run {run_id} of {dag_id} still {state} after {timeout:.0f} s\n{self.diagnostics(dag_id, run_id)}")
+            time.sleep(1)
+
+    def wait_for_new_run(self, dag_id: str, run_type: str, timeout: float = 180) -> dict:
+        """Until the scheduler has created a run of ``dag_id`` of ``run_type`` (``asset_triggered``, ``scheduled``); that run."""
+        path = f"/api/v2/dags/{urllib.parse.quote(dag_id, safe='')}/dagRuns?limit=100"
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = [r for r in self.request("GET", path)["dag_runs"] if r["run_type"] == run_type]
+            if runs:
+                return runs[0]
+            for component in self.components:
+                component.check_running()
+            if time.monotonic() > deadline:
+                raise ClusterError(f"no run of {dag_id} after {timeout:.0f} s\n{self.diagnostics()}")
             time.sleep(1)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:

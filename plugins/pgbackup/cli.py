@@ -44,6 +44,7 @@ from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
 from pgbackup.manifest import ManifestError
 from pgbackup.postgres import PgTarget, SourceError, ToolVersionError
+from pgbackup.growth import growth_lines
 from pgbackup.restore import ChainRestore, ObjectUnavailable, RestoreError, choose_chain, configured_source_identities
 from pgbackup.retention import apply_plan, plan_retention
 from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError, SourceDatabase
@@ -284,6 +285,7 @@ def print_database_status(name: str | None, report: dict) -> None:
     if st["quota"] and "total" in st["quota"]:
         q = st["quota"]
         print(f"Remote quota: {human_bytes(q.get('used', 0))} used of {human_bytes(q['total'])}, {human_bytes(q.get('free', 0))} free")
+    print("\n".join(growth_lines(report["growth"], human_bytes)))
     for other in report["other_remotes"]:
         if "error" not in other:
             print(f"Also on remote {other['remote']}: {other['count']} backups, {human_bytes(other['bytes'])}, newest {other['newest'] or '-'}")
@@ -293,7 +295,7 @@ def print_database_status(name: str | None, report: dict) -> None:
     drill = report["drill"]
     print("Last restore drill: " + (
         "none yet" if not drill else
-        f"{'passed' if drill['ok'] else 'FAILED'} {local_time(drill['at'])}, {drill['backup_id']}, restore took {drill['seconds']}s"
+        f"{'passed' if drill['ok'] else 'FAILED'} {local_time(drill['at'])}, {drill['point']}, restore took {drill['seconds']}s"
     ))
     print()
 

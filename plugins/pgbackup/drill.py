@@ -27,15 +27,29 @@ from pgbackup.restore import ChainRestore, RestoreError, choose_chain
 log = logging.getLogger(__name__)
 
 
+class NothingToDrill(LookupError):
+    """The catalog is empty: no backup has ever been taken here, so there is nothing to restore yet (a first deploy).
+
+    Not a failed drill: nothing is recorded.  A catalog that had backups and lost
+    them is not empty (its problems and orphans remain) and fails as a drill.
+    """
+
+
 @dataclass(frozen=True)
 class DrillResult:
     at: str
-    backup_id: str | None
+    backup_id: str | None  # the point restored; when the drill failed before choosing one, the id it was asked for (or None)
     chain: list[str]
     ok: bool
     seconds: float
     error: str | None
     scratch_database: str
+    requested: str | None = None  # the backup_id the drill was asked for; None: the newest
+
+    @property
+    def point_text(self) -> str:
+        """What was drilled, for one line of text: never a bare ``None``."""
+        return drill_point_text(asdict(self))
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=2) + "\n").encode()
@@ -61,8 +75,11 @@ class RestoreDrill:
         chain: list[str] = []
         point = None
         error = None
+        loaded = Catalog.load(self.store, self.layout)
+        if catalog_never_used(loaded):
+            raise NothingToDrill(f"no backup has been taken under {self.layout.prefix}/ yet: nothing to drill (first deploy)")
         try:
-            manifests = choose_chain(Catalog.load(self.store, self.layout).for_source(self.source), backup_id=backup_id)
+            manifests = choose_chain(loaded.for_source(self.source), backup_id=backup_id)
             chain = [m.id for m in manifests]
             point = manifests[-1].id
             self.log.info("Drill: restoring %s into scratch database %s", point, scratch.describe())
@@ -72,7 +89,8 @@ class RestoreDrill:
             self.log.error("Drill failed: %s", error)
         finally:
             self._drop(scratch)
-        result = DrillResult(utc_iso(now), point, chain, error is None, round(time.monotonic() - started, 1), error, scratch.dbname)
+        result = DrillResult(utc_iso(now), point or backup_id, chain, error is None, round(time.monotonic() - started, 1), error, scratch.dbname,
+                             requested=backup_id)
         self.store.put_bytes(result.to_json(), self.layout.drill_path(now))
         self.log.info("Drill %s in %.1fs (recorded at %s)", "passed" if result.ok else "FAILED", result.seconds, self.layout.drill_path(now))
         return result
@@ -87,6 +105,23 @@ class RestoreDrill:
             self.log.error("Could not drop scratch database %s: %s", scratch.dbname, exc)
         finally:
             conn.close()
+
+
+def catalog_never_used(catalog: Catalog) -> bool:
+    """True when nothing was ever stored under the prefix: no backup, no orphan object, no unreadable manifest.
+
+    The first-deploy state the drill and the staleness check skip; once anything
+    was written, an empty list of backups means they were lost, and that alerts.
+    """
+    return not (catalog.backups or catalog.orphans or catalog.problems)
+
+
+def drill_point_text(drill: dict) -> str:
+    """The backup a recorded drill restored, or why there is none: ``20261129T020000Z-full``, ``no backup chosen (the newest was asked for)``."""
+    if drill.get("backup_id"):
+        return drill["backup_id"]
+    requested = drill.get("requested")
+    return f"backup {requested} (not found)" if requested else "no backup point chosen (the newest was asked for)"
 
 
 def latest_drill(store, layout: BackupLayout) -> dict | None:

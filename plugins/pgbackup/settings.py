@@ -118,6 +118,10 @@ class BackupSettings:
     retry_delay: timedelta = timedelta(minutes=5)
     task_timeout: timedelta = timedelta(hours=6)
     databases: tuple[SourceDatabase, ...] = ()  # empty: the one database of source_conn_id / prefix
+    staging_conn_ids: tuple[str, ...] = ()  # connections pg_restore_to_staging may restore into; empty: the DAG refuses every target
+    pool: str = "pgbackup"  # the Airflow pool every capture task takes a slot of
+    pool_slots: int = 2  # its size, for `airflow pools set` (airflow-init, the demo, the tests)
+    remote_quota_bytes: int | None = None  # the remote's size when it cannot tell (rclone about); None: as the remote says
 
     def __post_init__(self) -> None:
         if not self.databases:
@@ -192,7 +196,16 @@ class BackupSettings:
             alert_from=env.get("BACKUP_ALERT_FROM", "").strip() or None,
             alert_webhook_url=_webhook_url(env.get("BACKUP_ALERT_WEBHOOK_URL", "").strip()),
             databases=databases,
+            staging_conn_ids=tuple(c.strip() for c in env.get("BACKUP_STAGING_CONN_IDS", "").split(",") if c.strip()),
+            pool=text("BACKUP_POOL", defaults.pool),
+            pool_slots=integer("BACKUP_POOL_SLOTS", defaults.pool_slots),
+            remote_quota_bytes=integer("BACKUP_REMOTE_QUOTA_BYTES", 0) or None,
         )
+        if settings.pool_slots < 1:
+            raise SettingsError(f"BACKUP_POOL_SLOTS={settings.pool_slots}: must be at least 1 (pg_dumps allowed at once)")
+        for staging in settings.staging_conn_ids:
+            if staging in {d.conn_id for d in settings.databases}:
+                raise SettingsError(f"BACKUP_STAGING_CONN_IDS names {staging!r}, a backup source's connection: a source is never a staging target")
         try:
             settings.compression()
         except ValueError as exc:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pgbackup.catalog import Catalog, SourceAmbiguous
+from pgbackup.growth import project_storage
 from pgbackup.identity import SourceIdentity
-from pgbackup.drill import latest_drill
+from pgbackup.drill import drill_point_text, latest_drill
 from pgbackup.layout import KINDS, BackupLayout
 from pgbackup.manifest import utc_iso
 from pgbackup.settings import BackupSettings
@@ -47,6 +48,12 @@ def next_run(cron: str, tz: str, now: datetime) -> datetime:
     return pendulum.instance(croniter(cron, local_now).get_next(datetime)).in_timezone("UTC")
 
 
+def schedule_interval(cron: str, tz: str, now: datetime) -> timedelta:
+    """How often ``cron`` runs: the gap between its next two runs after ``now`` (the growth projection's cadence)."""
+    first = next_run(cron, tz, now)
+    return next_run(cron, tz, first + timedelta(seconds=1)) - first
+
+
 def collect_status(store, settings: BackupSettings, *, now: datetime | None = None, runs: dict | None = None,
                    paused: dict | None = None, recent: int = 12, identity: SourceIdentity | None = None,
                    source_id: str | None = None, next_run_of: Callable[[str, str, datetime], datetime] = next_run) -> dict[str, Any]:
@@ -73,6 +80,8 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
     orphan_bytes = sum(max(o.size, 0) for o in catalog.orphans)
     quota = store.about()
     drill = latest_drill(store, layout)
+    if drill:
+        drill = {**drill, "point": drill_point_text(drill)}  # what text output prints: a failed drill may have no backup id
     # Only backups that would restore count as fresh: a damaged one or a broken chain does not.
     warnings += staleness_warnings(restorable_backups(catalog), now, settings.rpo, settings.rpo_grace, settings.max_full_age)
     warnings += [f"catalog: {problem}" for problem in catalog.problems]
@@ -94,6 +103,16 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
         }
         if (paused or {}).get(dag_id):
             warnings.append(f"DAG {dag_id} is paused: it will not run on schedule")
+    growth = project_storage(
+        catalog.backups, settings.remote_policy(), now, full_interval=schedule_interval(settings.full_schedule, settings.timezone, now),
+        incremental_interval=schedule_interval(settings.incremental_schedule, settings.timezone, now),
+        # BACKUP_REMOTE_QUOTA_BYTES is the room the backups have; otherwise the remote's own total, less what else it holds
+        quota_total=settings.remote_quota_bytes or (quota or {}).get("total"),
+        quota_used=None if settings.remote_quota_bytes else (quota or {}).get("used"),
+    )
+    if growth.over_quota_at:
+        warnings.append(f"storage projection: the backups outgrow the remote's quota by {growth.over_quota_at[:10]} "
+                        f"(retention keeps {growth.fulls_kept} fulls); shorten retention or grow the remote")
     return {
         "now": utc_iso(now),
         "remote": store.describe(settings.prefix),
@@ -109,6 +128,7 @@ def collect_status(store, settings: BackupSettings, *, now: datetime | None = No
         "dags": dags,
         "airflow": runs is not None,
         "drill": drill,
+        "growth": growth.to_dict(),
         "warnings": warnings,
     }
 

@@ -26,13 +26,15 @@ from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from pgbackup.catalog import Catalog
+from pgbackup.drill import catalog_never_used
 from pgbackup.layout import BackupLayout
 from pgbackup.settings import BackupSettings
 from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
 from rclone_provider.hooks.rclone import RcloneHook
 
+from pgbackup_airflow import metrics
 from pgbackup_airflow.connections import source_identity
 
 DEFAULT_FROM = "pgbackup@localhost"
@@ -213,8 +215,9 @@ class BackupStalenessOperator(BaseOperator):
     """
 
     def __init__(self, *, rclone_conn_id: str, prefix: str, rpo: timedelta, grace: timedelta, max_full_age: timedelta,
-                 source_conn_id: str = "backup_source", **kwargs) -> None:
+                 source_conn_id: str = "backup_source", database: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.database = database
         self.rclone_conn_id = rclone_conn_id
         self.prefix = prefix
         self.source_conn_id = source_conn_id
@@ -223,13 +226,20 @@ class BackupStalenessOperator(BaseOperator):
     def execute(self, context) -> dict[str, Any]:
         # Only this source's backups count: another installation's fresh backup must not hide that ours stopped.
         identity = source_identity(self.source_conn_id)
-        catalog = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix)).for_source(identity)
+        loaded = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix))
+        if catalog_never_used(loaded):
+            # A first deploy: the check has nothing to watch yet.  Skipped, not failed: no alert on a healthy new install.
+            self.log.info("No backup has been taken under %s/ yet: nothing to check until the first backup lands", self.prefix)
+            raise AirflowSkipException(f"{self.prefix}: no backup has been taken yet (first deploy): nothing to check")
+        catalog = loaded.for_source(identity)
         for problem in catalog.problems:
             self.log.warning("Catalog problem: %s", problem)
         if catalog.foreign_warning():
             self.log.warning("%s", catalog.foreign_warning())
         backups = restorable_backups(catalog)
         now = datetime.now(timezone.utc)
+        if backups:
+            metrics.newest_backup_age(self.database or self.prefix, now - backups[-1].finished_at)
         warnings = staleness_warnings(backups, now, self.rpo, self.grace, self.max_full_age)
         if warnings:
             raise AirflowFailException(f"{self.prefix}: " + "; ".join(warnings))

@@ -117,6 +117,18 @@ def stalled_tasks(dag_ids=BACKUP_DAGS) -> list[TaskRecord]:
     return [r for r in running if r.stalled]
 
 
+def missing_pool_warning(name: str, slots: int) -> str | None:
+    """A warning when the captures' pool (``BACKUP_POOL``) does not exist: the scheduler never starts a task of a
+    missing pool, so every backup would wait in state *scheduled* without failing or alerting."""
+    from airflow.models.pool import Pool
+
+    with create_session() as session:
+        if session.scalar(select(Pool.id).where(Pool.pool == name)) is not None:
+            return None
+    return (f"Airflow pool {name!r} does not exist: no capture will ever start. "
+            f"Create it: airflow pools set {name} {slots} 'pg_dumps at once'")
+
+
 def _logs_dir() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "logs"
 

@@ -1,4 +1,4 @@
-"""Operators for the backup DAGs: dump, archive check, manifest commit, retention."""
+"""Operators for the backup DAGs: dump, archive check, manifest commit, retention, drill, restore to staging."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import AssetAlias, BaseOperator
 from child_process import StopsChildrenOnKill
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException, AirflowSkipException
 from pgbackup.archive import check_archive, check_delta
@@ -15,16 +15,19 @@ from pgbackup.capture import BackupCapture, CapturedBackup
 from pgbackup.catalog import Catalog
 from pgbackup.compression import Compression
 from pgbackup.connections import ConnectionMissing, connection_fields, env_var
-from pgbackup.drill import RestoreDrill
+from pgbackup.drill import NothingToDrill, RestoreDrill
 from pgbackup.identity import SourceIdentity, read_source_identity
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import tools_for_server
+from pgbackup.restore import ChainRestore, RestoreRefused, choose_chain
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.store import LocalStore
 from rclone_provider.hooks.rclone import RcloneHook
 
+from pgbackup_airflow import metrics
+from pgbackup_airflow.assets import backup_asset
 from pgbackup_airflow.connections import drill_server, source_identity, source_target
 
 
@@ -48,10 +51,11 @@ class CaptureBackupOperator(_KillAwareOperator):
     sources' backups under the prefix are never a parent), and becomes a full
     when it must (no full yet, a broken chain, schema changed, ...), saying why
     in the log and the manifest.  The returned dict (also pushed as separate XComs) is what upload,
-    verify and the manifest need.
+    verify and the manifest need.  Mapped over the databases, an instance skips itself (and so its
+    upload, verify and commit) when the run asks for another database (``only_database``).
     """
 
-    template_fields: Sequence[str] = ("kind", "postgres_conn_id", "rclone_conn_id", "local_dir", "prefix")
+    template_fields: Sequence[str] = ("kind", "postgres_conn_id", "rclone_conn_id", "local_dir", "prefix", "database", "only_database")
 
     def __init__(
         self,
@@ -64,10 +68,14 @@ class CaptureBackupOperator(_KillAwareOperator):
         zstd_level: int = 6,
         zstd_threads: int = 0,
         pg_bin_dir: str | None = None,
+        database: str | None = None,
+        only_database: str | None = None,
         **kwargs,
     ) -> None:
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
+        self.database = database
+        self.only_database = only_database
         self.kind = kind
         self.postgres_conn_id = postgres_conn_id
         self.rclone_conn_id = rclone_conn_id
@@ -80,6 +88,8 @@ class CaptureBackupOperator(_KillAwareOperator):
     def execute(self, context) -> dict[str, Any]:
         if self.kind not in ("full", "incremental"):
             raise AirflowException(f"kind must be 'full' or 'incremental', not {self.kind!r}")
+        if self.only_database and self.only_database != self.database:
+            raise AirflowSkipException(f"this run backs up database {self.only_database!r}, not {self.database!r}")
         remote = self._checked_remote()
         target = source_target(self.postgres_conn_id)
         identity = _identity_of(target)
@@ -151,10 +161,12 @@ class CommitManifestOperator(_KillAwareOperator):
     """Write the backup's manifest, last: to the remote (read back and compared), then beside the local copy.
 
     Only now does the backup exist; a run that stops before this step leaves an
-    orphan object that no catalog lists and retention later removes.
+    orphan object that no catalog lists and retention later removes.  Then it
+    emits the backup's asset event (``pgbackup_airflow.assets``, through the
+    ``AssetAlias`` the task declares as its outlet) and its metrics.
     """
 
-    template_fields: Sequence[str] = ("captured", "verification", "rclone_conn_id", "local_dir", "prefix")
+    template_fields: Sequence[str] = ("captured", "verification", "rclone_conn_id", "local_dir", "prefix", "database")
 
     def __init__(
         self,
@@ -164,9 +176,11 @@ class CommitManifestOperator(_KillAwareOperator):
         rclone_conn_id: str = RcloneHook.default_conn_name,
         local_dir: str,
         prefix: str = "database",
+        database: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.database = database
         self.captured = captured
         self.verification = verification
         self.rclone_conn_id = rclone_conn_id
@@ -199,7 +213,18 @@ class CommitManifestOperator(_KillAwareOperator):
         self.fail_if_killed()
         LocalStore(self.local_dir).put_bytes(body, path)
         self.log.info("Committed %s backup %s: manifest %s (%s bytes stored, sha256 %s)", manifest.kind, manifest.id, path, backup.bytes, backup.sha256)
+        self._announce(context, manifest)
         return manifest.to_dict()
+
+    def _announce(self, context, manifest: BackupManifest) -> None:
+        """The asset event of this database's backups on this remote, and the backup's metrics."""
+        asset = backup_asset(self.rclone_conn_id, self.prefix, manifest.kind)
+        extra = {"id": manifest.id, "kind": manifest.kind, "bytes": manifest.artifact.bytes, "sha256": manifest.artifact.sha256,
+                 "database": self.database or self.prefix, "remote": self.rclone_conn_id}
+        for outlet in self.outlets:
+            if isinstance(outlet, AssetAlias):
+                context["outlet_events"][outlet].add(asset, extra=extra)
+        metrics.backup_committed(self.database or self.prefix, manifest.kind, manifest.artifact.bytes, manifest.finished_at - manifest.started_at)
 
 
 class RetentionOperator(_KillAwareOperator):
@@ -300,10 +325,15 @@ class RestoreDrillOperator(_KillAwareOperator):
         store = RcloneHook(self.rclone_conn_id).get_conn()
         self._running = RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log,
                                      source=source_identity(self.source_conn_id))
-        result = self._running.run(backup_id=self.backup_id or None, jobs=self.jobs)
+        try:
+            result = self._running.run(backup_id=self.backup_id or None, jobs=self.jobs)
+        except NothingToDrill as exc:
+            self.log.info("Nothing to drill yet for %s: %s", self.database, exc)
+            raise AirflowSkipException(str(exc)) from None
         self.fail_if_killed()
+        metrics.drill_finished(self.database, result.ok, result.seconds)
         if not result.ok:
-            raise AirflowException(f"restore drill of {self.database} {result.backup_id or 'newest backup'} failed: {result.error}")
+            raise AirflowException(f"restore drill of {self.database} {result.point_text} failed: {result.error}")
         return {"database": self.database, "backup_id": result.backup_id, "seconds": result.seconds, "chain": result.chain}
 
 
@@ -333,3 +363,88 @@ def _identity_of(target) -> SourceIdentity:
 def _version_num(version: str) -> int:
     major, _, minor = version.partition(".")
     return int(major) * 10000 + int(minor or 0)
+
+
+class StagingRestoreOperator(_KillAwareOperator):
+    """Restore a backup point into a staging database: the everyday refresh, never production.
+
+    The target is an Airflow connection id from ``allowed_conn_ids`` (``BACKUP_STAGING_CONN_IDS``), never a URL typed
+    into a form.  Before anything is read from the remote or changed on the target, ``confirm`` must equal the target's
+    database name.  The restore itself is the library's: it refuses a non-empty target without ``clean``, and a target
+    that is the backup's source or any configured source database (``protected``) — with no way around it here:
+    replacing a source is the CLI's ``--replace-source``.
+    """
+
+    template_fields: Sequence[str] = ("target_conn_id", "backup_id", "database", "confirm", "clean")
+
+    def __init__(
+        self,
+        *,
+        target_conn_id: str | None,
+        confirm: str | None,
+        allowed_conn_ids: Sequence[str],
+        sources: Sequence[tuple[str, str, str]],
+        database: str | None = None,
+        backup_id: str | None = None,
+        clean: bool | str = False,
+        rclone_conn_id: str = RcloneHook.default_conn_name,
+        jobs: int = 2,
+        pg_bin_dir: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.target_conn_id = target_conn_id
+        self.confirm = confirm
+        self.allowed_conn_ids = tuple(allowed_conn_ids)
+        self.sources = tuple(tuple(s) for s in sources)  # (name, connection id, prefix) of every configured database
+        self.database = database
+        self.backup_id = backup_id
+        self.clean = clean
+        self.rclone_conn_id = rclone_conn_id
+        self.jobs = jobs
+        self.pg_bin_dir = pg_bin_dir
+
+    def execute(self, context) -> dict[str, Any]:
+        name, source_conn_id, prefix = self._source()
+        target = self._checked_target()
+        store = RcloneHook(self.rclone_conn_id).get_conn()
+        catalog = Catalog.load(store, BackupLayout(prefix)).for_source(source_identity(source_conn_id))
+        try:
+            chain = choose_chain(catalog, backup_id=self.backup_id or None)
+        except LookupError as exc:
+            raise AirflowFailException(f"{name}: {exc}; nothing was changed on {target.describe()}") from None
+        protected = tuple((n, identity) for n, conn_id, _ in self.sources if (identity := source_identity(conn_id)) is not None)
+        self._running = ChainRestore(store, BackupLayout(prefix), pg_bin_dir=self.pg_bin_dir, logger=self.log)
+        try:
+            report = self._running.run(chain, target, jobs=self.jobs, clean=self.clean in (True, "True", "true", "1"), protected=protected)
+        except RestoreRefused as exc:
+            raise AirflowFailException(f"restore into staging {self.target_conn_id!r} refused: {exc}") from None
+        self.fail_if_killed()
+        self.log.info("Staging %s (%s) now holds %s of %s: %s tables, %s rows, fingerprints match",
+                      self.target_conn_id, target.describe(), report.backup_id, name, report.tables, report.rows)
+        return {"target": self.target_conn_id, "database": name, "backup_id": report.backup_id, "chain": report.chain,
+                "seconds": round(report.seconds, 1), "tables": report.tables, "rows": report.rows}
+
+    def _source(self) -> tuple[str, str, str]:
+        if not self.database and len(self.sources) > 1:
+            raise AirflowFailException(f"several databases are configured ({', '.join(s[0] for s in self.sources)}): choose one with database")
+        for source in self.sources:
+            if not self.database or source[0] == self.database:
+                return source
+        raise AirflowFailException(f"no database called {self.database!r}; configured: {', '.join(s[0] for s in self.sources)}")
+
+    def _checked_target(self):
+        """The staging target, or a refusal naming what to give; nothing has been read or changed yet."""
+        if not self.allowed_conn_ids:
+            raise AirflowFailException("no staging target is configured: set BACKUP_STAGING_CONN_IDS to the connection ids restores may replace")
+        if self.target_conn_id not in self.allowed_conn_ids:
+            raise AirflowFailException(f"target {self.target_conn_id!r} is not a staging connection; allowed: {', '.join(self.allowed_conn_ids)}")
+        if self.target_conn_id in {conn_id for _, conn_id, _ in self.sources}:
+            raise AirflowFailException(f"target {self.target_conn_id!r} is a backup source's connection: restore a source with backupctl restore")
+        target = source_target(self.target_conn_id)
+        if self.confirm != target.dbname:
+            raise AirflowFailException(
+                f"confirm must be the target's database name, {target.dbname!r} (connection {self.target_conn_id!r}); "
+                f"got {self.confirm!r}. Nothing was touched"
+            )
+        return target

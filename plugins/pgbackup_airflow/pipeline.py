@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from airflow.sdk import task_group
+from airflow.sdk import Param, task_group
 from pgbackup.settings import BackupSettings
 from rclone_provider.operators.rclone import RcloneUploadOperator, RcloneVerifyOperator
 
+from pgbackup_airflow.assets import committed_alias
 from pgbackup_airflow.operators import (
     CaptureBackupOperator,
     CheckArchiveOperator,
@@ -16,6 +17,14 @@ from pgbackup_airflow.operators import (
 )
 
 GROUP_ID = "backup"
+ONLY_DATABASE = "{{ params.database or '' }}"
+
+
+def database_params(settings: BackupSettings, *, what: str) -> dict[str, Param]:
+    """The ``database`` Param of a manual trigger: one of the configured names, or empty for every database."""
+    names = [d.name for d in settings.databases]
+    return {"database": Param(None, type=["null", "string"], enum=[None, *names], title="Database",
+                              description=f"{what} only this database; empty = every one ({', '.join(names)})")}
 
 
 def database_label_template(settings: BackupSettings) -> str:
@@ -29,7 +38,7 @@ def database_label_template(settings: BackupSettings) -> str:
 
 def database_kwargs(settings: BackupSettings) -> list[dict[str, str]]:
     """One entry per database: what the mapped group expands over."""
-    return [{"postgres_conn_id": d.conn_id, "prefix": d.prefix} for d in settings.databases]
+    return [{"postgres_conn_id": d.conn_id, "prefix": d.prefix, "database": d.name} for d in settings.databases]
 
 
 def backup_pipeline(kind: str, settings: BackupSettings):
@@ -41,13 +50,17 @@ def backup_pipeline(kind: str, settings: BackupSettings):
     retries and alerts on its own while the others go on.  With several remotes
     (``BACKUP_REMOTE_CONN_ID=a,b``) each gets its own branch, suffixed with its
     connection id: one remote failing fails the run (and alerts) while the
-    copies on the others still land.  Returns the mapped group.
+    copies on the others still land.  A manual run with ``{"database": "shop"}``
+    (``database_params``) backs up only that one: the others' captures skip,
+    and their whole chain with them.  Every capture takes a slot of the pool
+    ``BACKUP_POOL``, so N databases never run more than ``BACKUP_POOL_SLOTS``
+    pg_dumps at once.  Returns the mapped group.
     """
     local_dir = str(settings.local_dir)
     label = database_label_template(settings)
 
     @task_group(group_id=GROUP_ID, default_args={"map_index_template": label})
-    def backup(postgres_conn_id: str, prefix: str) -> None:
+    def backup(postgres_conn_id: str, prefix: str, database: str) -> None:
         capture = CaptureBackupOperator(
             task_id="dump_compress_checksum" if kind == "full" else "capture_changes",
             kind=kind,
@@ -58,6 +71,9 @@ def backup_pipeline(kind: str, settings: BackupSettings):
             zstd_level=settings.zstd_level,
             zstd_threads=settings.zstd_threads,
             pg_bin_dir=settings.pg_bin_dir,
+            database=database,
+            only_database=ONLY_DATABASE,
+            pool=settings.pool,
         )
         check = CheckArchiveOperator(task_id="check_archive", captured=capture.output, pg_bin_dir=settings.pg_bin_dir)
         capture >> check
@@ -76,7 +92,7 @@ def backup_pipeline(kind: str, settings: BackupSettings):
             )
             commit = CommitManifestOperator(
                 task_id=f"commit_manifest{suffix}", captured=capture.output, verification=verify.output,
-                rclone_conn_id=remote, local_dir=local_dir, prefix=prefix,
+                rclone_conn_id=remote, local_dir=local_dir, prefix=prefix, database=database, outlets=[committed_alias(kind)],
             )
             retention = RetentionOperator(
                 task_id=f"retention_remote{suffix}", target="remote", policy=settings.remote_policy(),

@@ -204,6 +204,60 @@ def storage_chart_svg(backups: list[dict[str, Any]], now: datetime, tz: str, *, 
     return "".join(out)
 
 
+def growth_chart_svg(growth: dict[str, Any] | None, *, width: int = 960) -> str:
+    """Stored bytes per week so far (bars) and the 12 months' projection under retention (line), against the quota (dashed).
+
+    ``growth`` is ``pgbackup.growth.GrowthReport.to_dict()`` as ``collect_status`` reports it.
+    """
+    esc = html.escape
+    if not growth or growth.get("reason") or not growth.get("months"):
+        reason = (growth or {}).get("reason") or "no backups yet"
+        return ('<svg class="chart growth" role="img" aria-label="No projection" viewBox="0 0 %d 60" width="100%%">'
+                '<text x="%d" y="35" text-anchor="middle" class="muted">Storage projection: %s.</text></svg>'
+                % (width, width // 2, esc(reason)))
+    weeks, months = growth["weeks"], growth["months"]
+    quota = growth.get("quota_total")
+    left, right, top, height_plot, axis = 78, 24, 26, 170, 26
+    plot_w, height = width - left - right, top + height_plot + axis
+    # a slot per past week, then a slot per projected month
+    slots = len(weeks) + len(months)
+    slot_w = plot_w / max(slots, 1)
+    peak = max([w["stored_bytes"] for w in weeks] + [m["stored_bytes"] + growth.get("other_used", 0) for m in months] + [1])
+    scale_max = max(peak, quota or 0) if quota and quota < peak * 4 else peak
+    base = top + height_plot
+
+    def y(value: float) -> float:
+        return base - height_plot * min(value / scale_max, 1.0)
+
+    out = [f'<svg class="chart growth" role="img" aria-label="Storage per week and the 12-month projection" '
+           f'viewBox="0 0 {width} {height}" width="100%" preserveAspectRatio="xMidYMid meet" xmlns="http://www.w3.org/2000/svg">',
+           f'<text x="{left}" y="{top - 9}" class="chart-title">Stored per week, and projected for {len(months)} months</text>',
+           f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" class="tick">{esc(human_bytes(round(scale_max)))}</text>',
+           f'<line x1="{left}" x2="{left + plot_w}" y1="{base}" y2="{base}" class="grid"/>']
+    for i, w in enumerate(weeks):
+        h = base - y(w["stored_bytes"])
+        out.append(f'<rect class="week-bar" x="{left + i * slot_w + 1:.1f}" y="{base - h:.1f}" width="{max(slot_w - 2, 1):.1f}" height="{h:.1f}" '
+                   f'fill="{KIND_COLORS["full"]}"><title>week of {esc(w["week"])}: {esc(human_bytes(w["stored_bytes"]))} stored, '
+                   f'{esc(human_bytes(w["added_bytes"]))} added</title></rect>')
+    points = [(left + (len(weeks) + i + 0.5) * slot_w, y(m["stored_bytes"])) for i, m in enumerate(months)]
+    out.append('<polyline class="line projection" points="%s"/>' % " ".join(f"{px:.1f},{py:.1f}" for px, py in points))
+    for (px, py), m in zip(points, months):
+        out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" class="point"><title>month {m["month"]} ({esc(m["at"][:10])}): '
+                   f'{esc(human_bytes(m["stored_bytes"]))}</title></circle>')
+    last = months[-1]
+    out.append(f'<text x="{points[-1][0]:.1f}" y="{points[-1][1] - 8:.1f}" text-anchor="end" class="strong">'
+               f'{esc(human_bytes(last["stored_bytes"]))} in {last["month"]} months</text>')
+    if quota and quota <= scale_max:
+        qy = y(quota)
+        out.append(f'<line class="quota" x1="{left}" x2="{left + plot_w}" y1="{qy:.1f}" y2="{qy:.1f}" stroke="#c0392b" stroke-dasharray="6 4">'
+                   f'<title>quota {esc(human_bytes(quota))}</title></line>')
+    label = f"quota {human_bytes(quota)}" + (f", outgrown by {growth['over_quota_at'][:10]}" if growth.get("over_quota_at") else "") if quota else "quota unknown"
+    out.append(f'<text x="{left + plot_w}" y="{base + 18}" text-anchor="end" class="tick">{esc(label)}</text>')
+    out.append(f'<text x="{left}" y="{base + 18}" class="tick">{esc(weeks[0]["week"]) if weeks else ""}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
 def page_context(report: dict[str, Any], *, tz: str, can_trigger: dict[str, bool], airflow_base: str,
                  error: str | None = None, user: str | None = None) -> dict[str, Any]:
     """What the template shows, computed from ``collect_status``'s report."""
@@ -233,6 +287,7 @@ def page_context(report: dict[str, Any], *, tz: str, can_trigger: dict[str, bool
         "local": report.get("local"), "warnings": report.get("warnings", []),
         "api_base": f"{airflow_base}/api/v2", "airflow_base": airflow_base,
         "chart": storage_chart_svg(report.get("backups", []), now, tz),
+        "growth_chart": growth_chart_svg(report.get("growth")),
     }
 
 
@@ -256,7 +311,10 @@ def _read_status(settings) -> dict[str, Any]:
     except Exception as exc:  # the page still shows the remote's truth
         log.warning("Backups page: Airflow run history not readable: %s", exc)
     remote = Rclone(remote_config(settings.remote_conn_id), logger=log)
-    return collect_status(remote, settings, runs=runs, paused=paused, recent=100_000, identity=source_identity(settings), next_run_of=next_run)
+    report = collect_status(remote, settings, runs=runs, paused=paused, recent=100_000, identity=source_identity(settings), next_run_of=next_run)
+    if runs is not None:
+        report["warnings"] += [w for w in [history.missing_pool_warning(settings.pool, settings.pool_slots)] if w]
+    return report
 
 
 def _configured_databases():
@@ -357,6 +415,7 @@ def create_app():
         context["databases"] = [d.name for d in _configured_databases()]
         context["database"] = settings.databases[0].name
         context["chart"] = Markup(context["chart"])
+        context["growth_chart"] = Markup(context["growth_chart"])
         nonce = secrets.token_urlsafe(16)
         body = templates.get_template("backups.html").render(**context, nonce=nonce)
         return HTMLResponse(body, headers={

@@ -58,6 +58,7 @@ def test_three_databases_are_backed_up_in_parallel_on_two_celery_workers(sources
         "AIRFLOW_CONN_BACKUP_REMOTE": json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
         # one folder for both workers, as the README asks of a Celery deployment
         "BACKUP_LOCAL_DIR": str(tmp_path / "local copies"),
+        "BACKUP_POOL_SLOTS": str(len(DATABASES)),  # room for every capture at once
     }
     with CeleryCluster(tmp_path / "cluster", env, workers=WORKERS, concurrency=2) as cluster:
         cluster.wait_for_dag(DAG_ID)

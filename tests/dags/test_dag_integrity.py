@@ -12,9 +12,14 @@ PROBE = """
 import json
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=%r)
+clock = lambda t: getattr(t, "timetable", t)  # an AssetOrTimeSchedule's clock is the timetable it wraps
 print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
-    "dags": {d.dag_id: {"summary": d.timetable.expression, "tz": str(d.timetable.timezone), "catchup": d.catchup,
+    "dags": {d.dag_id: {"summary": getattr(clock(d.timetable), "expression", None), "tz": str(getattr(clock(d.timetable), "timezone", None)),
+                        "schedule": type(d.timetable).__name__,
+                        "after_assets": sorted(a.uri for a in getattr(getattr(d.timetable, "asset_condition", None), "objects", [])),
+                        "params": {k: d.params.get_param(k).schema for k in d.params},
+                        "pools": {t.task_id: t.pool for t in d.tasks}, "catchup": d.catchup,
                         "max_active_runs": d.max_active_runs,
                         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in d.tasks},
                         "mapped": {t.task_id: getattr(t, "map_index_template", None) for t in d.tasks
@@ -80,7 +85,8 @@ def test_bad_settings_are_an_import_error_naming_the_variable():
 
 def test_every_backup_dag_is_there_with_one_run_at_a_time(default_dags):
     dags = default_dags["dags"]
-    assert set(dags) == {"pg_full_backup", "pg_incremental_backup", "pg_restore_drill", "pg_backup_staleness"}
+    assert set(dags) == {"pg_full_backup", "pg_incremental_backup", "pg_restore_drill", "pg_backup_staleness", "pg_restore_to_staging"}
+    assert dags["pg_restore_to_staging"]["schedule"] == "NullTimetable"
     assert dags["pg_incremental_backup"]["summary"] == "0 0,6,12,18 * * *"
     assert dags["pg_restore_drill"]["summary"] == "0 6 * * 0" and dags["pg_backup_staleness"]["summary"] == "0 * * * *"
     for dag in dags.values():
@@ -91,3 +97,25 @@ def test_every_backup_dag_is_there_with_one_run_at_a_time(default_dags):
 def test_every_task_of_every_dag_alerts_on_failure_once_recipients_are_set():
     dags = load_dags(BACKUP_ALERT_EMAILS="ops@example.com")["dags"]
     assert all(dag["alerting"] for dag in dags.values())
+
+
+def test_the_drill_runs_after_every_databases_full_backup_asset_or_its_clock():
+    dags = load_dags(BACKUP_DATABASES="shop=src_shop, blog=src_blog")["dags"]
+    drill = dags["pg_restore_drill"]
+    assert drill["schedule"] == "AssetOrTimeSchedule" and drill["summary"] == "0 6 * * 0"
+    assert drill["after_assets"] == ["pgbackup://backup_remote/blog/full", "pgbackup://backup_remote/shop/full"]
+    assert dags["pg_full_backup"]["schedule"] == "CronTriggerTimetable"
+
+
+def test_manual_triggers_offer_the_configured_databases_and_the_drill_a_backup_id():
+    dags = load_dags(BACKUP_DATABASES="shop=src_shop, blog=src_blog")["dags"]
+    for dag_id in ("pg_full_backup", "pg_incremental_backup", "pg_restore_drill"):
+        assert dags[dag_id]["params"]["database"]["enum"] == [None, "shop", "blog"], dag_id
+    assert dags["pg_restore_drill"]["params"]["backup_id"]["type"] == ["null", "string"]
+
+
+def test_every_capture_takes_a_slot_of_the_configured_pool():
+    default, chosen = load_dags()["dags"], load_dags(BACKUP_POOL="dumps")["dags"]
+    assert default["pg_full_backup"]["pools"]["backup.dump_compress_checksum"] == "pgbackup"
+    assert chosen["pg_incremental_backup"]["pools"]["backup.capture_changes"] == "dumps"
+    assert chosen["pg_full_backup"]["pools"]["backup.check_archive"] == "default_pool"

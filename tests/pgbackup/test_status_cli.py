@@ -147,3 +147,39 @@ def test_a_remote_root_that_does_not_exist_is_named_not_shown_as_no_backups(tmp_
     assert f"the remote root backupremote:{tmp_path}/typo-in-the-root does not exist" in listed.stderr
     status = backupctl(missing, tmp_path, "status")
     assert status.returncode == 2 and "typo-in-the-root does not exist" in status.stdout.split("WARNINGS", 1)[1]
+
+
+def test_a_failed_drill_that_chose_no_backup_says_so_instead_of_none(local_remote, tmp_path):
+    store(Path(local_remote.root), manifest("full", NOW - timedelta(hours=1)))
+    record = {"at": "2026-11-29T06:00:00Z", "backup_id": None, "chain": [], "ok": False, "seconds": 0.1,
+              "error": "several sources stored and none chosen", "scratch_database": "pgbackup_drill_x"}
+    drill_file = Path(local_remote.root) / LAYOUT.drill_path(NOW - timedelta(minutes=5))
+    drill_file.parent.mkdir(parents=True)
+    drill_file.write_text(json.dumps(record))
+    result = backupctl(local_remote, tmp_path, "status")
+    line = next(l for l in result.stdout.splitlines() if l.startswith("Last restore drill:"))
+    assert "None" not in line
+    assert "FAILED" in line and "no backup point chosen (the newest was asked for)" in line
+    report = json.loads(backupctl(local_remote, tmp_path, "status", "--json").stdout)
+    assert report["drill"]["backup_id"] is None and report["drill"]["point"] == "no backup point chosen (the newest was asked for)"
+
+
+def test_status_projects_storage_growth_in_text_and_json(local_remote, tmp_path):
+    store(Path(local_remote.root), manifest("full", NOW - timedelta(days=8), size=1000), manifest("full", NOW - timedelta(days=1), size=1700))
+    report = json.loads(backupctl(local_remote, tmp_path, "status", "--json").stdout)
+    growth = report["growth"]
+    assert growth["full_growth_per_day"] == 100 and growth["fulls_kept"] == 9  # weekly fulls, 8 weeks kept
+    assert [m["month"] for m in growth["months"]] == list(range(1, 13))
+    assert growth["months"][0]["stored_bytes"] == 9 * growth["months"][0]["full_bytes"]
+    assert [w["added_bytes"] for w in growth["weeks"] if w["added_bytes"]] == [1000, 1700]
+    text = backupctl(local_remote, tmp_path, "status").stdout
+    assert "Growth: a full grows 700 B/week; retention keeps 9 fulls and 0 incrementals:" in text
+    assert "within the remote's quota of" in text
+
+
+def test_status_warns_when_the_projection_outgrows_the_quota(local_remote, tmp_path):
+    store(Path(local_remote.root), manifest("full", NOW - timedelta(hours=1), size=1000))
+    result = backupctl(local_remote, tmp_path, "status", BACKUP_REMOTE_QUOTA_BYTES="5000")
+    assert result.returncode == 2
+    assert "storage projection: the backups outgrow the remote's quota by" in result.stdout
+    assert "over the remote's quota of 4.9 KiB by" in result.stdout

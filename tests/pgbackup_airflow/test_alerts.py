@@ -166,16 +166,20 @@ def only_mail(inbox):
 
 
 @pytest.mark.airflow
-def test_staleness_run_on_an_empty_remote_fails_and_mails_the_alert(airflow_home, smtp_server, tmp_path):
+def test_staleness_run_when_backups_stopped_fails_and_mails_the_alert(airflow_home, smtp_server, tmp_path):
+    # (an empty remote is a first deploy: the check skips, see tests/dags/test_first_deploy.py)
     controller, inbox = smtp_server
-    result = dags_test("pg_backup_staleness", alert_env(tmp_path / "empty remote", controller.port))
+    remote = tmp_path / "remote"
+    stopped = manifest("full", datetime.now(timezone.utc) - timedelta(days=3), size=123)
+    store_backup(remote, stopped)
+    result = dags_test("pg_backup_staleness", alert_env(remote, controller.port))
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     envelope, message, body = only_mail(inbox)
     assert envelope.mail_from == "pgbackup@localhost" and envelope.rcpt_tos == ["ops@example.com"]
     assert message["Subject"] == f"[pgbackup] FAILED {STALENESS_TASK} [database]"
     assert "pg_backup_staleness" in body and "check_backup_freshness" in body
-    assert "no successful backup in the catalog at all (RPO 6h + 1h grace)" in body
+    assert f"no successful backup since" in body and stopped.id in body and "over the RPO of 6h + 1h grace" in body
     assert f'<a href="{API_BASE}/dags/pg_backup_staleness/runs/' in body and "/tasks/check_backup_freshness" in body
 
 
@@ -268,3 +272,14 @@ def test_staleness_dag_runs_hourly_in_the_backup_timezone_with_the_settings_limi
         "limits": ["1 day, 0:00:00", "1:00:00", "8 days, 0:00:00"],
     }
 
+
+
+@pytest.mark.airflow
+def test_a_missing_capture_pool_is_a_warning_that_says_what_to_run(airflow_home):
+    probe = ("import airflow.settings; from pgbackup_airflow.history import missing_pool_warning as w; "
+             "print(repr(w('pgbackup_never_created', 2))); print(repr(w('default_pool', 2)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout.splitlines()
+    assert out == ['"Airflow pool \'pgbackup_never_created\' does not exist: no capture will ever start. '
+                   'Create it: airflow pools set pgbackup_never_created 2 \'pg_dumps at once\'"', "None"]

@@ -141,6 +141,7 @@ def test_the_backups_page_in_a_browser(site):
             assert "restored in 42.5 s" in frame.locator(f"tr[data-backup-id='{full.id}']").inner_text()
             assert "no" in frame.locator(f"tr[data-backup-id='{inc.id}'] td:nth-child(5)").inner_text()
             assert frame.locator("svg.chart rect.bar").count() == 3
+            assert frame.locator("#growth svg.growth circle.point").count() == 12  # the 12 months' projection
             dag_rows = frame.locator("#dags tr[data-dag]")
             assert sorted(dag_rows.nth(i).get_attribute("data-dag") for i in range(dag_rows.count())) == [
                 "pg_full_backup", "pg_incremental_backup", "pg_restore_drill"]
@@ -187,3 +188,23 @@ def test_chart_has_a_bar_per_backup_and_the_running_total():
     assert "No backups yet" in storage_chart_svg([], NOW, "UTC")
     ticks = time_ticks(NOW - timedelta(days=10), NOW, ZoneInfo("Europe/Berlin"))
     assert 3 <= len(ticks) <= 8 and all(t.astimezone(ZoneInfo("Europe/Berlin")).hour == 0 for t, _ in ticks)
+
+
+def test_growth_chart_has_a_bar_per_week_a_point_per_projected_month_and_the_quota():
+    from datetime import timezone as tz
+
+    from factories import manifest
+    from pgbackup.growth import project_storage
+    from pgbackup.retention import RetentionPolicy
+    from pgbackup_airflow.ui_plugin import growth_chart_svg
+
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=tz.utc)
+    backups = [manifest("full", now - timedelta(days=15), size=1000), manifest("full", now - timedelta(days=1), size=1400)]
+    growth = project_storage(backups, RetentionPolicy(timedelta(weeks=8), timedelta(days=7)), now, full_interval=timedelta(weeks=1),
+                             incremental_interval=timedelta(hours=6), quota_total=200_000).to_dict()
+    svg = growth_chart_svg(growth)
+    assert svg.count('class="week-bar"') == len(growth["weeks"]) == 3
+    assert svg.count('class="point"') == 12 and 'class="quota"' in svg and "quota 195.3 KiB" in svg
+    assert "Storage projection: no full backup yet: nothing to project from." in growth_chart_svg(
+        project_storage([], RetentionPolicy(timedelta(weeks=8), timedelta(days=7)), now, full_interval=timedelta(weeks=1),
+                        incremental_interval=timedelta(hours=6)).to_dict())

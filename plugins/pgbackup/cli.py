@@ -362,10 +362,15 @@ def retention_one(args, settings: BackupSettings, heading: str) -> None:
 
 
 def airflow_env() -> dict[str, str]:
-    """Environment for Airflow commands: this project's dags/ and plugins/ unless the caller set others."""
+    """Environment for Airflow commands: run from a checkout, its dags/ and plugins/ unless the caller set others.
+
+    Installed as a package (the image), the library is not beside the DAG files:
+    Airflow's own configuration says where they are.
+    """
     env = dict(os.environ)
-    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_DIR / "dags"))
-    env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_DIR / "plugins"))
+    if (PROJECT_DIR / "dags").is_dir():
+        env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_DIR / "dags"))
+        env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_DIR / "plugins"))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     return env
 

@@ -27,6 +27,11 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 _DATABASE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
+# The remote connection this project uses unless BACKUP_REMOTE_CONN_ID says otherwise (the rclone
+# provider's own default, rclone_default, belongs to the generic provider, not to this project).
+DEFAULT_REMOTE_CONN_ID = "backup_remote"
+
+
 class SettingsError(ValueError):
     """A setting has a value that cannot work; the message names the variable."""
 
@@ -90,7 +95,7 @@ def parse_databases(text: str) -> tuple[SourceDatabase, ...]:
 class BackupSettings:
     # One database (the default): read through source_conn_id, stored under prefix.  Several: see ``databases``.
     source_conn_id: str = "backup_source"
-    remote_conn_ids: tuple[str, ...] = ("backup_remote",)  # the first is the primary; every backup goes to each
+    remote_conn_ids: tuple[str, ...] = (DEFAULT_REMOTE_CONN_ID,)  # the first is the primary; every backup goes to each
     prefix: str = "database"
     timezone: str = "UTC"
     full_schedule: str = "0 2 * * 0"

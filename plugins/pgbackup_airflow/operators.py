@@ -8,8 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import AssetAlias, BaseOperator
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowNotFoundException,
+    AirflowSkipException,
+)
 from child_process import StopsChildrenOnKill
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException, AirflowSkipException
 from pgbackup.archive import check_archive, check_delta
 from pgbackup.capture import BackupCapture, CapturedBackup
 from pgbackup.catalog import Catalog
@@ -23,6 +28,7 @@ from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import tools_for_server
 from pgbackup.restore import ChainRestore, RestoreRefused, choose_chain
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
+from pgbackup.settings import DEFAULT_REMOTE_CONN_ID
 from pgbackup.store import LocalStore
 from rclone_provider.hooks.rclone import RcloneHook
 
@@ -62,7 +68,7 @@ class CaptureBackupOperator(_KillAwareOperator):
         *,
         kind: str = "full",
         postgres_conn_id: str = "backup_source",
-        rclone_conn_id: str = RcloneHook.default_conn_name,
+        rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
         local_dir: str,
         prefix: str = "database",
         zstd_level: int = 6,
@@ -173,7 +179,7 @@ class CommitManifestOperator(_KillAwareOperator):
         *,
         captured: dict[str, Any] | Any,
         verification: dict[str, Any] | Any,
-        rclone_conn_id: str = RcloneHook.default_conn_name,
+        rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
         local_dir: str,
         prefix: str = "database",
         database: str | None = None,
@@ -242,7 +248,7 @@ class RetentionOperator(_KillAwareOperator):
         target: str,
         policy: RetentionPolicy,
         postgres_conn_id: str = "backup_source",
-        rclone_conn_id: str = RcloneHook.default_conn_name,
+        rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
         local_dir: str,
         prefix: str = "database",
         dry_run: bool = False,
@@ -297,7 +303,7 @@ class RestoreDrillOperator(_KillAwareOperator):
         several_databases: bool = False,
         drill_conn_id: str = "backup_drill",
         source_conn_id: str = "backup_source",
-        rclone_conn_id: str = RcloneHook.default_conn_name,
+        rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
         prefix: str = "database",
         jobs: int = 2,
         pg_bin_dir: str | None = None,
@@ -387,7 +393,7 @@ class StagingRestoreOperator(_KillAwareOperator):
         database: str | None = None,
         backup_id: str | None = None,
         clean: bool | str = False,
-        rclone_conn_id: str = RcloneHook.default_conn_name,
+        rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
         jobs: int = 2,
         pg_bin_dir: str | None = None,
         **kwargs,

@@ -51,7 +51,7 @@ from psycopg2 import sql
 from pgbackup.compression import CHUNK
 from pgbackup.tables import TableInfo
 
-FORMAT = "pgbackup-rowstate-3"
+FORMAT = "pgbackup-rowstate-4"
 CHECKSUMS = "CHECKSUMS.json"
 SUFFIX = ".rows.zst"
 HASH_HEX = 32
@@ -114,10 +114,19 @@ def _is_state_line(line: bytes) -> bool:
 
 @dataclass(frozen=True)
 class FileChecksum:
-    """What ``CHECKSUMS.json`` records of one state file: its size and the sha256 of its bytes."""
+    """What ``CHECKSUMS.json`` records of one state file: its size, the sha256 of its bytes and the fingerprint of its lines.
+
+    The fingerprint (``{"rows", "hash"}``, as ``table_fingerprint`` gives it) lets an
+    incremental check the parent's state against the parent's manifest without summing
+    every line: the sha256 ties the lines to this listing.  None when not known.
+    """
 
     bytes: int
     sha256: str
+    fingerprint: dict | None = None
+
+    def same_file(self, other: FileChecksum) -> bool:
+        return (self.bytes, self.sha256) == (other.bytes, other.sha256)
 
     @classmethod
     def of(cls, path: Path) -> FileChecksum:
@@ -137,15 +146,24 @@ class StateChecksums:
     files: dict[str, FileChecksum]
 
     def to_json(self) -> str:
-        files = {name: {"bytes": c.bytes, "sha256": c.sha256} for name, c in sorted(self.files.items())}
+        files = {name: {"bytes": c.bytes, "sha256": c.sha256, **({"fingerprint": c.fingerprint} if c.fingerprint else {})}
+                 for name, c in sorted(self.files.items())}
         return json.dumps({"format": self.format, "files": files}, indent=1, sort_keys=True) + "\n"
 
     @classmethod
     def parse(cls, text: str) -> StateChecksums:
         """Raises ValueError (or KeyError, TypeError) unless ``text`` is a whole checksum file."""
         data = json.loads(text)
-        files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"])) for name, c in data["files"].items()}
+        files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"]), _fingerprint(c.get("fingerprint")))
+                 for name, c in data["files"].items()}
         return cls(str(data["format"]), files)
+
+
+def _fingerprint(data) -> dict | None:
+    if data is None:
+        return None
+    high, low = str(data["hash"]).split(":")
+    return {"rows": int(data["rows"]), "hash": f"{int(high)}:{int(low)}"}
 
 
 def line_blocks(path: Path, expected: FileChecksum | None = None) -> Iterator[list[bytes]]:
@@ -179,7 +197,7 @@ def _checked_frame(raw, path: Path, expected: FileChecksum | None) -> Iterator[b
             yield data
     if not frame.eof or frame.unused_data:
         raise StateDamaged(f"{path} is truncated (its zstd frame ends early)" if not frame.eof else f"{path} has data after its zstd frame")
-    if expected is not None and FileChecksum(size, digest.hexdigest()) != expected:
+    if expected is not None and not FileChecksum(size, digest.hexdigest()).same_file(expected):
         raise StateDamaged(f"{path} {_difference(FileChecksum(size, digest.hexdigest()), expected)}")
 
 
@@ -257,6 +275,7 @@ class RowKeyState:
         self.dir = Path(root) / backup_id
         # Checksums known without reading the files again: taken while writing, or carried from a proven parent.
         self._known: dict[str, FileChecksum] = {}
+        self._fingerprints: dict[str, dict] = {}  # by file name: the fingerprint of the lines written
 
     def exists(self) -> bool:
         return (self.dir / "COMPLETE").is_file()
@@ -300,6 +319,19 @@ class RowKeyState:
         except OSError:
             shutil.copyfile(source, dest)
         self._known[dest.name] = expected
+        if expected.fingerprint:
+            self._fingerprints[dest.name] = expected.fingerprint
+
+    def record_fingerprint(self, table: str, fingerprint: dict) -> None:
+        """The fingerprint of the lines written for ``table``, recorded in the listing by :meth:`mark_complete`."""
+        self._fingerprints[self.path(table).name] = dict(fingerprint)
+
+    def recorded_fingerprint(self, table: str) -> dict | None:
+        """The fingerprint the complete state's listing records for ``table``'s file, or None (:class:`StateDamaged` if unlisted)."""
+        expected = self.checksums().files.get(self.path(table).name)
+        if expected is None:
+            raise StateDamaged(f"{self.path(table)} is not listed in {self.dir / CHECKSUMS}")
+        return expected.fingerprint
 
     def blocks(self, table: str) -> Iterator[list[bytes]]:
         """The table's lines in blocks, order and integrity checked.
@@ -317,9 +349,11 @@ class RowKeyState:
         return checked_order(line_blocks(path), f"row-key state {path}")
 
     def fingerprint(self, table: str) -> TableFingerprintSums:
+        """The sums of the table's lines, read whole; recorded for :meth:`mark_complete`."""
         sums = TableFingerprintSums()
         for block in self.blocks(table):
             sums.add(block)
+        self.record_fingerprint(table, sums.to_dict())
         return sums
 
     def checksums(self) -> StateChecksums:
@@ -367,7 +401,7 @@ class RowKeyState:
             path = self.dir / name
             if not path.is_file():
                 return f"lacks {table_of(name)}: {path} is missing"
-            if FileChecksum.of(path) != expected:
+            if not FileChecksum.of(path).same_file(expected):
                 return f"is damaged: the file of {table_of(name)}: {_file_damage(path, expected)}"
         stray = sorted(p.name for p in self.dir.glob(f"*{SUFFIX}") if p.name not in listing.files)
         if stray:  # never carried into the next state as if it were proven
@@ -381,7 +415,10 @@ class RowKeyState:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         # Files written or carried by this object are not read again; any other is hashed here.
-        files = {path.name: self._known.get(path.name) or FileChecksum.of(path) for path in sorted(self.dir.glob(f"*{SUFFIX}"))}
+        files = {}
+        for path in sorted(self.dir.glob(f"*{SUFFIX}")):
+            checksum = self._known.get(path.name) or FileChecksum.of(path)
+            files[path.name] = FileChecksum(checksum.bytes, checksum.sha256, self._fingerprints.get(path.name))
         (self.dir / "FORMAT").write_text(FORMAT + "\n")
         _write_replacing(self.dir / CHECKSUMS, StateChecksums(FORMAT, files).to_json())
         (self.dir / "COMPLETE").write_text(datetime.now(timezone.utc).isoformat())
@@ -533,19 +570,21 @@ def count_updated(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[
 
 
 def merge_state(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes], current_keys: Iterable[list[bytes]] | None,
-                out, sums: TableFingerprintSums, on_deleted, parent_seen: TableFingerprintSums) -> int:
+                out, sums: TableFingerprintSums, on_deleted, parent_seen: TableFingerprintSums | None = None) -> int:
     """Write the new state — parent lines minus deleted and updated keys, plus the changed lines — into ``out``.
 
     ``sums`` (the parent's fingerprint) is adjusted to the new rows; ``on_deleted`` gets
     each window's deleted keys.  Without ``current_keys`` the caller has proved there
     were no deletes.  With them, every current key must be a parent key or a changed
     row and every changed row a current key, else :class:`StateMismatch`.  Returns the
-    number of deleted keys; ``parent_seen`` gets the fingerprint of the parent's lines,
-    for the caller to check against the parent's manifest.
+    number of deleted keys; ``parent_seen``, if given, gets the fingerprint of the parent's
+    lines, for a caller that must check them against the parent's manifest (one whose
+    state does not record it).
     """
     deleted_total = 0
     for block, changed, current in _windows(parent_blocks, changed_lines, current_keys):
-        parent_seen.add(block)
+        if parent_seen is not None:
+            parent_seen.add(block)
         if current is None and not changed:
             if block:
                 out.write(b"\n".join(block) + b"\n")

@@ -49,7 +49,7 @@ def hold_table_as_snapshot_sees_it(cur, table) -> None:
     pass.  Both give the table a new ``relfilenode``: the snapshot's ``pg_class``
     row still names the old one, ``pg_relation_filenode()`` (the catalog as it is
     now, read after the lock) the new one.  Once locked, no rewrite can follow
-    until the capture ends.  Locking each table only when it is read, rather than
+    while the lock is held (to the end of the read: :func:`reading_table`).  Locking each table only when it is read, rather than
     all before the snapshot, keeps a lock held elsewhere from stalling the whole
     capture where a task timeout cannot interrupt it.  (VACUUM FULL and CLUSTER
     also change the relfilenode; they are MVCC-safe, and only cost a retry.)

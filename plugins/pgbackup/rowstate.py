@@ -21,7 +21,8 @@ when it was first written — is not checked again each time an incremental read
 
 A state proves itself before it is trusted.  Each file is one zstd frame with its
 content checksum; ``mark_complete`` writes ``CHECKSUMS.json`` (the format and every
-file's size and sha256), then ``COMPLETE``.  :meth:`RowKeyState.damage` re-checks all
+file's size, sha256 — taken while the file was written, or carried with an unchanged
+table's file from its proven parent — and the fingerprint of its lines), then ``COMPLETE``.  :meth:`RowKeyState.damage` re-checks all
 of it in one line of text, and reading a file that is truncated, changed, missing or
 not listed raises :class:`StateDamaged` — a :class:`StateMismatch`, on which the capture
 promotes to a full — never a zstd or hex decoding error.  A changed byte that keeps the

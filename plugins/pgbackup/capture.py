@@ -69,7 +69,7 @@ from psycopg2 import sql
 from pgbackup import __version__
 from pgbackup.compression import Compression, HashingWriter
 from pgbackup.delta import DeltaWriter
-from pgbackup.dump import DumpError, PgDump
+from pgbackup.dump import DumpError, PgDump, pg_dump_failure
 from pgbackup.fingerprint import large_objects_fingerprint, read_sequences, relation_fingerprint, table_fingerprint
 from pgbackup.identity import SourceIdentity
 from pgbackup.layout import BackupLayout, new_backup_id
@@ -90,7 +90,7 @@ from pgbackup.rowstate import (
     text_blocks,
 )
 from pgbackup.scratch import scratch_dir
-from pgbackup.snapshot import SnapshotSession, hold_table_as_snapshot_sees_it
+from pgbackup.snapshot import SnapshotSession, TableRewritten, reading_table, storage_rewritten
 from pgbackup.tables import TableInfo, list_tables
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,8 @@ class BackupCapture:
                 describe = pool.submit(self._describe, session, state)
                 self._dump = PgDump(self.target, self.tools, self.compression, logger=self.log)
                 try:
-                    artifact = self._dump.run(out_path, snapshot=session.info.exported_id)
+                    artifact = self._dump.run(out_path, snapshot=session.info.exported_id,
+                                              on_first_output=lambda: self._check_storage_kept(session))
                     details = describe.result()
                     details["schema_sha256"] = self._schema_hash(session)
                 except BaseException as failure:
@@ -267,10 +268,13 @@ class BackupCapture:
             tables = list_tables(cur)
             sequences = read_sequences(cur)
             large_objects = large_objects_fingerprint(cur)
-            sizes = {}
-            for table in tables:
-                cur.execute("SELECT pg_catalog.pg_table_size(%s)", (table.oid,))
-                sizes[table.qualified] = cur.fetchone()[0]
+            # pg_table_size would lock every table to the end of the snapshot's transaction; the
+            # catalog's page counts (as of the last VACUUM or ANALYZE) order the reads as well, lock-free.
+            cur.execute("SELECT c.oid::bigint, c.relpages::bigint + coalesce(t.relpages, 0) FROM pg_catalog.pg_class c"
+                        " LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid WHERE c.oid = ANY(%s)",
+                        ([table.oid for table in tables],))
+            pages = dict(cur.fetchall())
+            sizes = {table.qualified: pages.get(table.oid, 0) for table in tables}
         fingerprints = self._each_table(session, sorted(tables, key=lambda t: -sizes[t.qualified]),
                                         lambda cur, table: self._read_table(cur, table, state))
         self.log.info("Read fingerprints and row keys of %s tables in %.1fs on %s connections",
@@ -278,11 +282,11 @@ class BackupCapture:
         return _snapshot_details(session, tables, {t.qualified: fingerprints[t.qualified] for t in tables}, sequences, large_objects)
 
     def _read_table(self, cur, table: TableInfo, state: RowKeyState) -> dict:
-        hold_table_as_snapshot_sees_it(cur, table)
-        if not table.key_columns:
-            return relation_fingerprint(cur, table).to_dict()
-        with state.writer(table.qualified) as out:
-            cur.copy_expert(rows_query(table).as_string(cur), out)
+        with reading_table(cur, table):
+            if not table.key_columns:
+                return relation_fingerprint(cur, table).to_dict()
+            with state.writer(table.qualified) as out:
+                cur.copy_expert(rows_query(table).as_string(cur), out)
         return state.fingerprint(table.qualified).to_dict()
 
     def _each_table(self, session: SnapshotSession, tables: list[TableInfo], work) -> dict[str, Any]:
@@ -318,8 +322,24 @@ class BackupCapture:
                 code = child.wait()
             self._children.remove(child)
         if code != 0:
-            raise DumpError(f"pg_dump --schema-only of {self.target.describe()} failed: {child.stderr_tail.splitlines()[-1:]}")
+            raise DumpError(f"pg_dump --schema-only of {self.target.describe()} failed: {pg_dump_failure(child.stderr_tail)}")
         return digest.hexdigest()
+
+    def _check_storage_kept(self, session: SnapshotSession) -> None:
+        """Raise :class:`TableRewritten` if a relation was truncated or rewritten between the snapshot and pg_dump's locks.
+
+        Runs while pg_dump holds its lock on every table (it has begun writing): the
+        capture's reads let go of their locks one table at a time, so they no longer
+        keep such a rewrite waiting until pg_dump has locked the table itself.
+        """
+        conn = session.attach("pgbackup capture storage check")
+        try:
+            rewritten = storage_rewritten(conn)
+        finally:
+            conn.close()
+        if rewritten:
+            raise TableRewritten(f"table {rewritten} was truncated or rewritten after the backup's snapshot was taken; "
+                                 "nothing was kept, and the next try takes a new snapshot")
 
     def _check_cancelled(self) -> None:
         if self._cancelled:
@@ -491,7 +511,11 @@ class BackupCapture:
         """
         if parent_fingerprint is None:
             raise StateMismatch(f"parent has no fingerprint of {table.qualified} though the schema is unchanged")
-        hold_table_as_snapshot_sees_it(cur, table)
+        with reading_table(cur, table):
+            return self._capture_held_table(cur, delta, table, parent_state, state, changed_rows, parent_fingerprint, tmp)
+
+    def _capture_held_table(self, cur, delta: DeltaWriter, table: TableInfo, parent_state: RowKeyState, state: RowKeyState,
+                            changed_rows: sql.Composable, parent_fingerprint: dict, tmp: Path) -> tuple[dict[str, Any], dict]:
         header = {"table": table.qualified, "schema": table.schema, "name": table.name,
                   "columns": list(table.columns), "key_columns": list(table.key_columns)}
         if not table.key_columns:
@@ -504,6 +528,9 @@ class BackupCapture:
         cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(table.ident))
         current = cur.fetchone()[0]
         sums = TableFingerprintSums.parse(parent_fingerprint)
+        recorded = parent_state.recorded_fingerprint(name)  # proven with the file by its checksum: no need to sum every line
+        if recorded is not None and recorded != parent_fingerprint:
+            raise StateMismatch(f"{name}: the parent's row-key state records {recorded}, its manifest {parent_fingerprint}")
 
         def changed_lines():
             with open(changed_path, "rb") as raw:
@@ -518,7 +545,7 @@ class BackupCapture:
             raise StateMismatch(f"{name}: {current} rows now, {sums.rows} at the parent, {changed} changed of which "
                                 f"{updated} were in the parent: more rows than the parent's and the changed ones")
         if not changed and not gone:
-            _link_or_copy(parent_state.path(name), state.path(name))
+            state.carry(parent_state, name)
             return {"mode": "unchanged"}, parent_fingerprint
         current_keys = None
         if gone:
@@ -537,9 +564,9 @@ class BackupCapture:
                     deletes.append(stack.enter_context(delta.section({**header, "action": "delete"})))
                 deletes[0].write(b"\n".join(keys) + b"\n")
 
-            parent_seen = TableFingerprintSums()
+            parent_seen = TableFingerprintSums() if recorded is None else None
             deleted = merge_state(parent_state.blocks(name), changed_lines(), current_keys, new_state, sums, on_deleted, parent_seen)
-        if parent_seen.to_dict() != parent_fingerprint:
+        if parent_seen is not None and parent_seen.to_dict() != parent_fingerprint:
             raise StateMismatch(f"{name}: the parent's row-key state holds {parent_seen.to_dict()}, its manifest {parent_fingerprint}")
         if deleted != gone or sums.rows != current:
             raise StateMismatch(f"{name}: the counts say {gone} rows were deleted and {current} remain; "
@@ -550,6 +577,7 @@ class BackupCapture:
             upserted = cur.rowcount
         if upserted != changed:
             raise StateMismatch(f"{name}: {upserted} changed rows copied, {changed} hashed, in one snapshot")
+        state.record_fingerprint(name, sums.to_dict())
         return {"mode": "rows", "upserted": upserted, "deleted": deleted}, sums.to_dict()
 
     @staticmethod
@@ -625,8 +653,8 @@ def _observe(cur) -> _Observed:
     matviews = {}
     for table in tables:
         if table.is_matview:
-            hold_table_as_snapshot_sees_it(cur, table)
-            matviews[table.qualified] = relation_fingerprint(cur, table).to_dict()
+            with reading_table(cur, table):
+                matviews[table.qualified] = relation_fingerprint(cur, table).to_dict()
     return _Observed(tables, matviews, large_objects_fingerprint(cur))
 
 
@@ -718,22 +746,16 @@ def content_outside_tables_reason(parent_details: dict, here: _Observed) -> str 
     return None
 
 
-def _link_or_copy(source: Path, dest: Path) -> None:
-    """An unchanged table's state is the parent's file: a hard link, or a copy where links are not possible."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copyfile(source, dest)
-
-
 def _for_operator(exc: BaseException, where: Path) -> BaseException:
     """ENOSPC and a lost database connection as the operator should read them; any other error unchanged."""
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return DumpError(f"local disk full while writing {where}; the partial files were removed and older backups left as they were")
     if isinstance(exc, psycopg2.Error):
         first = (str(exc).strip().splitlines() or ["connection lost"])[0]
-        return DumpError(f"the backup's database session failed: {first}; nothing was kept")
+        hint = getattr(getattr(exc, "diag", None), "message_hint", None)
+        # PostgreSQL's hint says what to change (e.g. "You might need to increase max_locks_per_transaction.").
+        hint = f" (HINT: {hint.strip()})" if hint and hint.strip() not in first else ""
+        return DumpError(f"the backup's database session failed: {first}{hint}; nothing was kept")
     return exc
 
 

@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +40,21 @@ class DumpArtifact:
     finished_at: str
 
 
+def pg_dump_failure(stderr: str) -> str:
+    """The line of pg_dump's error output that says what failed, followed by PostgreSQL's HINT when there is one.
+
+    pg_dump ends with its own summary ("... Command was: LOCK TABLE ..."); the hint
+    (say, to raise ``max_locks_per_transaction``) comes before it and is what the operator needs.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return "no error output"
+    errors = [line for line in lines if "error:" in line.lower() and not line.lower().startswith("pg_dump: detail:")]
+    message = errors[-1] if errors else lines[-1]
+    hints = [line for line in lines if "HINT:" in line and line not in message]
+    return " ".join([message, *dict.fromkeys(hints)])
+
+
 class PgDump:
     """One pg_dump run; ``terminate()`` (from ``on_kill``) stops pg_dump's whole process group."""
 
@@ -52,8 +68,13 @@ class PgDump:
     def terminate(self) -> None:
         self.children.terminate_all()
 
-    def run(self, out_path: Path, *, snapshot: str | None = None) -> DumpArtifact:
-        """Dump into ``out_path``; with ``snapshot`` (an exported snapshot id) pg_dump reads exactly that snapshot."""
+    def run(self, out_path: Path, *, snapshot: str | None = None, on_first_output: Callable[[], None] | None = None) -> DumpArtifact:
+        """Dump into ``out_path``; with ``snapshot`` (an exported snapshot id) pg_dump reads exactly that snapshot.
+
+        ``on_first_output`` runs once pg_dump has written its first bytes, before they are
+        read on: the custom format writes nothing until pg_dump has locked every table, and
+        pg_dump holds those locks until it exits.  An error it raises stops pg_dump.
+        """
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         partial = out_path.with_name(out_path.name + ".partial")
@@ -72,15 +93,14 @@ class PgDump:
                 try:
                     with child, open(partial, "xb") as raw_out:
                         sink = HashingWriter(raw_out)
-                        raw_bytes = self._compress(child.stdout, sink, clock)
+                        raw_bytes = self._compress(child.stdout, sink, clock, on_first_output)
                         code = child.wait()
                         raw_out.flush()
                         os.fsync(raw_out.fileno())
                 finally:
                     self.children.forget(child)
             if code != 0:
-                last = child.stderr_tail.splitlines()[-1:] or ["no error output"]
-                raise DumpError(f"pg_dump of {self.target.describe()} failed with exit code {code}: {last[0]}")
+                raise DumpError(f"pg_dump of {self.target.describe()} failed with exit code {code}: {pg_dump_failure(child.stderr_tail)}")
             os.replace(partial, out_path)
         except OSError as exc:
             partial.unlink(missing_ok=True)
@@ -104,11 +124,14 @@ class PgDump:
             finished_at=datetime.now(timezone.utc).isoformat(),
         )
 
-    def _compress(self, source, sink: HashingWriter, clock: float) -> int:
+    def _compress(self, source, sink: HashingWriter, clock: float, on_first_output: Callable[[], None] | None = None) -> int:
         raw_bytes = 0
         next_report = clock + PROGRESS_EVERY_SECONDS
         with self.compression.compressor().stream_writer(sink, closefd=False) as zwriter:
             for chunk in iter(lambda: source.read(CHUNK), b""):
+                if on_first_output is not None:
+                    on_first_output()
+                    on_first_output = None
                 zwriter.write(chunk)
                 raw_bytes += len(chunk)
                 if time.monotonic() >= next_report:

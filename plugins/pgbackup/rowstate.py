@@ -12,13 +12,17 @@ lines ``<key>\\t<md5>``:
 
 Lines are sorted by the server on the *printed* key (``COPY``'s escapes reproduced
 in SQL, ``COLLATE "C"``), so bytewise order of the lines is their order: merging two
-states is byte comparisons, never decoding.  Whoever reads a state checks that order
-block by block (``sorted`` on sorted input is linear, in C) and fails loudly if it
-does not hold: a wrongly ordered merge would hide deletes.
+states is byte comparisons, never decoding.  Whatever comes from the server (a full's
+lines, an incremental's changed rows and current keys) is checked in that order block
+by block (``sorted`` on sorted input is linear, in C) and fails loudly if it does not
+hold: a wrongly ordered merge would hide deletes.  A merge writes its lines sorted by
+Python; a complete state's file is proven by its checksum, so its order — checked
+when it was first written — is not checked again each time an incremental reads it.
 
 A state proves itself before it is trusted.  Each file is one zstd frame with its
 content checksum; ``mark_complete`` writes ``CHECKSUMS.json`` (the format and every
-file's size and sha256), then ``COMPLETE``.  :meth:`RowKeyState.damage` re-checks all
+file's size, sha256 — taken while the file was written, or carried with an unchanged
+table's file from its proven parent — and the fingerprint of its lines), then ``COMPLETE``.  :meth:`RowKeyState.damage` re-checks all
 of it in one line of text, and reading a file that is truncated, changed, missing or
 not listed raises :class:`StateDamaged` — a :class:`StateMismatch`, on which the capture
 promotes to a full — never a zstd or hex decoding error.  A changed byte that keeps the
@@ -34,6 +38,7 @@ import binascii
 import hashlib
 import json
 import os
+import shutil
 import struct
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -47,7 +52,7 @@ from psycopg2 import sql
 from pgbackup.compression import CHUNK
 from pgbackup.tables import TableInfo
 
-FORMAT = "pgbackup-rowstate-3"
+FORMAT = "pgbackup-rowstate-4"
 CHECKSUMS = "CHECKSUMS.json"
 SUFFIX = ".rows.zst"
 HASH_HEX = 32
@@ -110,10 +115,19 @@ def _is_state_line(line: bytes) -> bool:
 
 @dataclass(frozen=True)
 class FileChecksum:
-    """What ``CHECKSUMS.json`` records of one state file: its size and the sha256 of its bytes."""
+    """What ``CHECKSUMS.json`` records of one state file: its size, the sha256 of its bytes and the fingerprint of its lines.
+
+    The fingerprint (``{"rows", "hash"}``, as ``table_fingerprint`` gives it) lets an
+    incremental check the parent's state against the parent's manifest without summing
+    every line: the sha256 ties the lines to this listing.  None when not known.
+    """
 
     bytes: int
     sha256: str
+    fingerprint: dict | None = None
+
+    def same_file(self, other: FileChecksum) -> bool:
+        return (self.bytes, self.sha256) == (other.bytes, other.sha256)
 
     @classmethod
     def of(cls, path: Path) -> FileChecksum:
@@ -133,15 +147,24 @@ class StateChecksums:
     files: dict[str, FileChecksum]
 
     def to_json(self) -> str:
-        files = {name: {"bytes": c.bytes, "sha256": c.sha256} for name, c in sorted(self.files.items())}
+        files = {name: {"bytes": c.bytes, "sha256": c.sha256, **({"fingerprint": c.fingerprint} if c.fingerprint else {})}
+                 for name, c in sorted(self.files.items())}
         return json.dumps({"format": self.format, "files": files}, indent=1, sort_keys=True) + "\n"
 
     @classmethod
     def parse(cls, text: str) -> StateChecksums:
         """Raises ValueError (or KeyError, TypeError) unless ``text`` is a whole checksum file."""
         data = json.loads(text)
-        files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"])) for name, c in data["files"].items()}
+        files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"]), _fingerprint(c.get("fingerprint")))
+                 for name, c in data["files"].items()}
         return cls(str(data["format"]), files)
+
+
+def _fingerprint(data) -> dict | None:
+    if data is None:
+        return None
+    high, low = str(data["hash"]).split(":")
+    return {"rows": int(data["rows"]), "hash": f"{int(high)}:{int(low)}"}
 
 
 def line_blocks(path: Path, expected: FileChecksum | None = None) -> Iterator[list[bytes]]:
@@ -175,7 +198,7 @@ def _checked_frame(raw, path: Path, expected: FileChecksum | None) -> Iterator[b
             yield data
     if not frame.eof or frame.unused_data:
         raise StateDamaged(f"{path} is truncated (its zstd frame ends early)" if not frame.eof else f"{path} has data after its zstd frame")
-    if expected is not None and FileChecksum(size, digest.hexdigest()) != expected:
+    if expected is not None and not FileChecksum(size, digest.hexdigest()).same_file(expected):
         raise StateDamaged(f"{path} {_difference(FileChecksum(size, digest.hexdigest()), expected)}")
 
 
@@ -251,6 +274,9 @@ class RowKeyState:
 
     def __init__(self, root: Path, backup_id: str) -> None:
         self.dir = Path(root) / backup_id
+        # Checksums known without reading the files again: taken while writing, or carried from a proven parent.
+        self._known: dict[str, FileChecksum] = {}
+        self._fingerprints: dict[str, dict] = {}  # by file name: the fingerprint of the lines written
 
     def exists(self) -> bool:
         return (self.dir / "COMPLETE").is_file()
@@ -267,11 +293,46 @@ class RowKeyState:
         return self.dir / f"{file_name(table)}{SUFFIX}"
 
     def writer(self, table: str):
-        """A zstd stream writer for the table's file (a C object: COPY writes every row to it without Python)."""
+        """A zstd stream writer for the table's file (a C object: COPY writes every row to it without Python).
+
+        The compressed bytes are hashed as they are written, so :meth:`mark_complete`
+        records the file's checksum without reading it back.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
-        raw = open(self.path(table), "wb")
-        compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
+        path = self.path(table)
+        raw = _HashingFile(open(path, "wb"), lambda checksum: self._known.__setitem__(path.name, checksum))
+        compressor = zstandard.ZstdCompressor(level=1, write_checksum=True)  # level 1: twice level 3's speed, for a few % more bytes
         return _OwningWriter(raw, compressor.stream_writer(raw, closefd=False))
+
+    def carry(self, parent: RowKeyState, table: str) -> None:
+        """An unchanged table's file is the parent's: a hard link (or a copy), with the checksum the parent's listing records.
+
+        The parent must have been proven (:meth:`damage` is None) first: what is carried is
+        its recorded checksum, so a file damaged later is still found when it is next read.
+        """
+        source, dest = parent.path(table), self.path(table)
+        expected = parent.checksums().files.get(source.name)
+        if expected is None:
+            raise StateDamaged(f"{source} is not listed in {parent.dir / CHECKSUMS}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, dest)
+        except OSError:
+            shutil.copyfile(source, dest)
+        self._known[dest.name] = expected
+        if expected.fingerprint:
+            self._fingerprints[dest.name] = expected.fingerprint
+
+    def record_fingerprint(self, table: str, fingerprint: dict) -> None:
+        """The fingerprint of the lines written for ``table``, recorded in the listing by :meth:`mark_complete`."""
+        self._fingerprints[self.path(table).name] = dict(fingerprint)
+
+    def recorded_fingerprint(self, table: str) -> dict | None:
+        """The fingerprint the complete state's listing records for ``table``'s file, or None (:class:`StateDamaged` if unlisted)."""
+        expected = self.checksums().files.get(self.path(table).name)
+        if expected is None:
+            raise StateDamaged(f"{self.path(table)} is not listed in {self.dir / CHECKSUMS}")
+        return expected.fingerprint
 
     def blocks(self, table: str) -> Iterator[list[bytes]]:
         """The table's lines in blocks, order and integrity checked.
@@ -280,24 +341,37 @@ class RowKeyState:
         complete state the file must also be the one ``CHECKSUMS.json`` lists.
         """
         path = self.path(table)
-        expected = None
         if self.exists():
             expected = self.checksums().files.get(path.name)
             if expected is None:
                 raise StateDamaged(f"{path} is not listed in {self.dir / CHECKSUMS}")
-        return checked_order(line_blocks(path, expected), f"row-key state {path}")
+            # Proven by its checksum (at the end of the file, before the reader's work is kept): its order was checked when written.
+            return line_blocks(path, expected)
+        return checked_order(line_blocks(path), f"row-key state {path}")
 
     def fingerprint(self, table: str) -> TableFingerprintSums:
+        """The sums of the table's lines, read whole; recorded for :meth:`mark_complete`."""
         sums = TableFingerprintSums()
         for block in self.blocks(table):
             sums.add(block)
+        self.record_fingerprint(table, sums.to_dict())
         return sums
 
     def checksums(self) -> StateChecksums:
-        """``CHECKSUMS.json``; :class:`StateDamaged` when it is missing or unreadable."""
+        """``CHECKSUMS.json``; :class:`StateDamaged` when it is missing or unreadable.
+
+        Parsed once per object and file version (a capture reads it for every table it merges).
+        """
         path = self.dir / CHECKSUMS
         try:
-            return StateChecksums.parse(path.read_text())
+            stamp = path.stat()
+            stamp = (stamp.st_mtime_ns, stamp.st_size, stamp.st_ino)
+            cached = getattr(self, "_listing", None)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            listing = StateChecksums.parse(path.read_text())
+            self._listing = (stamp, listing)
+            return listing
         except FileNotFoundError:
             raise StateDamaged(f"its checksum file {path} is missing") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -328,7 +402,7 @@ class RowKeyState:
             path = self.dir / name
             if not path.is_file():
                 return f"lacks {table_of(name)}: {path} is missing"
-            if FileChecksum.of(path) != expected:
+            if not FileChecksum.of(path).same_file(expected):
                 return f"is damaged: the file of {table_of(name)}: {_file_damage(path, expected)}"
         stray = sorted(p.name for p in self.dir.glob(f"*{SUFFIX}") if p.name not in listing.files)
         if stray:  # never carried into the next state as if it were proven
@@ -341,7 +415,11 @@ class RowKeyState:
         A state without keyed tables is complete too (an empty listing): its folder is created here.
         """
         self.dir.mkdir(parents=True, exist_ok=True)
-        files = {path.name: FileChecksum.of(path) for path in sorted(self.dir.glob(f"*{SUFFIX}"))}
+        # Files written or carried by this object are not read again; any other is hashed here.
+        files = {}
+        for path in sorted(self.dir.glob(f"*{SUFFIX}")):
+            checksum = self._known.get(path.name) or FileChecksum.of(path)
+            files[path.name] = FileChecksum(checksum.bytes, checksum.sha256, self._fingerprints.get(path.name))
         (self.dir / "FORMAT").write_text(FORMAT + "\n")
         _write_replacing(self.dir / CHECKSUMS, StateChecksums(FORMAT, files).to_json())
         (self.dir / "COMPLETE").write_text(datetime.now(timezone.utc).isoformat())
@@ -355,6 +433,26 @@ def _write_replacing(path: Path, text: str) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(partial, path)
+
+
+class _HashingFile:
+    """A file that hashes what is written to it; on close it hands its :class:`FileChecksum` to ``on_close``."""
+
+    def __init__(self, raw, on_close) -> None:
+        self.raw, self.on_close = raw, on_close
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.raw.close()
+        self.on_close(FileChecksum(self.size, self.digest.hexdigest()))
 
 
 class _OwningWriter:
@@ -473,46 +571,65 @@ def count_updated(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[
 
 
 def merge_state(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes], current_keys: Iterable[list[bytes]] | None,
-                out, sums: TableFingerprintSums, on_deleted, parent_seen: TableFingerprintSums) -> int:
+                out, sums: TableFingerprintSums, on_deleted, parent_seen: TableFingerprintSums | None = None) -> int:
     """Write the new state — parent lines minus deleted and updated keys, plus the changed lines — into ``out``.
 
     ``sums`` (the parent's fingerprint) is adjusted to the new rows; ``on_deleted`` gets
     each window's deleted keys.  Without ``current_keys`` the caller has proved there
     were no deletes.  With them, every current key must be a parent key or a changed
     row and every changed row a current key, else :class:`StateMismatch`.  Returns the
-    number of deleted keys; ``parent_seen`` gets the fingerprint of the parent's lines,
-    for the caller to check against the parent's manifest.
+    number of deleted keys; ``parent_seen``, if given, gets the fingerprint of the parent's
+    lines, for a caller that must check them against the parent's manifest (one whose
+    state does not record it).
     """
     deleted_total = 0
     for block, changed, current in _windows(parent_blocks, changed_lines, current_keys):
-        parent_seen.add(block)
-        changed_keys = {_key(line) for line in changed}
+        if parent_seen is not None:
+            parent_seen.add(block)
         if current is None and not changed:
             if block:
                 out.write(b"\n".join(block) + b"\n")
             continue
-        parent_keys = [_key(line) for line in block]
-        parent_set = set(parent_keys)
+        changed_keys = keys_of(changed)
         deleted: set[bytes] = set()
-        if current is not None:
-            current_set = set(current)
+        if current is None:
+            remove = set(changed_keys)
+        else:
+            parent_set, changed_set, current_set = set(keys_of(block)), set(changed_keys), set(current)
             if len(current_set) != len(current):
                 raise StateMismatch("the current keys repeat a key")
-            if not changed_keys <= current_set or not current_set <= parent_set | changed_keys:
+            if not changed_set <= current_set or not current_set <= parent_set | changed_set:
                 raise StateMismatch("current keys, changed rows and the parent's keys do not add up")
             deleted = parent_set - current_set
-        remove = (changed_keys & parent_set) | deleted
-        if remove:
-            removed = [line for line, key in zip(block, parent_keys) if key in remove]
-            kept = [line for line, key in zip(block, parent_keys) if key not in remove]
-            sums.add(removed, -1)
+            remove = (changed_set & parent_set) | deleted
+        # Few keys leave a block: find each by bisection, and keep the runs between them as slices.
+        at = sorted(i for i in (_index_of(block, key) for key in remove) if i is not None)
+        if at:
+            sums.add([block[i] for i in at], -1)
+            kept = []
+            for start, end in zip([0, *(i + 1 for i in at)], [*at, len(block)]):
+                kept.extend(block[start:end])
         else:
             kept = block
         sums.add(changed)
-        lines = sorted(kept + changed) if changed else kept
+        lines = sorted(kept + changed) if changed else kept  # two sorted runs: one linear merge, in C
         if lines:
             out.write(b"\n".join(lines) + b"\n")
         if deleted:
             on_deleted(sorted(deleted))
             deleted_total += len(deleted)
     return deleted_total
+
+
+def keys_of(lines: list[bytes]) -> list[bytes]:
+    """The keys of ``<key> TAB <md5>`` lines."""
+    return [line[: -HASH_HEX - 1] for line in lines]
+
+
+def _index_of(block: list[bytes], key: bytes) -> int | None:
+    """Where the line of ``key`` is in the sorted ``block``, or None (the key and its tab start only that line)."""
+    import bisect
+
+    probe = key + b"\t"
+    at = bisect.bisect_left(block, probe)
+    return at if at < len(block) and block[at].startswith(probe) else None

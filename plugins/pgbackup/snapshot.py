@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2
@@ -47,7 +49,7 @@ def hold_table_as_snapshot_sees_it(cur, table) -> None:
     pass.  Both give the table a new ``relfilenode``: the snapshot's ``pg_class``
     row still names the old one, ``pg_relation_filenode()`` (the catalog as it is
     now, read after the lock) the new one.  Once locked, no rewrite can follow
-    until the capture ends.  Locking each table only when it is read, rather than
+    while the lock is held (to the end of the read: :func:`reading_table`).  Locking each table only when it is read, rather than
     all before the snapshot, keeps a lock held elsewhere from stalling the whole
     capture where a task timeout cannot interrupt it.  (VACUUM FULL and CLUSTER
     also change the relfilenode; they are MVCC-safe, and only cost a retry.)
@@ -83,6 +85,49 @@ def hold_table_as_snapshot_sees_it(cur, table) -> None:
             f"table {table.qualified} changed its definition (columns or primary key) after the backup's snapshot was taken; "
             "nothing was kept, and the next try takes a new snapshot"
         )
+
+
+@contextmanager
+def reading_table(cur, table) -> Iterator[None]:
+    """Hold the table as the snapshot sees it (:func:`hold_table_as_snapshot_sees_it`) while the block runs, then let go.
+
+    A lock taken in a transaction is held to its end — unless taken after a savepoint
+    that is then rolled back to.  The read runs inside one, so a capture holds at most
+    one table lock per connection, not one per table: beside pg_dump's own lock on every
+    table, a capture of thousands of tables stays within the lock table that pg_dump
+    alone needs (``max_locks_per_transaction``).  Once its rows are read, a table may
+    change: what was read is the snapshot's.  (pg_dump's reads are covered by its own
+    locks and :func:`storage_rewritten`.)
+    """
+    cur.execute("SAVEPOINT pgbackup_read")
+    hold_table_as_snapshot_sees_it(cur, table)
+    yield
+    cur.execute("ROLLBACK TO SAVEPOINT pgbackup_read")  # releases the table's lock; nothing was written
+    cur.execute("RELEASE SAVEPOINT pgbackup_read")
+
+
+# Relations whose storage now is not the one the snapshot's catalog names (or that are gone).
+STORAGE_REWRITTEN_SQL = """
+SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT LIKE 'pg\\_temp%' AND c.relfilenode IS DISTINCT FROM pg_catalog.pg_relation_filenode(c.oid)
+ORDER BY 1 LIMIT 1
+"""
+
+
+def storage_rewritten(conn) -> str | None:
+    """The first relation truncated or rewritten since the snapshot of ``conn`` (a fresh connection that imported it), or None.
+
+    pg_dump locks every table before it writes its first byte and holds the locks
+    until it exits; asked while it runs, this proves no TRUNCATE or rewrite came
+    between the snapshot and pg_dump's locks — the window the capture's own locks,
+    released after each read, no longer cover.  A fresh connection has no cached
+    catalog, so ``pg_relation_filenode`` reads the catalog as it is now.
+    """
+    with conn.cursor() as cur:
+        cur.execute(STORAGE_REWRITTEN_SQL)
+        row = cur.fetchone()
+    return row[0] if row else None
 
 
 def _current_key_columns(cur, table) -> list[str]:

@@ -94,7 +94,6 @@ from urllib.parse import urlsplit
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "plugins"))
 
-from child_process import ChildProcess  # noqa: E402
 from growth import fit_fixed_plus_linear, fit_power_law  # noqa: E402
 from pgbackup.capture import BackupCapture, CapturedBackup  # noqa: E402
 from pgbackup.catalog import Catalog  # noqa: E402
@@ -106,6 +105,7 @@ from pgbackup.restore import ChainRestore, choose_chain  # noqa: E402
 from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop  # noqa: E402
 from pgbackup.tables import list_tables  # noqa: E402
 from psycopg2 import sql  # noqa: E402
+from rclone_provider.child_process import ChildProcess  # noqa: E402
 from rclone_provider.client import Rclone, RemoteConfig, find_rclone  # noqa: E402
 from server_cpu import ServerCpu  # noqa: E402
 
@@ -499,7 +499,9 @@ class Bench:
         Each is timed from the trigger to the run's success; CPU = every component's process tree
         (the task processes, pg_dump, rclone) during the run, so it includes the library's own.
         """
-        from airflow_scheduler import RunningAirflow  # Airflow's test harness: only when this path is measured
+        from airflow_scheduler import (
+            RunningAirflow,  # Airflow's test harness: only when this path is measured
+        )
 
         runs = []
         with RunningAirflow(self.backup_env(source, out), self.tmp / "airflow-components", AIRFLOW_LOGS) as running:

@@ -111,6 +111,17 @@ def pytest_configure(config):
     os.environ.update(airflow_env(home))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The compose stack test builds images and starts seven containers: minutes the rest of the suite
+    should not pay for, so it runs only when asked for (``-m compose``, `make test-compose`)."""
+    if "compose" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="the docker compose stack test runs with `make test-compose` (pytest -m compose)")
+    for item in items:
+        if "compose" in item.keywords:
+            item.add_marker(skip)
+
+
 def airflow_env(home: Path) -> dict[str, str]:
     return {
         "AIRFLOW_HOME": str(home),

@@ -5,7 +5,7 @@ import subprocess
 import time
 
 import pytest
-from child_process import ChildProcess, ChildRegistry, ProcessCancelled
+from rclone_provider.child_process import ChildProcess, ChildRegistry, ProcessCancelled
 
 log = logging.getLogger("test")
 

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from child_process import ChildProcess
+from rclone_provider.child_process import ChildProcess
 
 from pgbackup.compression import (
     CorruptArchiveError,

@@ -63,14 +63,19 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from child_process import ChildProcess
 from psycopg2 import sql
+from rclone_provider.child_process import ChildProcess
 
 from pgbackup import __version__
 from pgbackup.compression import Compression, HashingWriter
 from pgbackup.delta import DeltaWriter
 from pgbackup.dump import DumpError, PgDump, pg_dump_failure
-from pgbackup.fingerprint import large_objects_fingerprint, read_sequences, relation_fingerprint, table_fingerprint
+from pgbackup.fingerprint import (
+    large_objects_fingerprint,
+    read_sequences,
+    relation_fingerprint,
+    table_fingerprint,
+)
 from pgbackup.identity import SourceIdentity
 from pgbackup.layout import BackupLayout, new_backup_id
 from pgbackup.manifest import BackupManifest, StoredArtifact, parse_utc, utc_iso
@@ -90,7 +95,12 @@ from pgbackup.rowstate import (
     text_blocks,
 )
 from pgbackup.scratch import scratch_dir
-from pgbackup.snapshot import SnapshotSession, TableRewritten, reading_table, storage_rewritten
+from pgbackup.snapshot import (
+    SnapshotSession,
+    TableRewritten,
+    reading_table,
+    storage_rewritten,
+)
 from pgbackup.tables import TableInfo, list_tables
 
 log = logging.getLogger(__name__)

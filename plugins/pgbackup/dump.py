@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from child_process import ChildRegistry
+from rclone_provider.child_process import ChildRegistry
 
 from pgbackup.compression import CHUNK, Compression, HashingWriter
 from pgbackup.postgres import PgTarget, PgTools

@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg2
-from child_process import ChildRegistry
 from psycopg2 import sql
+from rclone_provider.child_process import ChildRegistry
 from rclone_provider.client import RcloneError
 
 from pgbackup.apply import (

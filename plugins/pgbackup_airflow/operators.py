@@ -14,7 +14,6 @@ from airflow.sdk.exceptions import (
     AirflowNotFoundException,
     AirflowSkipException,
 )
-from child_process import StopsChildrenOnKill
 from pgbackup.archive import check_archive, check_delta
 from pgbackup.capture import BackupCapture, CapturedBackup
 from pgbackup.catalog import Catalog
@@ -30,6 +29,7 @@ from pgbackup.restore import ChainRestore, RestoreRefused, choose_chain
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.settings import DEFAULT_REMOTE_CONN_ID
 from pgbackup.store import LocalStore
+from rclone_provider.child_process import StopsChildrenOnKill
 from rclone_provider.hooks.rclone import RcloneHook
 
 from pgbackup_airflow import metrics

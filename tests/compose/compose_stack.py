@@ -30,7 +30,23 @@ TEST_OVERRIDE = Path("tests") / "compose" / "docker-compose.test.yaml"
 DEBIAN_IMAGE = "pgbackup-standin/debian:bookworm"
 AIRFLOW_IMAGE = "pgbackup-standin/airflow:3.3.2-python3.11"
 POSTGRES_IMAGE = "pgbackup-standin/postgres:15-bookworm"
-DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+def machine_debian_mirror() -> str:
+    """The Debian archive this machine's own apt uses (its first ``URIs:`` / ``deb`` line naming a ``/debian`` archive)."""
+    import glob
+    import re as _re
+
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        for uri in _re.findall(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+)", text, flags=_re.M):
+            if uri.rstrip("/").endswith("/debian"):
+                return uri
+    raise RuntimeError("no Debian archive in this machine's apt sources: set DEBIAN_MIRROR")
+
+
+DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR") or machine_debian_mirror()
 
 # The ports docker-compose.test.yaml gives the services on the host's network.
 API_URL = "http://127.0.0.1:58080"

@@ -16,7 +16,11 @@ if ! docker compose version >/dev/null 2>&1; then
     work="$(mktemp -d)"
     trap 'rm -rf "${work}"' EXIT
     mkdir -p "${work}/lists/partial" "${work}/cache/archives/partial"
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${DEBIAN_MIRROR:-http://deb.debian.org/debian} trixie main" \
+    # The Debian archive this machine's apt already uses (its first URIs:/deb line ending in /debian).
+    mirror="${DEBIAN_MIRROR:-$(grep -h -o -E '^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)[^[:space:]]+' \
+        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | awk '{print $NF}' | grep -m1 -E '/debian/?$')}"
+    [[ -n "${mirror}" ]] || { echo "no Debian archive in this machine's apt sources: set DEBIAN_MIRROR" >&2; exit 1; }
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror} trixie main" \
         > "${work}/sources.list"
     apt_opts=(-qq -o "Dir::Etc::SourceList=${work}/sources.list" -o Dir::Etc::SourceParts=/dev/null
               -o "Dir::State::Lists=${work}/lists" -o "Dir::Cache=${work}/cache" -o APT::Sandbox::User=root)

@@ -199,7 +199,6 @@ def test_the_admin_password_survives_a_recreated_api_server(stack, made):
     assert RestApi().sign_in(ADMIN, made.admin_password) in (200, 201)
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 13 item 4's code change: the drill and staleness check skip on an empty catalog")
 def test_a_first_deploy_raises_no_alert_and_status_is_clean_after_its_first_backups(stack, smtp_inbox):
     _, inbox = smtp_inbox
     status = stack.exec("airflow-scheduler", "backupctl", "status")

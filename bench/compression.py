@@ -37,6 +37,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import zstandard
+
 from pgbackup.compression import Compression
 from pgbackup.dump import PgDump
 from pgbackup.postgres import PgTarget, PgTools, tools_for_server

@@ -94,6 +94,8 @@ from urllib.parse import urlsplit
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "plugins"))
 
+from psycopg2 import sql  # noqa: E402
+
 from growth import fit_fixed_plus_linear, fit_power_law  # noqa: E402
 from pgbackup.capture import BackupCapture, CapturedBackup  # noqa: E402
 from pgbackup.catalog import Catalog  # noqa: E402
@@ -104,7 +106,6 @@ from pgbackup.postgres import PgTarget, PgTools, tools_for_server  # noqa: E402
 from pgbackup.restore import ChainRestore, choose_chain  # noqa: E402
 from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop  # noqa: E402
 from pgbackup.tables import list_tables  # noqa: E402
-from psycopg2 import sql  # noqa: E402
 from rclone_provider.child_process import ChildProcess  # noqa: E402
 from rclone_provider.client import Rclone, RemoteConfig, find_rclone  # noqa: E402
 from server_cpu import ServerCpu  # noqa: E402
@@ -861,7 +862,8 @@ def print_report(report: dict) -> None:
                 ["changed", "rows", "stored MB", "% of full", "raw rows MB", "wall s", "% of full", "CPU s", "server CPU s",
                  "apply s", "peak RSS MB"], [
         [f"{r['fraction']:.1%}", f"{r['rows_changed']:,.0f}", f"{r['bytes'] / MB:.2f}", f"{100 * r['bytes'] / lib['bytes']:.2f}",
-         number(r["raw_changed_bytes"] / MB if r["raw_changed_bytes"] is not None else None, 2), f"{r['wall_s']:.1f}", f"{100 * r['wall_s'] / lib['wall_s']:.1f}",
+         number(r["raw_changed_bytes"] / MB if r["raw_changed_bytes"] is not None else None, 2),
+         f"{r['wall_s']:.1f}", f"{100 * r['wall_s'] / lib['wall_s']:.1f}",
          f"{r['cpu_s']:.1f}", number(r.get("server_cpu_s")), f"{r['apply_s']:.1f}", f"{r['peak_rss_mb']:.0f}"]
         for r in s["incremental"]
     ])

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+
 from conftest import airflow_cli
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"

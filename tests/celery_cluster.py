@@ -33,6 +33,7 @@ import warnings
 from pathlib import Path
 
 import psycopg2
+
 from airflow_api_server import AirflowProcess, ApiServer, log_tail
 from conftest import PG_SERVER_URL, admin_connection, airflow_cli
 from worker_identity import HOSTNAME_VARIABLE

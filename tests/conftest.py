@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+
 from loopback import RcloneServer
 from pgbackup.capture import BackupCapture
 from pgbackup.compression import Compression
@@ -160,6 +161,7 @@ class _Inbox:
 def smtp_server():
     """An SMTP server on 127.0.0.1 (aiosmtpd) that keeps every message it is given: ``(controller, inbox)``."""
     from aiosmtpd.controller import Controller
+
     from loopback import free_port
 
     inbox = _Inbox()

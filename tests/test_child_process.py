@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import pytest
+
 from rclone_provider.child_process import ChildProcess, ChildRegistry, ProcessCancelled
 
 log = logging.getLogger("test")

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
 from pgbackup.connections import pg_target_from_env, remote_from_env
 from pgbackup.settings import BackupSettings
 

@@ -8,8 +8,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rclone_provider.child_process import ChildProcess
-
 from pgbackup.compression import (
     CorruptArchiveError,
     DecompressedStream,
@@ -17,6 +15,7 @@ from pgbackup.compression import (
 )
 from pgbackup.delta import DeltaFormatError, DeltaReader
 from pgbackup.postgres import PgTools
+from rclone_provider.child_process import ChildProcess
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,6 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
-from rclone_provider.child_process import ChildProcess
 
 from pgbackup import __version__
 from pgbackup.compression import Compression, HashingWriter
@@ -102,6 +101,7 @@ from pgbackup.snapshot import (
     storage_rewritten,
 )
 from pgbackup.tables import TableInfo, list_tables
+from rclone_provider.child_process import ChildProcess
 
 log = logging.getLogger(__name__)
 XID_WRAP = 1 << 32

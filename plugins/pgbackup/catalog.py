@@ -30,12 +30,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rclone_provider.client import StoredObject
-
 from pgbackup.identity import SourceIdentity
 from pgbackup.layout import KINDS, MANIFEST_SUFFIX, BackupLayout
 from pgbackup.manifest import BackupManifest, ManifestError
 from pgbackup.store import BackupStore
+from rclone_provider.client import StoredObject
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,22 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pgbackup.airflow_api import URL_VARIABLE, AirflowApi, AirflowApiError
+from pgbackup.catalog import Catalog, SourceAmbiguous
+from pgbackup.connections import ConnectionMissing, env_var, pg_target_from_env, remote_from_env
+from pgbackup.growth import growth_lines
+from pgbackup.humanize import human_bytes
+from pgbackup.identity import SourceIdentity
+from pgbackup.layout import BackupLayout
+from pgbackup.lease import leased_backups
+from pgbackup.manifest import ManifestError
+from pgbackup.postgres import PgTarget, SourceError, ToolVersionError
+from pgbackup.restore import ChainRestore, ObjectUnavailable, RestoreError, choose_chain, configured_source_identities
+from pgbackup.retention import apply_plan, plan_retention
+from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError, SourceDatabase
+from pgbackup.sources import own_backups, reachable_source_identity
+from pgbackup.status import collect_status, next_run, other_remotes
+from pgbackup.store import LocalStore
 from rclone_provider.client import (
     Rclone,
     RcloneError,
@@ -34,23 +50,6 @@ from rclone_provider.client import (
     RemoteConfigError,
     VerificationError,
 )
-
-from pgbackup.airflow_api import URL_VARIABLE, AirflowApi, AirflowApiError
-from pgbackup.catalog import Catalog, SourceAmbiguous
-from pgbackup.connections import ConnectionMissing, env_var, pg_target_from_env, remote_from_env
-from pgbackup.identity import SourceIdentity
-from pgbackup.humanize import human_bytes
-from pgbackup.layout import BackupLayout
-from pgbackup.lease import leased_backups
-from pgbackup.manifest import ManifestError
-from pgbackup.postgres import PgTarget, SourceError, ToolVersionError
-from pgbackup.growth import growth_lines
-from pgbackup.restore import ChainRestore, ObjectUnavailable, RestoreError, choose_chain, configured_source_identities
-from pgbackup.retention import apply_plan, plan_retention
-from pgbackup.settings import PROJECT_DIR, BackupSettings, SettingsError, SourceDatabase
-from pgbackup.sources import own_backups, reachable_source_identity
-from pgbackup.status import collect_status, next_run, other_remotes
-from pgbackup.store import LocalStore
 
 log = logging.getLogger("backupctl")
 
@@ -561,7 +560,8 @@ def print_restore_procedure(remote: Rclone, catalog: Catalog, settings: BackupSe
         f"  1. Make the remote reachable: export {env_var(settings.remote_conn_id)}='<the backup_remote connection JSON>'\n"
         "  2. Put the target server's password in PGPASSWORD or ~/.pgpass (never on the command line).\n"
         f"  3. Check the plan:   bin/backupctl restore{option} --to postgresql://USER@HOST:5432/DBNAME --dry-run\n"
-        f"  4. Restore:          bin/backupctl restore{option} --to postgresql://USER@HOST:5432/DBNAME [--at 2026-11-29T14:00:00+01:00 | --backup ID] [--jobs 4] [--clean]\n"
+        f"  4. Restore:          bin/backupctl restore{option} --to postgresql://USER@HOST:5432/DBNAME"
+        " [--at 2026-11-29T14:00:00+01:00 | --backup ID] [--jobs 4] [--clean]\n"
         "The target database is created if missing, with the source's encoding and locale; a non-empty one is refused unless\n"
         "--clean is given, and the source database itself unless --replace-source names it (a safety dump is taken first).\n"
         "The restore checks every object's sha256 before it changes anything, and every table against the backup afterwards."

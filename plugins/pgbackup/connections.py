@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from rclone_provider.client import RemoteConfig
-
 from pgbackup.postgres import PgTarget
+from rclone_provider.client import RemoteConfig
 
 
 class ConnectionMissing(LookupError):

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rclone_provider.child_process import ChildRegistry
-
 from pgbackup.compression import CHUNK, Compression, HashingWriter
 from pgbackup.postgres import PgTarget, PgTools
+from rclone_provider.child_process import ChildRegistry
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_SECONDS = 30

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
-from rclone_provider.child_process import ChildRegistry
-from rclone_provider.client import RcloneError
 
 from pgbackup.apply import (
     IncrementalApplyError,
@@ -42,6 +40,8 @@ from pgbackup.lease import Lease
 from pgbackup.manifest import BackupManifest
 from pgbackup.postgres import PgTarget, PgTools, SourceError, tools_for_server
 from pgbackup.restore_check import check_restored, restore_sequences
+from rclone_provider.child_process import ChildRegistry
+from rclone_provider.client import RcloneError
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from rclone_provider.client import StoredObject
-
 from pgbackup.catalog import chain_order
 from pgbackup.layout import BackupLayout
 from pgbackup.manifest import BackupManifest, parse_utc, utc_iso
+from rclone_provider.client import StoredObject
 
 log = logging.getLogger(__name__)
 # Clocks of the machine that took a backup and of the one planning may differ by this much without alarm.

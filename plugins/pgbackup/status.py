@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pgbackup.catalog import Catalog, SourceAmbiguous
+from pgbackup.drill import drill_point_text, latest_drill
 from pgbackup.growth import project_storage
 from pgbackup.identity import SourceIdentity
-from pgbackup.drill import drill_point_text, latest_drill
 from pgbackup.layout import KINDS, BackupLayout
 from pgbackup.manifest import utc_iso
 from pgbackup.settings import BackupSettings

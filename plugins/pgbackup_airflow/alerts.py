@@ -27,15 +27,15 @@ from typing import Any
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
 from pgbackup.catalog import Catalog
 from pgbackup.drill import catalog_never_used
 from pgbackup.layout import BackupLayout
 from pgbackup.settings import BackupSettings
 from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
-from rclone_provider.hooks.rclone import RcloneHook
-
 from pgbackup_airflow import metrics
 from pgbackup_airflow.connections import source_identity
+from rclone_provider.hooks.rclone import RcloneHook
 
 DEFAULT_FROM = "pgbackup@localhost"
 

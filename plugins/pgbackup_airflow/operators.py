@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import (
     AirflowNotFoundException,
     AirflowSkipException,
 )
+
 from pgbackup.archive import check_archive, check_delta
 from pgbackup.capture import BackupCapture, CapturedBackup
 from pgbackup.catalog import Catalog
@@ -29,12 +30,11 @@ from pgbackup.restore import ChainRestore, RestoreRefused, choose_chain
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.settings import DEFAULT_REMOTE_CONN_ID
 from pgbackup.store import LocalStore
-from rclone_provider.child_process import StopsChildrenOnKill
-from rclone_provider.hooks.rclone import RcloneHook
-
 from pgbackup_airflow import metrics
 from pgbackup_airflow.assets import backup_asset
 from pgbackup_airflow.connections import drill_server, source_identity, source_target
+from rclone_provider.child_process import StopsChildrenOnKill
+from rclone_provider.hooks.rclone import RcloneHook
 
 
 class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 from airflow.sdk import Param, task_group
-from pgbackup.settings import BackupSettings
-from rclone_provider.operators.rclone import RcloneUploadOperator, RcloneVerifyOperator
 
+from pgbackup.settings import BackupSettings
 from pgbackup_airflow.assets import committed_alias
 from pgbackup_airflow.operators import (
     CaptureBackupOperator,
@@ -15,6 +14,7 @@ from pgbackup_airflow.operators import (
     CommitManifestOperator,
     RetentionOperator,
 )
+from rclone_provider.operators.rclone import RcloneUploadOperator, RcloneVerifyOperator
 
 GROUP_ID = "backup"
 ONLY_DATABASE = "{{ params.database or '' }}"

@@ -30,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.plugins_manager import AirflowPlugin
+
 from pgbackup.humanize import human_bytes
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,8 @@ def growth_chart_svg(growth: dict[str, Any] | None, *, width: int = 960) -> str:
         qy = y(quota)
         out.append(f'<line class="quota" x1="{left}" x2="{left + plot_w}" y1="{qy:.1f}" y2="{qy:.1f}" stroke="#c0392b" stroke-dasharray="6 4">'
                    f'<title>quota {esc(human_bytes(quota))}</title></line>')
-    label = f"quota {human_bytes(quota)}" + (f", outgrown by {growth['over_quota_at'][:10]}" if growth.get("over_quota_at") else "") if quota else "quota unknown"
+    outgrown = f", outgrown by {growth['over_quota_at'][:10]}" if growth.get("over_quota_at") else ""
+    label = f"quota {human_bytes(quota)}{outgrown}" if quota else "quota unknown"
     out.append(f'<text x="{left + plot_w}" y="{base + 18}" text-anchor="end" class="tick">{esc(label)}</text>')
     out.append(f'<text x="{left}" y="{base + 18}" class="tick">{esc(weeks[0]["week"]) if weeks else ""}</text>')
     out.append("</svg>")
@@ -299,9 +301,8 @@ def _read_status(settings) -> dict[str, Any]:
     """``collect_status`` over the whole catalog, with Airflow's run history read in this process."""
     from pgbackup.cli import remote_config, source_identity
     from pgbackup.status import collect_status
-    from rclone_provider.client import Rclone
-
     from pgbackup_airflow.timetables import next_run
+    from rclone_provider.client import Rclone
 
     runs = paused = None
     try:
@@ -354,8 +355,9 @@ def create_app():
     from fastapi import Depends, FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
     from markupsafe import Markup
-    from pgbackup.settings import BackupSettings, SettingsError
     from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from pgbackup.settings import BackupSettings, SettingsError
 
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                    undefined=jinja2.StrictUndefined)

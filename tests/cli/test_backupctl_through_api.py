@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from celery_cluster import ADMIN, CeleryCluster
 from conftest import PROJECT, backup_env
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 
 import pytest
+
 from conftest import PROJECT
 from installed_project import InstalledProject, install_project
 

@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import pytest
+
 from airflow_api_server import free_port
 from conftest import PG_SERVER_URL, PROJECT, airflow_cli, seeded_shop
 

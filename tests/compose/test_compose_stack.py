@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compose_stack import SOURCE_PORT, ComposeStack, DockerDaemon, RestApi, StandinImages  # noqa: E402
+
 from pgbackup.postgres import PgTarget  # noqa: E402
 from pgbackup.sample_shop import seed_sample_shop  # noqa: E402
 from pgcompare import database_content  # noqa: E402
@@ -49,6 +50,7 @@ def made():
 def smtp_inbox():
     """An SMTP server on 127.0.0.1 for the alerts: the containers share the host's network and reach it."""
     from aiosmtpd.controller import Controller
+
     from loopback import free_port
 
     class Inbox:

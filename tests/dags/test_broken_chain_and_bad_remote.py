@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import PROJECT, airflow_cli, backup_env
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout

@@ -12,6 +12,7 @@ import urllib.parse
 from datetime import datetime
 
 import pytest
+
 from celery_cluster import CeleryCluster
 from conftest import seeded_shop
 

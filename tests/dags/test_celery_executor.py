@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from celery_cluster import CeleryCluster
 from conftest import PROJECT, seeded_shop
 from pgbackup.catalog import Catalog

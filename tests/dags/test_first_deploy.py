@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from conftest import airflow_cli, smtp_connection_env
 from factories import manifest
 from pgbackup.layout import BackupLayout
@@ -71,6 +72,6 @@ def test_backups_that_stopped_still_fail_the_staleness_check_and_alert(deploy_en
     result = run_dag("pg_backup_staleness", env)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert f"no successful backup since" in output and old.id in output
+    assert "no successful backup since" in output and old.id in output
     (envelope,) = inbox.envelopes
     assert b"FAILED pg_backup_staleness.check_backup_freshness" in envelope.content

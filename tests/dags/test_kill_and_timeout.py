@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import pytest
+
 from conftest import admin_connection, airflow_cli, backup_env
 
 pytestmark = pytest.mark.airflow

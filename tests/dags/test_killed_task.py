@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import PROJECT, admin_connection, airflow_cli, backup_env
 
 pytestmark = pytest.mark.airflow

@@ -12,6 +12,7 @@ import sys
 from email import message_from_bytes, policy
 
 import pytest
+
 from conftest import PG_SERVER_URL, PROJECT, airflow_cli, seeded_shop, smtp_connection_env
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout

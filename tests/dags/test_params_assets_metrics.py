@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 
 import pytest
+
 from conftest import PG_SERVER_URL, airflow_cli, seeded_shop
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout

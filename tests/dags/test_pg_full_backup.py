@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import PROJECT, airflow_cli, backup_env
-from pgcompare import library_fingerprints
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
 from pgbackup.postgres import tools_for_server
 from pgbackup.restore import ArchiveRestore
+from pgcompare import library_fingerprints
 from rclone_provider.client import Rclone, RemoteConfig
 
 pytestmark = pytest.mark.airflow

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import PROJECT, airflow_cli, backup_env
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
@@ -54,7 +55,8 @@ def test_a_dead_remote_fails_the_run_while_the_other_copy_lands(airflow_home, sh
         shop_db, None, tmp_path / "local",
         BACKUP_REMOTE_CONN_ID="backup_good,backup_dead",
         AIRFLOW_CONN_BACKUP_GOOD=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": str(good_root)}}),
-        AIRFLOW_CONN_BACKUP_DEAD=json.dumps({"conn_type": "rclone", "extra": {"type": "webdav", "url": webdav_server.url, "flags": ["--retries=1", "--low-level-retries=1"]}}),
+        AIRFLOW_CONN_BACKUP_DEAD=json.dumps({"conn_type": "rclone", "extra": {
+            "type": "webdav", "url": webdav_server.url, "flags": ["--retries=1", "--low-level-retries=1"]}}),
     )
     webdav_server.stop()
     run = subprocess.run([airflow_cli(), "dags", "test", "pg_full_backup"], env=env, capture_output=True, text=True, timeout=600)

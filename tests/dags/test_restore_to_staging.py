@@ -8,6 +8,7 @@ import json
 import subprocess
 
 import pytest
+
 from conftest import airflow_cli, backup_env
 from pgcompare import library_fingerprints
 

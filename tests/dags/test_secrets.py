@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from conftest import PROJECT, backup_env
 from pgbackup.sample_shop import mutate_sample_shop
 

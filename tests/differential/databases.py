@@ -6,8 +6,9 @@ import os
 import uuid
 
 import psycopg2
-from pgbackup.postgres import PgTarget
 from psycopg2 import sql
+
+from pgbackup.postgres import PgTarget
 
 PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 

@@ -65,7 +65,9 @@ def column_values(type_: str, odd: bool, latin1: bool) -> st.SearchStrategy:
     if type_ == "text" or type_.startswith("character varying"):
         return text_values(odd, latin1)
     if type_ == "bytea":
-        return st.binary(max_size=8).map(lambda b: b.replace(b"\x00", b"\x01")) if odd else st.binary(min_size=1, max_size=4).map(lambda b: b.replace(b"\x00", b"a"))
+        if odd:
+            return st.binary(max_size=8).map(lambda b: b.replace(b"\x00", b"\x01"))
+        return st.binary(min_size=1, max_size=4).map(lambda b: b.replace(b"\x00", b"a"))
     if type_ == "double precision":
         plain = st.floats(-1e6, 1e6, allow_nan=False, width=32)
         return (plain | st.sampled_from([-0.0, float("nan"), float("inf"), float("-inf"), 1e-300, 0.1])) if odd else plain

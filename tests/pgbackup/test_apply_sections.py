@@ -1,7 +1,6 @@
 """Tables whose shape the incremental's sections must not trip over, restored through ``backupctl restore``."""
 
 import pytest
-from pgcompare import database_content
 from test_restore_cli import (
     back_up_chain,
     backupctl,
@@ -10,6 +9,8 @@ from test_restore_cli import (
     target_named,
     url_of,
 )
+
+from pgcompare import database_content
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 

@@ -7,7 +7,6 @@ triggers must come out exactly as the source was, with every trigger in its mode
 """
 
 import pytest
-from pgcompare import database_content
 from test_restore_cli import (
     back_up_chain,
     backupctl,
@@ -16,6 +15,8 @@ from test_restore_cli import (
     target_named,
     url_of,
 )
+
+from pgcompare import database_content
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 

@@ -3,6 +3,7 @@ file copy, failed over or recovered to a point in time reuses transaction ids: r
 below the parent's snapshot, and an incremental that trusted xmin would silently miss them."""
 
 import pytest
+
 from chain_steps import execute, publish, restore
 from pgbackup.capture import BackupCapture, continuity_reason
 from pgbackup.compression import Compression

@@ -98,7 +98,8 @@ def test_a_database_whose_tables_all_lack_a_primary_key_is_backed_up_and_restore
 
 def test_a_sequence_in_a_schema_whose_name_holds_a_dot_is_restored(make_database, tmp_path, client):
     source = make_database("dotseq")
-    execute(source, 'CREATE SCHEMA "a.b"', 'CREATE TABLE "a.b".t (id int PRIMARY KEY)', 'CREATE SEQUENCE "a.b".s', "SELECT nextval('\"a.b\".s') FROM generate_series(1, 3)")
+    execute(source, 'CREATE SCHEMA "a.b"', 'CREATE TABLE "a.b".t (id int PRIMARY KEY)', 'CREATE SEQUENCE "a.b".s',
+            "SELECT nextval('\"a.b\".s') FROM generate_series(1, 3)")
     full = publish(capture_of(source, tmp_path).full(), client)
     assert full.details["sequences"]['"a.b".s'] == {"schema": "a.b", "name": "s", "last_value": 3, "is_called": True}
     assert database_content(restore(client, full.id, make_database)) == database_content(source)
@@ -144,6 +145,7 @@ def test_an_older_manifests_sequence_is_put_back_by_its_unquoted_name(make_datab
 
 def test_an_older_manifests_ambiguous_sequence_name_is_refused(make_database, tmp_path):
     import pytest
+
     from pgbackup.restore import RestoreError, restore_sequences
 
     target = make_database("v1amb")

@@ -5,6 +5,7 @@ import uuid
 from dataclasses import replace
 
 import pytest
+
 from chain_steps import execute, publish, restore
 from conftest import admin_connection
 from pgbackup.capture import BackupCapture, LargeObjectsUnreadable

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+
 from chain_steps import execute
-from private_cluster import PrivateCluster
 from pgbackup.capture import BackupCapture, _for_operator
 from pgbackup.compression import Compression
 from pgbackup.dump import PgDump, pg_dump_failure
 from pgbackup.postgres import tools_for_server
 from pgbackup.snapshot import TableRewritten
+from private_cluster import PrivateCluster
 
 PASSWORD = "locks-test-password"
 # With max_locks_per_transaction = 10 and max_connections = 20 the lock table holds about 200 locks

@@ -2,6 +2,7 @@
 takes a full backup.  PostgreSQL restores a materialized view by REFRESH: a stale one cannot restore equal."""
 
 import pytest
+
 from chain_steps import LAYOUT, execute, publish, restore
 from pgbackup.capture import BackupCapture
 from pgbackup.catalog import Catalog

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from conftest import PROJECT
 from factories import manifest
 from pgbackup.catalog import BrokenChainError, Catalog

@@ -8,9 +8,10 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from chain_steps import execute
 from pgbackup import delta
 from pgbackup.delta import MAGIC, DeltaFormatError, DeltaReader, DeltaWriter
-from chain_steps import execute
 
 
 def written(sections, data_frame: int = delta.MAX_FRAME) -> bytes:
@@ -29,7 +30,7 @@ def read_back(data: bytes, read_size: int = -1):
     """Every section of ``data`` as (header, data), each section's data read ``read_size`` bytes at a time."""
     sections = []
     for header, source in DeltaReader(io.BytesIO(data)).sections():
-        body = b"".join(iter(lambda: source.read(read_size), b""))
+        body = b"".join(iter(lambda source=source: source.read(read_size), b""))
         sections.append((header, body))
     return sections
 

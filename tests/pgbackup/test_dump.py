@@ -5,12 +5,13 @@ import threading
 import time
 
 import pytest
-from pgcompare import library_fingerprints
+
 from pgbackup.archive import check_archive
 from pgbackup.compression import Compression, CorruptArchiveError
 from pgbackup.dump import DumpError, PgDump
 from pgbackup.postgres import PgTarget, tools_for_server
 from pgbackup.restore import ArchiveRestore
+from pgcompare import library_fingerprints
 
 log = logging.getLogger("test")
 

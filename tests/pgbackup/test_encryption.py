@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from pgbackup.capture import BackupCapture
 from pgbackup.catalog import Catalog
 from pgbackup.compression import Compression

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import admin_connection
 from pgbackup.capture import BackupCapture
 from pgbackup.compression import Compression

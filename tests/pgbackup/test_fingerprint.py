@@ -2,6 +2,7 @@
 that uses them still catches a single changed row."""
 
 import pytest
+
 from chain_steps import execute, publish, restore
 from pgbackup.fingerprint import (
     sequence_values,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from factories import manifest
 from pgbackup.growth import MONTH, kept_within, project_storage, weekly_storage
 from pgbackup.retention import RetentionPolicy

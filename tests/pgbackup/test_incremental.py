@@ -5,11 +5,12 @@ import logging
 import threading
 
 import pytest
+
+from chain_steps import execute, publish, restore
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout
 from pgbackup.restore import ChainRestore, RestoreError, choose_chain
 from pgbackup.sample_shop import mutate_sample_shop
-from chain_steps import execute, publish, restore
 from pgcompare import database_content
 
 LAYOUT = BackupLayout("database")
@@ -110,7 +111,8 @@ def test_application_can_insert_with_default_ids_after_restore(shop_db, capture,
     execute(shop_db, NEW_CUSTOMER.format(name="Ada"))
     inc = publish(capture.incremental(full), client)
     restored = restore(client, inc.id, make_database)
-    execute(restored, NEW_CUSTOMER.format(name="Grace"), 'INSERT INTO job_record (queue_name, data, state, progress, retries, created_at) VALUES ($$q$$, $${}$$, $$done$$, 0, 0, now())')
+    execute(restored, NEW_CUSTOMER.format(name="Grace"),
+            "INSERT INTO job_record (queue_name, data, state, progress, retries, created_at) VALUES ($$q$$, $${}$$, $$done$$, 0, 0, now())")
 
 
 def test_writes_during_the_incremental_give_a_consistent_state(shop_db, capture, client, make_database):

@@ -4,6 +4,7 @@ import uuid
 from dataclasses import replace
 
 import pytest
+
 from conftest import admin_connection
 from pgbackup.capture import BackupCapture
 from pgbackup.compression import Compression

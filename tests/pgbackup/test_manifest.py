@@ -3,6 +3,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+
 from factories import SHOP_SOURCE, manifest
 from pgbackup.layout import is_backup_id, new_backup_id
 from pgbackup.manifest import FORMAT_VERSION, BackupManifest, ManifestError

@@ -8,10 +8,9 @@ checked against its manifest by the fingerprint its listing records, not by summ
 import json
 import threading
 
-import pytest
+from chain_steps import execute, publish
 from pgbackup import rowstate
 from pgbackup.rowstate import CHECKSUMS, FileChecksum, RowKeyState, TableFingerprintSums
-from chain_steps import execute, publish
 
 LINES = b"".join(b"(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 500))
 

@@ -12,6 +12,7 @@ import sys
 import uuid
 
 import pytest
+
 from chain_steps import execute
 from conftest import PG_SERVER_URL, PROJECT, admin_connection
 from pgbackup.capture import BackupCapture

@@ -1,8 +1,6 @@
 """A restore keeps the source's encoding and locale: it creates a missing target alike, and refuses an existing one that differs."""
 
 import pytest
-from chain_steps import execute
-from conftest import admin_connection
 from test_restore_cli import (
     back_up_chain,
     backupctl,
@@ -10,6 +8,9 @@ from test_restore_cli import (
     target_named,
     url_of,
 )
+
+from chain_steps import execute
+from conftest import admin_connection
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 

@@ -1,6 +1,7 @@
 """``plan_target``: what a restore does to its target, decided from what it found there — at the exact boundaries."""
 
 import pytest
+
 from conftest import admin_connection
 from pgbackup.identity import SourceIdentity
 from pgbackup.restore import (

@@ -4,11 +4,6 @@ import subprocess
 import uuid
 
 import pytest
-from chain_steps import execute
-from conftest import admin_connection
-from pgbackup.layout import BackupLayout
-from pgbackup.postgres import tools_for_server
-from pgcompare import database_content
 from test_restore_cli import (
     back_up_chain,
     backupctl,
@@ -18,6 +13,12 @@ from test_restore_cli import (
     target_named,
     url_of,
 )
+
+from chain_steps import execute
+from conftest import admin_connection
+from pgbackup.layout import BackupLayout
+from pgbackup.postgres import tools_for_server
+from pgcompare import database_content
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 

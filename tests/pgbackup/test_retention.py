@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from factories import manifest
 from pgbackup.retention import RetentionPolicy, plan_retention
 from rclone_provider.client import StoredObject

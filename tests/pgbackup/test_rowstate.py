@@ -4,14 +4,15 @@ and the result must be exactly what a full backup reads from scratch — on the 
 import io
 from unittest import mock
 
-import pgbackup.rowstate as rowstate
 import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import pgbackup.rowstate as rowstate
+from chain_steps import execute, publish, restore
 from pgbackup.fingerprint import table_fingerprints
 from pgbackup.rowstate import RowKeyState, StateMismatch, StateOrderError, TableFingerprintSums, count_updated, merge_state
-from chain_steps import execute, publish, restore
 from pgcompare import database_content
 
 
@@ -161,7 +162,7 @@ def test_windows_never_hold_more_changes_than_the_bound_and_cover_every_line():
     assert [x for _, c, _ in windows for x in c] == changed
     assert [x for _, _, k in windows for x in k] == current[0]
     for block, changes, keys in windows:  # each window's three parts cover the same key range
-        top = max([l[:7] for l in block + changes] or [b""])
+        top = max([line[:7] for line in block + changes] or [b""])
         assert all(k <= top for k in keys)
 
 
@@ -220,7 +221,7 @@ def model_fingerprint(rows):
     """rows, sum of the signed high halves, sum of the signed low halves of the md5s: the SQL's, in plain Python."""
     halves = [(int.from_bytes(bytes.fromhex(h[:16].decode()), "big", signed=True),
                int.from_bytes(bytes.fromhex(h[16:].decode()), "big", signed=True)) for h in rows.values()]
-    return {"rows": len(rows), "hash": f"{sum(h for h, _ in halves)}:{sum(l for _, l in halves)}"}
+    return {"rows": len(rows), "hash": f"{sum(h for h, _ in halves)}:{sum(low for _, low in halves)}"}
 
 
 @st.composite
@@ -291,7 +292,7 @@ def test_windows_keep_every_key_in_one_window_in_order_and_within_the_bound(scen
     assert [x for _, c, _ in windows for x in c] == changed_lines
     assert [x for _, _, k in windows for x in k] == sorted(current)
     assert all(len(c) <= window for _, c, _ in windows)
-    key_sets = [{l.split(b"\t")[0] for l in b + c} | set(k) for b, c, k in windows]
+    key_sets = [{line.split(b"\t")[0] for line in b + c} | set(k) for b, c, k in windows]
     for before, after in zip(key_sets, key_sets[1:]):  # each key's parent line, change and current key meet in one window
         assert not before or not after or max(before) < min(after)
 

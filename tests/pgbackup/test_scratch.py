@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from pgbackup.scratch import LOCK, ROOT, scratch_dir
+
 from chain_steps import execute, publish
+from pgbackup.scratch import LOCK, ROOT, scratch_dir
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 HOLDER = """

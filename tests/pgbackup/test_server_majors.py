@@ -19,6 +19,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_restore_cli import (
+    backupctl,
+    database_exists,
+    publish_with_source,
+    scratch_names,
+)
+
 from conftest import admin_connection
 from embedded_server import (
     THROWAWAY,
@@ -42,12 +49,6 @@ from pgbackup.postgres import PgTarget, installed_tools, tools_for_server, wheel
 from pgbackup.restore import ChainRestore, choose_chain
 from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop
 from rclone_provider.client import Rclone
-from test_restore_cli import (
-    backupctl,
-    database_exists,
-    publish_with_source,
-    scratch_names,
-)
 
 pytestmark = requires_wheel
 

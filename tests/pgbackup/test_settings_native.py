@@ -1,6 +1,7 @@
 """The settings of the Airflow-native features: staging targets, the capture pool, the remote's quota."""
 
 import pytest
+
 from pgbackup.settings import BackupSettings, SettingsError
 
 

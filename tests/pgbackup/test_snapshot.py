@@ -1,6 +1,7 @@
 """A table truncated or rewritten between the capture's snapshot and its read is refused, never read as empty."""
 
 import pytest
+
 from pgbackup import capture as capture_module
 from pgbackup.capture import BackupCapture
 from pgbackup.compression import Compression

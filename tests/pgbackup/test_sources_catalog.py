@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from factories import SHOP_SOURCE, manifest
 from pgbackup.catalog import BackupNotFound, Catalog, SourceAmbiguous
 from pgbackup.identity import SourceIdentity

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from conftest import PG_SERVER_URL, PROJECT, airflow_cli, seeded_shop
 from pgbackup.catalog import Catalog
 from pgbackup.layout import BackupLayout, backup_id_stamp
 from pgcompare import database_content
-from rclone_provider.client import Rclone, RemoteConfig
+from rclone_provider.client import Rclone
 
 pytestmark = pytest.mark.airflow
 LAYOUT = BackupLayout("database")
@@ -88,7 +89,7 @@ def test_two_installations_under_one_prefix_never_mix_or_destroy_each_others_bac
         assert verified.returncode == 0, verified.stdout + verified.stderr
 
     # Each status sees only its own backups and warns about the other source.
-    for installation, own, other in ((a, a_full, b_full), (b, b_full, a_full)):
+    for installation, own, _other in ((a, a_full, b_full), (b, b_full, a_full)):
         report = json.loads(installation.backupctl("status", "--json").stdout)
         assert [x["id"] for x in report["backups"]] == [own.id]
         assert any(w.startswith("another source writes here: ") and source_key(other_of(installation, a, b).source) in w

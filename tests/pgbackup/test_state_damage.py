@@ -9,8 +9,9 @@ gave a committed incremental no restore could reproduce.
 
 import pytest
 import zstandard
-from pgbackup.rowstate import CHECKSUMS, RowKeyState, StateDamaged
+
 from chain_steps import execute, publish, restore
+from pgbackup.rowstate import CHECKSUMS, RowKeyState, StateDamaged
 from pgcompare import database_content
 
 CHANGES = (

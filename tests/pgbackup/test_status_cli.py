@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from conftest import PROJECT
 from factories import manifest
 from pgbackup.layout import BackupLayout
@@ -157,7 +158,7 @@ def test_a_failed_drill_that_chose_no_backup_says_so_instead_of_none(local_remot
     drill_file.parent.mkdir(parents=True)
     drill_file.write_text(json.dumps(record))
     result = backupctl(local_remote, tmp_path, "status")
-    line = next(l for l in result.stdout.splitlines() if l.startswith("Last restore drill:"))
+    line = next(x for x in result.stdout.splitlines() if x.startswith("Last restore drill:"))
     assert "None" not in line
     assert "FAILED" in line and "no backup point chosen (the newest was asked for)" in line
     report = json.loads(backupctl(local_remote, tmp_path, "status", "--json").stdout)

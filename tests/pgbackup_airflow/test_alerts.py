@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from conftest import PROJECT, airflow_cli, smtp_connection_env
 from factories import manifest
 from pgbackup.catalog import Catalog
@@ -179,7 +180,7 @@ def test_staleness_run_when_backups_stopped_fails_and_mails_the_alert(airflow_ho
     assert envelope.mail_from == "pgbackup@localhost" and envelope.rcpt_tos == ["ops@example.com"]
     assert message["Subject"] == f"[pgbackup] FAILED {STALENESS_TASK} [database]"
     assert "pg_backup_staleness" in body and "check_backup_freshness" in body
-    assert f"no successful backup since" in body and stopped.id in body and "over the RPO of 6h + 1h grace" in body
+    assert "no successful backup since" in body and stopped.id in body and "over the RPO of 6h + 1h grace" in body
     assert f'<a href="{API_BASE}/dags/pg_backup_staleness/runs/' in body and "/tasks/check_backup_freshness" in body
 
 

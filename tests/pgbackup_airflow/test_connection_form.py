@@ -9,8 +9,9 @@ import json
 import subprocess
 from pathlib import Path
 
-import airflow_api_server
 import pytest
+
+import airflow_api_server
 from airflow_api_server import ApiServer
 from installed_project import install_project
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from airflow_api_server import ApiServer, get
 from conftest import PROJECT, airflow_cli
 from factories import manifest
@@ -82,7 +83,7 @@ def test_unauthenticated_and_forged_requests_do_not_see_the_catalog(site):
         "data, forged cookie": get(data, headers={"Cookie": f"_token={forged}"}),
         "browser, forged cookie": get(page, headers={"Accept": "text/html", "Cookie": f"_token={forged}"}),
     }
-    for case, (status, headers, body) in refused.items():
+    for case, (status, _headers, body) in refused.items():
         assert status in (303, 401, 403), (case, status, body[:300])
         assert not any(backup_id in body for backup_id in ids), case
         assert "Bäckups" not in body and "remote root" not in body, case

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+
 from rclone_provider.client import ObjectExists, Rclone, RcloneError, RemoteConfig, VerificationError
 
 

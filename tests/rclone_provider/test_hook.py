@@ -7,6 +7,7 @@ from pathlib import Path
 import airflow
 import jsonschema
 import pytest
+
 from rclone_provider.get_provider_info import get_provider_info
 from rclone_provider.hooks.rclone import RcloneHook
 

@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+
 from rclone_provider.child_process import StopsChildrenOnKill
 from rclone_provider.client import RcloneError
 from rclone_provider.operators.rclone import RcloneUploadOperator

@@ -1,4 +1,5 @@
 import pytest
+
 from rclone_provider.client import RemoteConfig, RemoteConfigError
 
 

@@ -105,12 +105,12 @@ def project_storage(backups: Sequence[BackupManifest], policy: RetentionPolicy, 
     for month in range(1, months + 1):
         at = now + month * MONTH
         days = (at - newest.finished_at).total_seconds() / 86400
-        full_size = max(newest.artifact.bytes + slope * days, 0.0)
+        full_size = round(max(newest.artifact.bytes + slope * days, 0.0))  # whole bytes: what is stored is whole fulls
         stored = round(fulls_kept * full_size + incrementals_kept * full_size * incremental_ratio)
         over = quota_total is not None and stored + other_used > quota_total
         if over and over_at is None:
             over_at = utc_iso(at)
-        projected.append(MonthProjection(month, utc_iso(at), round(full_size), stored, over))
+        projected.append(MonthProjection(month, utc_iso(at), full_size, stored, over))
     return GrowthReport(weeks, projected, round(slope, 3), fulls_kept, incrementals_kept, quota_total, other_used, over_at)
 
 

@@ -201,10 +201,24 @@ def test_the_admin_password_survives_a_recreated_api_server(stack, made):
     assert RestApi().sign_in(ADMIN, made.admin_password) in (200, 201)
 
 
+def alert_texts(messages: list[str]) -> list[str]:
+    """Each alert e-mail's subject and text, decoded: what a failing assertion should show."""
+    import email
+    from email import policy
+
+    texts = []
+    for raw in messages:
+        message = email.message_from_string(raw, policy=policy.default)
+        body = message.get_body(preferencelist=("plain", "html"))
+        texts.append(f"{message['Subject']}: {body.get_content() if body else ''}"[:2000])
+    return texts
+
+
 def test_a_first_deploy_raises_no_alert_and_status_is_clean_after_its_first_backups(stack, smtp_inbox):
     _, inbox = smtp_inbox
     status = stack.exec("airflow-scheduler", "backupctl", "status")
-    assert inbox.messages == [] and status.returncode == 0, status.stdout
+    assert inbox.messages == [], alert_texts(inbox.messages)
+    assert status.returncode == 0, status.stdout
 
 
 def test_a_failed_backup_is_alerted_by_e_mail(stack, api, smtp_inbox):

@@ -76,7 +76,8 @@ class RestoreDrill:
         point = None
         error = None
         loaded = Catalog.load(self.store, self.layout)
-        if catalog_never_used(loaded):
+        # A first deploy has nothing to drill; a backup asked for by id that is not there is a failed drill.
+        if catalog_never_used(loaded) and not backup_id:
             raise NothingToDrill(f"no backup has been taken under {self.layout.prefix}/ yet: nothing to drill (first deploy)")
         try:
             manifests = choose_chain(loaded.for_source(self.source), backup_id=backup_id)

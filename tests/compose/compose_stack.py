@@ -253,6 +253,20 @@ class RestApi:
             raise RuntimeError(f"triggering {dag_id} answered {status}: {answer}")
         return answer["dag_run_id"]
 
+    def wait_until_idle(self, dag_ids, timeout: float = 900) -> None:
+        """Until no run of ``dag_ids`` is queued or running (a fresh deployment starts each DAG's latest interval)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = []
+            for dag_id in dag_ids:
+                status, answer = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?state=queued&state=running")
+                if status != 200 or answer["total_entries"]:
+                    busy.append(dag_id)
+            if not busy:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"runs of {busy} still going after {timeout:.0f} s")
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> str:
         """The run's final state (success or failed), polled until it has one."""
         deadline = time.monotonic() + timeout

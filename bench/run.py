@@ -91,8 +91,7 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT / "plugins"))
+PROJECT = Path(__file__).resolve().parent.parent  # the library comes from the venv (`make venv` installs the project)
 
 from psycopg2 import sql  # noqa: E402
 

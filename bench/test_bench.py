@@ -5,14 +5,12 @@ instruments read what they claim to."""
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH), str(BENCH.parent / "plugins")]
+BENCH = Path(__file__).resolve().parent  # pytest puts this folder on sys.path; the library comes from the venv
 
 from growth import fit_fixed_plus_linear, fit_power_law  # noqa: E402
 from pgbackup.postgres import PgTarget  # noqa: E402

@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 import time
-from pathlib import Path
 
 import psycopg2
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from compose_stack import SOURCE_PORT, ComposeStack, DockerDaemon, RestApi, StandinImages  # noqa: E402
 
 from pgbackup.postgres import PgTarget  # noqa: E402

@@ -53,8 +53,8 @@ def test_remote_dying_mid_upload_loses_nothing_and_the_next_run_succeeds(airflow
         assert orphan.path.endswith(".dump.zst") and catalog.backups[0].artifact.path != orphan.path
     time.sleep(2)
     env["BACKUP_ORPHAN_GRACE"] = "1s"
-    retention = subprocess.run([str(Path(airflow_cli()).with_name("python")), "-c", "import sys; sys.path.insert(0, 'plugins'); from pgbackup.cli import main; "
-                                "sys.exit(main(['retention']))"],
-                               env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    project = Path(__file__).resolve().parents[2]
+    retention = subprocess.run([str(Path(airflow_cli()).with_name("python")), str(project / "bin" / "backupctl"), "retention"],
+                               env=env, capture_output=True, text=True, cwd=project)
     assert retention.returncode == 0, retention.stderr
     assert Catalog.load(remote, LAYOUT).orphans == []

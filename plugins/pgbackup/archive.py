@@ -27,12 +27,15 @@ class ArchiveCheck:
     uncompressed_bytes: int
 
 
-def check_archive(path: str | Path, tools: PgTools, *, expected_uncompressed: int | None = None, logger: logging.Logger | None = None) -> ArchiveCheck:
+def check_archive(path: str | Path, tools: PgTools, *, expected_uncompressed: int | None = None, logger: logging.Logger | None = None,
+                  may_be_empty: bool = False) -> ArchiveCheck:
     """Decompress the whole object (zstd checksum and length checked) and have ``pg_restore --list`` read its TOC.
 
     pg_restore stops reading after the table of contents; the rest of the stream
     is still decompressed so that damage anywhere in the file is found now, not
-    during a restore.
+    during a restore.  An empty table of contents is damage unless ``may_be_empty``:
+    the capture saw no relation and no sequence (a database not yet given its
+    schema, as on a first deploy), whose pg_dump archive lists nothing.
     """
     logger = logger or log
     with tempfile.TemporaryFile() as listing, open(path, "rb") as compressed:
@@ -59,7 +62,7 @@ def check_archive(path: str | Path, tools: PgTools, *, expected_uncompressed: in
         listing.seek(0)
         lines = [line for line in listing.read().decode(errors="replace").splitlines() if line and not line.startswith(";")]
     table_data = sum(1 for line in lines if " TABLE DATA " in line)
-    if not lines:
+    if not lines and not may_be_empty:
         raise CorruptArchiveError(f"{path} holds an empty table of contents")
     logger.info("Archive %s is readable: %s TOC entries, %s with table data, %s bytes uncompressed", path, len(lines), table_data, total)
     return ArchiveCheck(toc_entries=len(lines), table_data_entries=table_data, uncompressed_bytes=total)

@@ -156,7 +156,9 @@ class CheckArchiveOperator(_KillAwareOperator):
         backup = CapturedBackup.from_dict(self.captured)
         if backup.kind == "full":
             tools = tools_for_server(_version_num(backup.server_version), self.pg_bin_dir)
-            check = check_archive(backup.path, tools, expected_uncompressed=backup.uncompressed_bytes, logger=self.log)
+            nothing_captured = not backup.details.get("tables") and not backup.details.get("sequences")
+            check = check_archive(backup.path, tools, expected_uncompressed=backup.uncompressed_bytes, logger=self.log,
+                                  may_be_empty=nothing_captured)
         else:
             check = check_delta(backup.path, expected_uncompressed=backup.uncompressed_bytes, logger=self.log)
         self.fail_if_killed()

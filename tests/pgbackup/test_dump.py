@@ -52,6 +52,16 @@ def test_archive_check_reads_the_table_of_contents(shop_db, tools, tmp_path):
     assert check.table_data_entries >= 10 and check.uncompressed_bytes == artifact.uncompressed_bytes
 
 
+def test_an_empty_table_of_contents_passes_only_for_a_database_with_nothing_in_it(make_database, tools, tmp_path):
+    """A first deploy backs up a shop database before its schema is loaded: pg_dump lists nothing, and that is whole."""
+    empty = make_database("empty")
+    artifact = dump(empty, tools, tmp_path / "full.dump.zst")
+    with pytest.raises(CorruptArchiveError, match="empty table of contents"):
+        check_archive(artifact.path, tools, expected_uncompressed=artifact.uncompressed_bytes)
+    check = check_archive(artifact.path, tools, expected_uncompressed=artifact.uncompressed_bytes, may_be_empty=True)
+    assert check.toc_entries == 0 and check.uncompressed_bytes == artifact.uncompressed_bytes
+
+
 def test_archive_check_fails_on_a_flipped_byte(shop_db, tools, tmp_path):
     artifact = dump(shop_db, tools, tmp_path / "full.dump.zst")
     data = bytearray((tmp_path / "full.dump.zst").read_bytes())

@@ -7,8 +7,9 @@ tested at their boundaries without a remote.
 The projection is a deliberate upper bound, in three steps:
 
 1. **Size.**  A full's size grows along the least-squares line through the
-   fulls in the catalog (bytes per day; flat with fewer than two fulls, never
-   below zero).  An incremental is the mean of those in the catalog, scaled by
+   fulls in the catalog (bytes per day; flat with fewer than two fulls, or while
+   they span less than ``MIN_TREND_SPAN`` — a first deploy's fulls minutes apart,
+   one of an empty database, are no trend to project a year from; never below zero).  An incremental is the mean of those in the catalog, scaled by
    the same factor as the full.
 2. **Count.**  Retention keeps every backup younger than its window, so at most
    ``floor(window / interval) + 1`` of each kind are stored at once (and never
@@ -32,6 +33,8 @@ from pgbackup.manifest import BackupManifest, utc_iso
 from pgbackup.retention import RetentionPolicy
 
 MONTH = timedelta(days=30.44)
+# Fulls closer together than this give no growth trend (see the module docstring).
+MIN_TREND_SPAN = timedelta(days=7)
 HORIZON_MONTHS = 12
 
 
@@ -95,7 +98,10 @@ def project_storage(backups: Sequence[BackupManifest], policy: RetentionPolicy, 
     if not fulls:
         return GrowthReport(weeks, [], 0.0, 0, 0, quota_total, other_used, None,
                             reason="no full backup yet: nothing to project from")
-    slope = _least_squares_slope([((m.finished_at - fulls[0].finished_at).total_seconds() / 86400, m.artifact.bytes) for m in fulls])
+    if fulls[-1].finished_at - fulls[0].finished_at < MIN_TREND_SPAN:
+        slope = 0.0
+    else:
+        slope = _least_squares_slope([((m.finished_at - fulls[0].finished_at).total_seconds() / 86400, m.artifact.bytes) for m in fulls])
     newest = fulls[-1]
     incrementals = [m.artifact.bytes for m in backups if m.kind == "incremental"]
     incremental_ratio = (sum(incrementals) / len(incrementals) / newest.artifact.bytes) if incrementals and newest.artifact.bytes else 0.0

@@ -42,6 +42,16 @@ def test_fulls_growing_in_a_line_grow_the_projection_along_it():
     assert first.stored_bytes == 9 * first.full_bytes
 
 
+def test_fulls_closer_together_than_a_week_give_no_trend():
+    """A first deploy: a full of the empty database and the first real one, minutes apart, are not a growth rate."""
+    backups = [full(NOW - timedelta(minutes=2), 408), full(NOW, 445_000)]
+    report = project_storage(backups, POLICY, NOW, **WEEKLY_FULLS, quota_total=10 * 445_000)
+    assert report.full_growth_per_day == 0 and report.over_quota_at is None
+    assert all(month.full_bytes == 445_000 for month in report.months)
+    spanning = project_storage([full(NOW - 7 * DAY, 408), full(NOW, 445_000)], POLICY, NOW, **WEEKLY_FULLS)
+    assert spanning.full_growth_per_day > 0  # a week apart: a trend
+
+
 def test_incrementals_scale_with_the_full_and_count_per_window():
     backups = [full(NOW - DAY, 1000), manifest("incremental", NOW - timedelta(hours=6), size=100),
                manifest("incremental", NOW - timedelta(hours=1), size=300)]

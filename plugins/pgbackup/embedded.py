@@ -186,7 +186,10 @@ def _first_closed_directory(path: Path, account: _Account) -> Path | None:
 
 
 def _is_free(port: int) -> bool:
+    """Whether the server could listen on ``port``.  With SO_REUSEADDR, as PostgreSQL binds: connections of the
+    server's last run still in TIME_WAIT on that port do not make it taken (without it a restart moved port)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

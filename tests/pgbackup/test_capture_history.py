@@ -2,6 +2,8 @@
 file copy, failed over or recovered to a point in time reuses transaction ids: rows written then can carry ids
 below the parent's snapshot, and an incremental that trusted xmin would silently miss them."""
 
+import secrets
+
 import pytest
 
 from chain_steps import execute, publish, restore
@@ -12,7 +14,7 @@ from pgbackup.snapshot import SnapshotInfo
 from pgcompare import database_content
 from private_cluster import PrivateCluster
 
-PASSWORD = "History-Pw-5e21"
+PASSWORD = secrets.token_urlsafe(16)  # a private throwaway cluster: never a fixed password in the repo
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from the provider's ``get_provider_info`` and nothing of the checkout."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -20,7 +21,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"]
 SCREENSHOT = Path(__file__).resolve().parents[1] / "artifacts" / "connection_form.png"
-ADMIN_PASSWORD = "Adm1n-pw-for-connection-form"
+ADMIN_PASSWORD = secrets.token_urlsafe(16)  # a throwaway api-server: never a fixed password in the repo
 
 
 @pytest.fixture(scope="module")

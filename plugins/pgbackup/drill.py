@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -70,7 +71,9 @@ class RestoreDrill:
 
     def run(self, *, backup_id: str | None = None, jobs: int = 1) -> DrillResult:
         now = datetime.now(timezone.utc)
-        scratch = self.server.with_database(f"pgbackup_drill_{now:%Y%m%d%H%M%S}")
+        # Unique, not only per second: the drills of several databases run at once on one scratch server
+        # (mapped task instances), and one must never drop the other's scratch database.
+        scratch = self.server.with_database(f"pgbackup_drill_{now:%Y%m%d%H%M%S}_{secrets.token_hex(4)}")
         started = time.monotonic()
         chain: list[str] = []
         point = None

@@ -22,13 +22,9 @@ log = logging.getLogger(__name__)
 _SOURCE_ID_RE = re.compile(r"^(\d+|\?)/\d+$")
 
 
-def reachable_source_identity(target: PgTarget) -> SourceIdentity | None:
-    """The identity of the database ``target`` names, or None when it cannot be reached (logged, not raised)."""
-    try:
-        conn = target.connect()
-    except (SourceError, psycopg2.Error) as exc:
-        log.info("Source not reachable (%s): backups are chosen without its identity", str(exc).strip())
-        return None
+def source_identity_of(target: PgTarget) -> SourceIdentity:
+    """The identity of the database ``target`` names; a connection failure is raised (``SourceError``)."""
+    conn = target.connect()
     try:
         with conn.cursor() as cur:
             identity = read_source_identity(cur)
@@ -36,6 +32,15 @@ def reachable_source_identity(target: PgTarget) -> SourceIdentity | None:
         return identity
     finally:
         conn.close()
+
+
+def reachable_source_identity(target: PgTarget) -> SourceIdentity | None:
+    """The identity of the database ``target`` names, or None when it cannot be reached (logged, not raised)."""
+    try:
+        return source_identity_of(target)
+    except (SourceError, psycopg2.Error) as exc:
+        log.info("Source not reachable (%s): backups are chosen without its identity", str(exc).strip())
+        return None
 
 
 def check_source_id(text: str) -> str:

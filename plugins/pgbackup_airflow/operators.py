@@ -21,7 +21,7 @@ from pgbackup.catalog import Catalog
 from pgbackup.compression import Compression
 from pgbackup.connections import ConnectionMissing, connection_fields, env_var
 from pgbackup.drill import NothingToDrill, RestoreDrill
-from pgbackup.identity import SourceIdentity, read_source_identity
+from pgbackup.identity import SourceIdentity
 from pgbackup.layout import BackupLayout
 from pgbackup.lease import leased_backups
 from pgbackup.manifest import BackupManifest
@@ -29,6 +29,7 @@ from pgbackup.postgres import tools_for_server
 from pgbackup.restore import ChainRestore, RestoreRefused, choose_chain
 from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
 from pgbackup.settings import DEFAULT_REMOTE_CONN_ID
+from pgbackup.sources import source_identity_of
 from pgbackup.store import LocalStore
 from pgbackup_airflow import metrics
 from pgbackup_airflow.assets import backup_asset
@@ -98,7 +99,7 @@ class CaptureBackupOperator(_KillAwareOperator):
             raise AirflowSkipException(f"this run backs up database {self.only_database!r}, not {self.database!r}")
         remote = self._checked_remote()
         target = source_target(self.postgres_conn_id)
-        identity = _identity_of(target)
+        identity = source_identity_of(target)  # read first: it decides whose backups the capture builds on
         version_num, version = target.server_version()
         tools = tools_for_server(version_num, self.pg_bin_dir)
         self.log.info("Source %s runs PostgreSQL %s; using pg_dump %s from %s", target.describe(), version, tools.version, tools.bin_dir)
@@ -354,18 +355,6 @@ def _undefined_connection_cause(conn_id: str) -> str | None:
     except ValueError as exc:
         return f"{env_var(conn_id)} cannot be read: {exc}"
     return None
-
-
-def _identity_of(target) -> SourceIdentity:
-    """The source's identity, read before anything else: it decides whose backups the capture builds on."""
-    conn = target.connect()
-    try:
-        with conn.cursor() as cur:
-            identity = read_source_identity(cur)
-        conn.rollback()
-        return identity
-    finally:
-        conn.close()
 
 
 def _version_num(version: str) -> int:

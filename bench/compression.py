@@ -1,7 +1,7 @@
 """Compare ways of compressing a full backup, so that the choice rests on measurements.
 
 The project's issue asks for the dump compression to be chosen by measurement.
-``pgbackup.compression.Compression`` streams ``pg_dump -Fc -Z0`` through
+``pgbackup.capture.compression.Compression`` streams ``pg_dump -Fc -Z0`` through
 multi-threaded zstd level 3 in-process. This script checks that choice against
 pg_dump's own gzip (default, -Z1, -Z9), no compression, the zstd CLI at several
 levels, and the project's own path at levels 1, 3 and 6. Every method dumps the
@@ -38,10 +38,10 @@ from urllib.parse import urlsplit
 
 import zstandard
 
-from pgbackup.compression import Compression
-from pgbackup.dump import PgDump
-from pgbackup.postgres import PgTarget, PgTools, tools_for_server
-from pgbackup.sample_shop import seed_sample_shop
+from pgbackup.capture.compression import Compression
+from pgbackup.capture.dump import PgDump
+from pgbackup.postgres.target import PgTarget, PgTools, tools_for_server
+from sample_shop import seed_sample_shop
 
 RESULTS = Path(__file__).resolve().parent / "results" / "compression.json"
 BASELINE = "pg_dump -Fc (gzip default)"

@@ -17,7 +17,7 @@ This script measures all of it in one run on one machine and prints it side by s
 target marked met or missed, so a change to the library is judged by numbers. It is a
 benchmark, not a test: it asserts nothing and exits 0 whatever it measured.
 
-What one run does. The sample shop (``pgbackup.sample_shop``) is seeded at every scale of
+What one run does. The sample shop (``sample_shop``) is seeded at every scale of
 ``--scales`` (scale 100 ≈ 380 MB, 300 ≈ 1 GB on disk) into scratch databases, from child
 processes. Every round then works, at each scale, on a fresh copy of the seeded database
 (``CREATE DATABASE ... TEMPLATE``), so rounds start alike however much the last one changed:
@@ -96,17 +96,17 @@ PROJECT = Path(__file__).resolve().parent.parent  # the library comes from the v
 from psycopg2 import sql  # noqa: E402
 
 from growth import fit_fixed_plus_linear, fit_power_law  # noqa: E402
-from pgbackup.capture import BackupCapture, CapturedBackup  # noqa: E402
-from pgbackup.catalog import Catalog  # noqa: E402
-from pgbackup.compression import Compression  # noqa: E402
-from pgbackup.layout import BackupLayout  # noqa: E402
-from pgbackup.manifest import BackupManifest  # noqa: E402
-from pgbackup.postgres import PgTarget, PgTools, tools_for_server  # noqa: E402
-from pgbackup.restore import ChainRestore, choose_chain  # noqa: E402
-from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop  # noqa: E402
-from pgbackup.tables import list_tables  # noqa: E402
+from pgbackup.capture.capture import BackupCapture, CapturedBackup  # noqa: E402
+from pgbackup.capture.compression import Compression  # noqa: E402
+from pgbackup.model.catalog import Catalog  # noqa: E402
+from pgbackup.model.layout import BackupLayout  # noqa: E402
+from pgbackup.model.manifest import BackupManifest  # noqa: E402
+from pgbackup.postgres.tables import list_tables  # noqa: E402
+from pgbackup.postgres.target import PgTarget, PgTools, tools_for_server  # noqa: E402
+from pgbackup.restore.chain import ChainRestore, choose_chain  # noqa: E402
 from rclone_provider.child_process import ChildProcess  # noqa: E402
 from rclone_provider.client import Rclone, RemoteConfig, find_rclone  # noqa: E402
+from sample_shop import mutate_sample_shop, seed_sample_shop  # noqa: E402
 from server_cpu import ServerCpu  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results" / "run.json"

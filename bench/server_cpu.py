@@ -30,7 +30,7 @@ import os
 import threading
 from pathlib import Path
 
-from pgbackup.postgres import PgTarget
+from pgbackup.postgres.target import PgTarget
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 

@@ -13,7 +13,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent  # pytest puts this folder on sys.path; the library comes from the venv
 
 from growth import fit_fixed_plus_linear, fit_power_law  # noqa: E402
-from pgbackup.postgres import PgTarget  # noqa: E402
+from pgbackup.postgres.target import PgTarget  # noqa: E402
 from server_cpu import ServerCpu, read_title  # noqa: E402
 
 PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")

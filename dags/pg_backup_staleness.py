@@ -12,7 +12,7 @@ a backup that never reached the remote all end up here. Every database
 first backup ever lands (a first deploy) the check skips: nothing to watch yet.
 """
 
-from pgbackup.settings import BackupSettings
+from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.alerts import BackupStalenessOperator
 from pgbackup_airflow.dag_defaults import backup_dag
 from pgbackup_airflow.pipeline import database_label_template

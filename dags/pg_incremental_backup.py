@@ -19,7 +19,7 @@ slots): create it with `airflow pools set pgbackup 2 "pg_dumps at once"`, or
 the captures wait forever in state scheduled.
 """
 
-from pgbackup.settings import BackupSettings
+from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.dag_defaults import backup_dag
 from pgbackup_airflow.pipeline import backup_pipeline, database_params
 

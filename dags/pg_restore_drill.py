@@ -21,7 +21,7 @@ On a first deploy (nothing ever stored) each instance skips: nothing to drill ye
 
 from airflow.sdk import Param
 
-from pgbackup.settings import BackupSettings
+from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.assets import full_backup_assets
 from pgbackup_airflow.dag_defaults import backup_dag
 from pgbackup_airflow.operators import RestoreDrillOperator

@@ -17,7 +17,7 @@ stays the CLI's job: `backupctl restore --to ... [--replace-source NAME]`.
 
 from airflow.sdk import Param
 
-from pgbackup.settings import BackupSettings
+from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.dag_defaults import backup_dag
 from pgbackup_airflow.operators import StagingRestoreOperator
 from pgbackup_airflow.pipeline import database_params

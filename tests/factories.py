@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta
 
-from pgbackup.identity import SourceIdentity
-from pgbackup.layout import BackupLayout, new_backup_id
-from pgbackup.manifest import BackupManifest, StoredArtifact
+from pgbackup.model.identity import SourceIdentity
+from pgbackup.model.layout import BackupLayout, new_backup_id
+from pgbackup.model.manifest import BackupManifest, StoredArtifact
 
 # The source every factory manifest comes from unless a test names another.
 SHOP_SOURCE = SourceIdentity("7300000000000000001", 16384, "shop", "UTF8", "C", "C")

@@ -29,7 +29,7 @@ def database_content(target) -> dict:
 
 def library_fingerprints(target) -> tuple[dict, dict]:
     """The library's own view (per-table fingerprints and sequence values), for tests that compare through it."""
-    from pgbackup.fingerprint import sequence_values, table_fingerprints
+    from pgbackup.postgres.fingerprint import sequence_values, table_fingerprints
 
     conn = target.connect()
     try:

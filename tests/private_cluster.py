@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from loopback import free_port
-from pgbackup.postgres import PgTarget
+from pgbackup.postgres.target import PgTarget
 
 BIN = Path("/usr/lib/postgresql") / sorted(p.name for p in Path("/usr/lib/postgresql").iterdir())[-1] / "bin"
 

@@ -15,14 +15,14 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from pgbackup.connections import pg_target_from_env, remote_from_env
-from pgbackup.settings import BackupSettings
+from pgbackup.config.connections import pg_target_from_env, remote_from_env
+from pgbackup.config.settings import BackupSettings
 
 PROJECT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = PROJECT / "docker-compose.yaml"
 DOCKERFILE = PROJECT / "Dockerfile"
 ENV_EXAMPLE = PROJECT / ".env.example"
-SETTINGS_SOURCE = PROJECT / "plugins" / "pgbackup" / "settings.py"
+SETTINGS_SOURCE = PROJECT / "plugins" / "pgbackup" / "config" / "settings.py"
 REQUIREMENTS = PROJECT / "requirements-runtime.txt"
 TEST_REQUIREMENTS = PROJECT / "requirements-test.txt"
 

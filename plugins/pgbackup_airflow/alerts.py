@@ -28,11 +28,11 @@ from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from pgbackup.catalog import Catalog
-from pgbackup.drill import catalog_never_used
-from pgbackup.layout import BackupLayout
-from pgbackup.settings import BackupSettings
-from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
+from pgbackup.config.settings import BackupSettings
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.policy.staleness import duration_text, restorable_backups, staleness_warnings
+from pgbackup.restore.drill import catalog_never_used
 from pgbackup_airflow import metrics
 from pgbackup_airflow.connections import source_identity
 from rclone_provider.hooks.rclone import RcloneHook
@@ -243,7 +243,7 @@ class BackupStalenessOperator(BaseOperator):
         warnings = staleness_warnings(backups, now, self.rpo, self.grace, self.max_full_age)
         if warnings:
             raise AirflowFailException(f"{self.prefix}: " + "; ".join(warnings))
-        newest = backups[-1]  # chain order: see pgbackup.catalog
+        newest = backups[-1]  # chain order: see pgbackup.model.catalog
         newest_full = [m for m in backups if m.kind == "full"][-1]
         self.log.info(
             "Fresh: newest backup %s finished %s ago, newest full %s %s ago (limits: RPO %s + %s grace, full %s)",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, AssetAlias
 
-from pgbackup.settings import BackupSettings
+from pgbackup.config.settings import BackupSettings
 
 
 def backup_asset(remote_conn_id: str, prefix: str, kind: str) -> Asset:

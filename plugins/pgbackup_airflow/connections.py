@@ -5,9 +5,9 @@ from __future__ import annotations
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from pgbackup.connections import ConnectionMissing, pg_target_from_fields
-from pgbackup.postgres import PgTarget
-from pgbackup.sources import reachable_source_identity
+from pgbackup.config.connections import ConnectionMissing, pg_target_from_fields
+from pgbackup.postgres.sources import reachable_source_identity
+from pgbackup.postgres.target import PgTarget
 
 POSTGRES_TYPES = ("postgres", "postgresql")
 

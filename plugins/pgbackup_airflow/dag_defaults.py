@@ -6,7 +6,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Asset, AssetAll, AssetOrTimeSchedule
 
-from pgbackup.settings import BackupSettings
+from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.alerts import failure_notifiers
 from pgbackup_airflow.timetables import backup_timetable
 

@@ -15,22 +15,22 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
-from pgbackup.archive import check_archive, check_delta
-from pgbackup.capture import BackupCapture, CapturedBackup
-from pgbackup.catalog import Catalog
-from pgbackup.compression import Compression
-from pgbackup.connections import ConnectionMissing, connection_fields, env_var
-from pgbackup.drill import NothingToDrill, RestoreDrill
-from pgbackup.identity import SourceIdentity
-from pgbackup.layout import BackupLayout
-from pgbackup.lease import leased_backups
-from pgbackup.manifest import BackupManifest
-from pgbackup.postgres import tools_for_server
-from pgbackup.restore import ChainRestore, RestoreRefused, choose_chain
-from pgbackup.retention import RetentionPolicy, apply_plan, plan_retention
-from pgbackup.settings import DEFAULT_REMOTE_CONN_ID
-from pgbackup.sources import source_identity_of
-from pgbackup.store import LocalStore
+from pgbackup.capture.archive import check_archive, check_delta
+from pgbackup.capture.capture import BackupCapture, CapturedBackup
+from pgbackup.capture.compression import Compression
+from pgbackup.config.connections import ConnectionMissing, connection_fields, env_var
+from pgbackup.config.settings import DEFAULT_REMOTE_CONN_ID
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.identity import SourceIdentity
+from pgbackup.model.layout import BackupLayout
+from pgbackup.model.manifest import BackupManifest
+from pgbackup.policy.retention import RetentionPolicy, apply_plan, plan_retention
+from pgbackup.postgres.sources import source_identity_of
+from pgbackup.postgres.target import tools_for_server
+from pgbackup.restore.chain import ChainRestore, RestoreRefused, choose_chain
+from pgbackup.restore.drill import NothingToDrill, RestoreDrill
+from pgbackup.restore.lease import leased_backups
+from pgbackup.storage.store import LocalStore
 from pgbackup_airflow import metrics
 from pgbackup_airflow.assets import backup_asset
 from pgbackup_airflow.connections import drill_server, source_identity, source_target

@@ -6,7 +6,7 @@ import json
 
 from airflow.sdk import Param, task_group
 
-from pgbackup.settings import BackupSettings
+from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.assets import committed_alias
 from pgbackup_airflow.operators import (
     CaptureBackupOperator,

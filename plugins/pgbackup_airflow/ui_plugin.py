@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from airflow.plugins_manager import AirflowPlugin
 
-from pgbackup.humanize import human_bytes
+from pgbackup.report.humanize import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def storage_chart_svg(backups: list[dict[str, Any]], now: datetime, tz: str, *, 
 def growth_chart_svg(growth: dict[str, Any] | None, *, width: int = 960) -> str:
     """Stored bytes per week so far (bars) and the 12 months' projection under retention (line), against the quota (dashed).
 
-    ``growth`` is ``pgbackup.growth.GrowthReport.to_dict()`` as ``collect_status`` reports it.
+    ``growth`` is ``pgbackup.report.growth.GrowthReport.to_dict()`` as ``collect_status`` reports it.
     """
     esc = html.escape
     if not growth or growth.get("reason") or not growth.get("months"):
@@ -299,8 +299,8 @@ def page_context(report: dict[str, Any], *, tz: str, can_trigger: dict[str, bool
 
 def _read_status(settings) -> dict[str, Any]:
     """``collect_status`` over the whole catalog, with Airflow's run history read in this process."""
-    from pgbackup.cli import remote_config, source_identity
-    from pgbackup.status import collect_status
+    from backupctl.cli import remote_config, source_identity
+    from pgbackup.report.status import collect_status
     from pgbackup_airflow.timetables import next_run
     from rclone_provider.client import Rclone
 
@@ -319,7 +319,7 @@ def _read_status(settings) -> dict[str, Any]:
 
 
 def _configured_databases():
-    from pgbackup.settings import BackupSettings, SettingsError
+    from pgbackup.config.settings import BackupSettings, SettingsError
 
     try:
         return BackupSettings.from_env().databases
@@ -328,8 +328,8 @@ def _configured_databases():
 
 
 def _empty_report(settings) -> dict[str, Any]:
-    from pgbackup.manifest import utc_iso
-    from pgbackup.status import next_run, schedules
+    from pgbackup.model.manifest import utc_iso
+    from pgbackup.report.status import next_run, schedules
 
     now = datetime.now(timezone.utc)
     return {
@@ -357,7 +357,7 @@ def create_app():
     from markupsafe import Markup
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from pgbackup.settings import BackupSettings, SettingsError
+    from pgbackup.config.settings import BackupSettings, SettingsError
 
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                    undefined=jinja2.StrictUndefined)

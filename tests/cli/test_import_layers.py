@@ -16,7 +16,7 @@ def modules_after(statement: str) -> list[str]:
 
 
 def test_the_cli_imports_no_airflow_at_module_level():
-    loaded = modules_after("import pgbackup.cli")
+    loaded = modules_after("import backupctl.cli")
     assert not [m for m in loaded if m == "airflow" or m.startswith("airflow.")]
 
 

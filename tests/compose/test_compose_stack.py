@@ -17,9 +17,9 @@ import psycopg2
 import pytest
 from compose_stack import SOURCE_PORT, ComposeStack, DockerDaemon, RestApi, StandinImages  # noqa: E402
 
-from pgbackup.postgres import PgTarget  # noqa: E402
-from pgbackup.sample_shop import seed_sample_shop  # noqa: E402
+from pgbackup.postgres.target import PgTarget  # noqa: E402
 from pgcompare import database_content  # noqa: E402
+from sample_shop import seed_sample_shop  # noqa: E402
 
 pytestmark = pytest.mark.compose
 

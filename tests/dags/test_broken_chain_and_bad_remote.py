@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT, airflow_cli, backup_env
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
-from pgbackup.sample_shop import mutate_sample_shop
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
 from rclone_provider.client import Rclone
+from sample_shop import mutate_sample_shop
 
 pytestmark = pytest.mark.airflow
 LAYOUT = BackupLayout("database")

@@ -18,9 +18,9 @@ import yaml
 
 from celery_cluster import CeleryCluster
 from conftest import PROJECT, seeded_shop
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
-from pgbackup.postgres import PgTarget
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.postgres.target import PgTarget
 from rclone_provider.client import Rclone
 
 pytestmark = pytest.mark.airflow

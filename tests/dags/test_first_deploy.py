@@ -13,7 +13,7 @@ import pytest
 
 from conftest import airflow_cli, smtp_connection_env
 from factories import manifest
-from pgbackup.layout import BackupLayout
+from pgbackup.model.layout import BackupLayout
 
 pytestmark = pytest.mark.airflow
 LAYOUT = BackupLayout("database")

@@ -14,8 +14,8 @@ from email import message_from_bytes, policy
 import pytest
 
 from conftest import PG_SERVER_URL, PROJECT, airflow_cli, seeded_shop, smtp_connection_env
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
 from pgcompare import library_fingerprints
 from rclone_provider.client import Rclone
 

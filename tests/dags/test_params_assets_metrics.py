@@ -13,8 +13,8 @@ import subprocess
 import pytest
 
 from conftest import PG_SERVER_URL, airflow_cli, seeded_shop
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
 from rclone_provider.client import Rclone
 
 pytestmark = pytest.mark.airflow

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT, airflow_cli, backup_env
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
-from pgbackup.postgres import tools_for_server
-from pgbackup.restore import ArchiveRestore
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.postgres.target import tools_for_server
+from pgbackup.restore.chain import ArchiveRestore
 from pgcompare import library_fingerprints
 from rclone_provider.client import Rclone, RemoteConfig
 

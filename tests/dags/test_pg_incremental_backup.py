@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT, airflow_cli, backup_env
-from pgbackup.catalog import Catalog
-from pgbackup.drill import latest_drill
-from pgbackup.layout import BackupLayout
-from pgbackup.sample_shop import mutate_sample_shop
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.restore.drill import latest_drill
 from pgcompare import database_content
 from rclone_provider.client import Rclone
+from sample_shop import mutate_sample_shop
 
 pytestmark = pytest.mark.airflow
 LAYOUT = BackupLayout("database")

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from conftest import PROJECT, airflow_cli, backup_env
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
 from pgcompare import database_content
 from rclone_provider.client import Rclone, RemoteConfig
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import airflow_cli, backup_env
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
 from rclone_provider.client import Rclone, RemoteConfig
 
 pytestmark = pytest.mark.airflow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT, backup_env
-from pgbackup.sample_shop import mutate_sample_shop
+from sample_shop import mutate_sample_shop
 
 pytestmark = pytest.mark.airflow
 DB_PASSWORD = "Db-Secret-5d2f8e"

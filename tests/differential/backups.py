@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chain_steps import LAYOUT, publish
-from pgbackup.capture import BackupCapture
-from pgbackup.catalog import Catalog
-from pgbackup.compression import Compression
-from pgbackup.manifest import BackupManifest
-from pgbackup.postgres import PgTarget, tools_for_server
-from pgbackup.restore import ChainRestore, RestoreError, choose_chain
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.manifest import BackupManifest
+from pgbackup.postgres.target import PgTarget, tools_for_server
+from pgbackup.restore.chain import ChainRestore, RestoreError, choose_chain
 from rclone_provider.client import Rclone, RemoteConfig
 
 

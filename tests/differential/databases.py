@@ -8,7 +8,7 @@ import uuid
 import psycopg2
 from psycopg2 import sql
 
-from pgbackup.postgres import PgTarget
+from pgbackup.postgres.target import PgTarget
 
 PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
 

@@ -7,10 +7,10 @@ import secrets
 import pytest
 
 from chain_steps import execute, publish, restore
-from pgbackup.capture import BackupCapture, continuity_reason
-from pgbackup.compression import Compression
-from pgbackup.postgres import tools_for_server
-from pgbackup.snapshot import SnapshotInfo
+from pgbackup.capture.capture import BackupCapture, continuity_reason
+from pgbackup.capture.compression import Compression
+from pgbackup.postgres.snapshot import SnapshotInfo
+from pgbackup.postgres.target import tools_for_server
 from pgcompare import database_content
 from private_cluster import PrivateCluster
 

@@ -2,9 +2,9 @@
 exact or refuses.  Each test goes through the library as the DAG does (capture, publish, restore)."""
 
 from chain_steps import execute, publish, restore
-from pgbackup.capture import BackupCapture
-from pgbackup.compression import Compression
-from pgbackup.postgres import tools_for_server
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.postgres.target import tools_for_server
 from pgcompare import database_content
 
 
@@ -135,7 +135,7 @@ def sequence_value(target, name):
 
 
 def test_an_older_manifests_sequence_is_put_back_by_its_unquoted_name(make_database, tmp_path):
-    from pgbackup.restore import restore_sequences
+    from pgbackup.restore.chain import restore_sequences
 
     target = make_database("v1seq")
     execute(target, "CREATE SEQUENCE s")
@@ -146,7 +146,7 @@ def test_an_older_manifests_sequence_is_put_back_by_its_unquoted_name(make_datab
 def test_an_older_manifests_ambiguous_sequence_name_is_refused(make_database, tmp_path):
     import pytest
 
-    from pgbackup.restore import RestoreError, restore_sequences
+    from pgbackup.restore.chain import RestoreError, restore_sequences
 
     target = make_database("v1amb")
     execute(target, 'CREATE SCHEMA "a.b"', 'CREATE SEQUENCE "a.b".c', "CREATE SCHEMA a", 'CREATE SEQUENCE a."b.c"')

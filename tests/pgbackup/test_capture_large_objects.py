@@ -8,11 +8,11 @@ import pytest
 
 from chain_steps import execute, publish, restore
 from conftest import admin_connection
-from pgbackup.capture import BackupCapture, LargeObjectsUnreadable
-from pgbackup.compression import Compression
-from pgbackup.dump import PgDump
-from pgbackup.postgres import tools_for_server
-from pgbackup.restore import RestoreError, check_restored
+from pgbackup.capture.capture import BackupCapture, LargeObjectsUnreadable
+from pgbackup.capture.compression import Compression
+from pgbackup.capture.dump import PgDump
+from pgbackup.postgres.target import tools_for_server
+from pgbackup.restore.chain import RestoreError, check_restored
 
 
 def capture_of(target, tmp_path) -> BackupCapture:

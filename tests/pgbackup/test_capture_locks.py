@@ -14,11 +14,11 @@ import psycopg2
 import pytest
 
 from chain_steps import execute
-from pgbackup.capture import BackupCapture, _for_operator
-from pgbackup.compression import Compression
-from pgbackup.dump import PgDump, pg_dump_failure
-from pgbackup.postgres import tools_for_server
-from pgbackup.snapshot import TableRewritten
+from pgbackup.capture.capture import BackupCapture, _for_operator
+from pgbackup.capture.compression import Compression
+from pgbackup.capture.dump import PgDump, pg_dump_failure
+from pgbackup.postgres.snapshot import TableRewritten
+from pgbackup.postgres.target import tools_for_server
 from private_cluster import PrivateCluster
 
 PASSWORD = "locks-test-password"

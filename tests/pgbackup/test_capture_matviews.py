@@ -4,11 +4,11 @@ takes a full backup.  PostgreSQL restores a materialized view by REFRESH: a stal
 import pytest
 
 from chain_steps import LAYOUT, execute, publish, restore
-from pgbackup.capture import BackupCapture
-from pgbackup.catalog import Catalog
-from pgbackup.compression import Compression
-from pgbackup.postgres import tools_for_server
-from pgbackup.restore import ChainRestore, RestoreError, choose_chain
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.model.catalog import Catalog
+from pgbackup.postgres.target import tools_for_server
+from pgbackup.restore.chain import ChainRestore, RestoreError, choose_chain
 from pgcompare import database_content
 
 

@@ -3,10 +3,10 @@ whatever the database's or role's own defaults are; the pinned settings are reco
 
 from chain_steps import execute, publish, restore
 from conftest import admin_connection
-from pgbackup.capture import BackupCapture
-from pgbackup.compression import Compression
-from pgbackup.fingerprint import STABLE_OUTPUT_SETTINGS
-from pgbackup.postgres import tools_for_server
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.postgres.fingerprint import STABLE_OUTPUT_SETTINGS
+from pgbackup.postgres.target import tools_for_server
 
 
 def capture_of(target, tmp_path) -> BackupCapture:

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import PROJECT
 from factories import manifest
-from pgbackup.catalog import BrokenChainError, Catalog
-from pgbackup.layout import BackupLayout
+from pgbackup.model.catalog import BrokenChainError, Catalog
+from pgbackup.model.layout import BackupLayout
 from rclone_provider.client import Rclone
 
 NOW = datetime.now(timezone.utc)
@@ -120,7 +120,7 @@ def test_missing_remote_connection_is_one_clear_line(tmp_path):
 
 
 def test_retention_keeps_what_a_running_restore_has_leased(history, local_remote, tmp_path):
-    from pgbackup.lease import Lease
+    from pgbackup.restore.lease import Lease
 
     client, fulls, _, _ = history
     with Lease(client, LAYOUT, [fulls[11].id], purpose="restore"):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from conftest import PROJECT
 from factories import SHOP_SOURCE, manifest
-from pgbackup.catalog import Catalog, chain_order
-from pgbackup.layout import BackupLayout
-from pgbackup.retention import RetentionPolicy, plan_retention
-from pgbackup.staleness import staleness_warnings
+from pgbackup.model.catalog import Catalog, chain_order
+from pgbackup.model.layout import BackupLayout
+from pgbackup.policy.retention import RetentionPolicy, plan_retention
+from pgbackup.policy.staleness import staleness_warnings
 from rclone_provider.client import Rclone
 
 NOW = datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)

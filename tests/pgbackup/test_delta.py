@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain_steps import execute
-from pgbackup import delta
-from pgbackup.delta import MAGIC, DeltaFormatError, DeltaReader, DeltaWriter
+from pgbackup.capture import delta
+from pgbackup.capture.delta import MAGIC, DeltaFormatError, DeltaReader, DeltaWriter
 
 
 def written(sections, data_frame: int = delta.MAX_FRAME) -> bytes:

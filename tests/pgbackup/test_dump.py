@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from pgbackup.archive import check_archive
-from pgbackup.compression import Compression, CorruptArchiveError
-from pgbackup.dump import DumpError, PgDump
-from pgbackup.postgres import PgTarget, tools_for_server
-from pgbackup.restore import ArchiveRestore
+from pgbackup.capture.archive import check_archive
+from pgbackup.capture.compression import Compression, CorruptArchiveError
+from pgbackup.capture.dump import DumpError, PgDump
+from pgbackup.postgres.target import PgTarget, tools_for_server
+from pgbackup.restore.chain import ArchiveRestore
 from pgcompare import library_fingerprints
 
 log = logging.getLogger("test")

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.capture import BackupCapture
-from pgbackup.catalog import Catalog
-from pgbackup.compression import Compression
-from pgbackup.layout import BackupLayout
-from pgbackup.postgres import tools_for_server
-from pgbackup.restore import ChainRestore, choose_chain
-from pgbackup.sample_shop import mutate_sample_shop
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.postgres.target import tools_for_server
+from pgbackup.restore.chain import ChainRestore, choose_chain
 from pgcompare import database_content
 from rclone_provider.client import Rclone, RemoteConfig, RemoteConfigError, find_rclone
+from sample_shop import mutate_sample_shop
 
 LAYOUT = BackupLayout("database")
 

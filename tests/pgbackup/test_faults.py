@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import admin_connection
-from pgbackup.capture import BackupCapture
-from pgbackup.compression import Compression
-from pgbackup.dump import DumpError
-from pgbackup.postgres import tools_for_server
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.capture.dump import DumpError
+from pgbackup.postgres.target import tools_for_server
 
 
 @pytest.fixture

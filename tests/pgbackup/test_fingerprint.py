@@ -4,12 +4,12 @@ that uses them still catches a single changed row."""
 import pytest
 
 from chain_steps import execute, publish, restore
-from pgbackup.fingerprint import (
+from pgbackup.postgres.fingerprint import (
     sequence_values,
     snapshot_fingerprints,
     table_fingerprints,
 )
-from pgbackup.restore import RestoreError, check_restored
+from pgbackup.restore.chain import RestoreError, check_restored
 
 
 def test_fingerprints_on_several_connections_equal_one_transaction(shop_db):
@@ -35,9 +35,9 @@ def test_a_version_1_manifest_is_checked_under_its_unquoted_keys(make_database, 
     """Version 1 keyed relations "schema.name" unquoted (public.order) and sequences [last_value, is_called]."""
     from dataclasses import replace
 
-    from pgbackup.capture import BackupCapture
-    from pgbackup.compression import Compression
-    from pgbackup.postgres import tools_for_server
+    from pgbackup.capture.capture import BackupCapture
+    from pgbackup.capture.compression import Compression
+    from pgbackup.postgres.target import tools_for_server
 
     source = make_database("v1check")
     execute(source, 'CREATE TABLE "order" (id serial PRIMARY KEY, v text)', "INSERT INTO \"order\" (v) VALUES ('a'), ('b')")

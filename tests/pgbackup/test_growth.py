@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from factories import manifest
-from pgbackup.growth import MONTH, kept_within, project_storage, weekly_storage
-from pgbackup.retention import RetentionPolicy
+from pgbackup.policy.retention import RetentionPolicy
+from pgbackup.report.growth import MONTH, kept_within, project_storage, weekly_storage
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)  # a Tuesday
 WEEK, DAY = timedelta(weeks=1), timedelta(days=1)

@@ -7,11 +7,11 @@ import threading
 import pytest
 
 from chain_steps import execute, publish, restore
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
-from pgbackup.restore import ChainRestore, RestoreError, choose_chain
-from pgbackup.sample_shop import mutate_sample_shop
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.restore.chain import ChainRestore, RestoreError, choose_chain
 from pgcompare import database_content
+from sample_shop import mutate_sample_shop
 
 LAYOUT = BackupLayout("database")
 log = logging.getLogger("test")
@@ -208,7 +208,7 @@ def test_full_and_incremental_started_together_capture_one_after_the_other(shop_
 
 def test_a_chain_whose_ids_sort_before_their_parents_keeps_building_incrementals(shop_db, capture, client, make_database, monkeypatch):
     """Ids need not sort by time (another installation's clock, a random suffix): parents are found by id, states kept by age."""
-    from pgbackup import capture as capture_module
+    from pgbackup.capture import capture as capture_module
 
     years = iter(range(2090, 2000, -1))
     monkeypatch.setattr(capture_module, "new_backup_id", lambda kind, at: f"{next(years)}0101T000000Z-{kind}")

@@ -6,12 +6,12 @@ from dataclasses import replace
 import pytest
 
 from conftest import admin_connection
-from pgbackup.capture import BackupCapture
-from pgbackup.compression import Compression
-from pgbackup.postgres import tools_for_server
-from pgbackup.restore import ArchiveRestore
-from pgbackup.sample_shop import mutate_sample_shop
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.postgres.target import tools_for_server
+from pgbackup.restore.chain import ArchiveRestore
 from pgcompare import database_content
+from sample_shop import mutate_sample_shop
 
 
 @pytest.fixture

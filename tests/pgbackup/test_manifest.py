@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 import pytest
 
 from factories import SHOP_SOURCE, manifest
-from pgbackup.layout import is_backup_id, new_backup_id
-from pgbackup.manifest import FORMAT_VERSION, BackupManifest, ManifestError
+from pgbackup.model.layout import is_backup_id, new_backup_id
+from pgbackup.model.manifest import FORMAT_VERSION, BackupManifest, ManifestError
 
 STARTED = datetime(2026, 11, 29, 2, 0, 5, tzinfo=timezone.utc)
 # Every details field of the contract (format version 2), as the capture writes them.

@@ -9,8 +9,8 @@ import json
 import threading
 
 from chain_steps import execute, publish
-from pgbackup import rowstate
-from pgbackup.rowstate import CHECKSUMS, FileChecksum, RowKeyState, TableFingerprintSums
+from pgbackup.capture import rowstate
+from pgbackup.capture.rowstate import CHECKSUMS, FileChecksum, RowKeyState, TableFingerprintSums
 
 LINES = b"".join(b"(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 500))
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.postgres import (
+from pgbackup.postgres.target import (
     PgTarget,
     PgTools,
     SourceError,

@@ -5,12 +5,12 @@ import threading
 
 import pytest
 
-from pgbackup.capture import BackupCapture
-from pgbackup.compression import Compression
-from pgbackup.dump import DumpError
-from pgbackup.postgres import SourceError, tools_for_server
-from pgbackup.sample_shop import seed_sample_shop
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.capture.dump import DumpError
+from pgbackup.postgres.target import SourceError, tools_for_server
 from private_cluster import PrivateCluster
+from sample_shop import seed_sample_shop
 
 PASSWORD = "Cluster-Pw-71ce"
 

@@ -15,12 +15,12 @@ import pytest
 
 from chain_steps import execute
 from conftest import PG_SERVER_URL, PROJECT, admin_connection
-from pgbackup.capture import BackupCapture
-from pgbackup.compression import Compression
-from pgbackup.identity import read_source_identity
-from pgbackup.layout import BackupLayout
-from pgbackup.postgres import PgTarget, tools_for_server
-from pgbackup.snapshot import CaptureBusy, SnapshotSession
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.model.layout import BackupLayout
+from pgbackup.postgres.snapshot import CaptureBusy, SnapshotSession
+from pgbackup.postgres.sources import read_source_identity
+from pgbackup.postgres.target import PgTarget, tools_for_server
 from rclone_provider.client import Rclone
 
 LAYOUT = BackupLayout("database")

@@ -3,8 +3,8 @@
 import pytest
 
 from conftest import admin_connection
-from pgbackup.identity import SourceIdentity
-from pgbackup.restore import (
+from pgbackup.model.identity import SourceIdentity
+from pgbackup.restore.chain import (
     RestoreRefused,
     RestoreRequest,
     TargetState,

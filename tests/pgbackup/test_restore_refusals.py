@@ -16,8 +16,8 @@ from test_restore_cli import (
 
 from chain_steps import execute
 from conftest import admin_connection
-from pgbackup.layout import BackupLayout
-from pgbackup.postgres import tools_for_server
+from pgbackup.model.layout import BackupLayout
+from pgbackup.postgres.target import tools_for_server
 from pgcompare import database_content
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")

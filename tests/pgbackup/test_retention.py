@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from factories import manifest
-from pgbackup.retention import RetentionPolicy, plan_retention
+from pgbackup.policy.retention import RetentionPolicy, plan_retention
 from rclone_provider.client import StoredObject
 
 NOW = datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)

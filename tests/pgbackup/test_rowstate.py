@@ -9,10 +9,10 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pgbackup.rowstate as rowstate
+import pgbackup.capture.rowstate as rowstate
 from chain_steps import execute, publish, restore
-from pgbackup.fingerprint import table_fingerprints
-from pgbackup.rowstate import RowKeyState, StateMismatch, StateOrderError, TableFingerprintSums, count_updated, merge_state
+from pgbackup.capture.rowstate import RowKeyState, StateMismatch, StateOrderError, TableFingerprintSums, count_updated, merge_state
+from pgbackup.postgres.fingerprint import table_fingerprints
 from pgcompare import database_content
 
 
@@ -148,7 +148,7 @@ def test_inheritance_children_keep_their_own_rows(shop_db, capture, client, make
 
 
 def test_windows_never_hold_more_changes_than_the_bound_and_cover_every_line():
-    from pgbackup.rowstate import _windows
+    from pgbackup.capture.rowstate import _windows
 
     def line(n):
         return f"({n:05d})\t{n:032x}".encode()
@@ -168,9 +168,9 @@ def test_windows_never_hold_more_changes_than_the_bound_and_cover_every_line():
 
 def test_a_bulk_insert_is_merged_in_bounded_windows_and_restores_exactly(shop_db, capture, client, make_database, monkeypatch):
     """Inserts above the parent's last key and between two parent keys, merged seven lines at a time."""
-    import pgbackup.rowstate
+    import pgbackup.capture.rowstate
 
-    monkeypatch.setattr(pgbackup.rowstate, "WINDOW_MAX_CHANGES", 7)
+    monkeypatch.setattr(pgbackup.capture.rowstate, "WINDOW_MAX_CHANGES", 7)
     execute(shop_db, "CREATE TABLE bulk (id int PRIMARY KEY, v text)", "INSERT INTO bulk SELECT g * 1000, 'p' FROM generate_series(1, 5) g")
     full = publish(capture.full(), client)
     execute(shop_db, "INSERT INTO bulk SELECT g, 'between' FROM generate_series(1001, 1100) g",
@@ -282,7 +282,7 @@ def test_count_updated_counts_the_changed_rows_whose_key_was_in_the_parent(scena
 @settings(max_examples=300, deadline=None)
 @given(scenario=changes(), parent_cuts=CUTS, key_cuts=CUTS, window=st.integers(min_value=1, max_value=5))
 def test_windows_keep_every_key_in_one_window_in_order_and_within_the_bound(scenario, parent_cuts, key_cuts, window):
-    from pgbackup.rowstate import _windows
+    from pgbackup.capture.rowstate import _windows
 
     parent, current, changed = scenario
     parent_lines = sorted(line(k, h) for k, h in parent.items())

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from chain_steps import execute, publish
-from pgbackup.scratch import LOCK, ROOT, scratch_dir
+from pgbackup.storage.scratch import LOCK, ROOT, scratch_dir
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 HOLDER = """
 import sys
-from pgbackup.scratch import scratch_dir
+from pgbackup.storage.scratch import scratch_dir
 with scratch_dir(sys.argv[1], "merge") as path:
     (path / "part.changed").write_bytes(b"x" * 1000)
     print(path, flush=True)

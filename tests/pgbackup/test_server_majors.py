@@ -34,21 +34,21 @@ from embedded_server import (
     requires_wheel,
     unused_name,
 )
-from pgbackup import embedded
-from pgbackup.capture import BackupCapture
-from pgbackup.catalog import Catalog
-from pgbackup.compression import Compression, decompressed_chunks
-from pgbackup.embedded import (
+from pgbackup.postgres import embedded
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression, decompressed_chunks
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.postgres.embedded import (
     SERVER_ACCOUNT,
     EmbeddedServer,
     EmbeddedServerError,
     configured_or_embedded,
 )
-from pgbackup.layout import BackupLayout
-from pgbackup.postgres import PgTarget, installed_tools, tools_for_server, wheel_bin_dir
-from pgbackup.restore import ChainRestore, choose_chain
-from pgbackup.sample_shop import mutate_sample_shop, seed_sample_shop
+from pgbackup.postgres.target import PgTarget, installed_tools, tools_for_server, wheel_bin_dir
+from pgbackup.restore.chain import ChainRestore, choose_chain
 from rclone_provider.client import Rclone
+from sample_shop import mutate_sample_shop, seed_sample_shop
 
 pytestmark = requires_wheel
 
@@ -202,7 +202,7 @@ def test_an_18_backup_is_refused_by_a_15_target_in_one_line_and_nothing_is_creat
     assert not database_exists(name)
 
 
-# --- the embedded server itself (pgbackup.embedded), as the demo and these tests use it
+# --- the embedded server itself (pgbackup.postgres.embedded), as the demo and these tests use it
 
 
 @pytest.fixture

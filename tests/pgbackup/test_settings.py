@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pgbackup.settings import BackupSettings, SettingsError
+from pgbackup.config.settings import BackupSettings, SettingsError
 
 
 def test_defaults_match_the_product_brief():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pgbackup.settings import BackupSettings, SettingsError
+from pgbackup.config.settings import BackupSettings, SettingsError
 
 
 def test_defaults_no_staging_target_a_two_slot_pool_and_the_remotes_own_quota():

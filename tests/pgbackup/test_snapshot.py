@@ -2,17 +2,17 @@
 
 import pytest
 
-from pgbackup import capture as capture_module
-from pgbackup.capture import BackupCapture
-from pgbackup.compression import Compression
-from pgbackup.postgres import tools_for_server
-from pgbackup.snapshot import (
+from pgbackup.capture import capture as capture_module
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
+from pgbackup.postgres.snapshot import (
     SnapshotSession,
     TableDefinitionChanged,
     TableRewritten,
     hold_table_as_snapshot_sees_it,
 )
-from pgbackup.tables import list_tables
+from pgbackup.postgres.tables import list_tables
+from pgbackup.postgres.target import tools_for_server
 
 
 def execute(target, statement):

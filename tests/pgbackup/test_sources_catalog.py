@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from factories import SHOP_SOURCE, manifest
-from pgbackup.catalog import BackupNotFound, Catalog, SourceAmbiguous
-from pgbackup.identity import SourceIdentity
+from pgbackup.model.catalog import BackupNotFound, Catalog, SourceAmbiguous
+from pgbackup.model.identity import SourceIdentity
 
 NOW = datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)
 OTHER = SourceIdentity("7300000000000000002", 16384, "shop", "UTF8", "C", "C")  # another cluster, same database name

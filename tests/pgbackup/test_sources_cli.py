@@ -11,8 +11,8 @@ from pathlib import Path
 
 from conftest import PROJECT
 from factories import SHOP_SOURCE, manifest
-from pgbackup.identity import SourceIdentity
-from pgbackup.layout import BackupLayout
+from pgbackup.model.identity import SourceIdentity
+from pgbackup.model.layout import BackupLayout
 
 LAYOUT = BackupLayout("database")
 NOW = datetime.now(timezone.utc)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import PG_SERVER_URL, PROJECT, airflow_cli, seeded_shop
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout, backup_id_stamp
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout, backup_id_stamp
 from pgcompare import database_content
 from rclone_provider.client import Rclone
 

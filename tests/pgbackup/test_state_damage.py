@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from chain_steps import execute, publish, restore
-from pgbackup.rowstate import CHECKSUMS, RowKeyState, StateDamaged
+from pgbackup.capture.rowstate import CHECKSUMS, RowKeyState, StateDamaged
 from pgcompare import database_content
 
 CHANGES = (
@@ -177,9 +177,9 @@ def test_a_state_of_no_keyed_tables_is_complete_and_intact(tmp_path):
 @pytest.mark.parametrize("tables", [["CREATE TABLE log (at timestamptz, line text)", "INSERT INTO log VALUES (now(), 'x')"], []],
                          ids=["only tables without a primary key", "no tables"])
 def test_a_database_without_keyed_tables_gets_incrementals(make_database, tmp_path, client, tables):
-    from pgbackup.capture import BackupCapture
-    from pgbackup.compression import Compression
-    from pgbackup.postgres import tools_for_server
+    from pgbackup.capture.capture import BackupCapture
+    from pgbackup.capture.compression import Compression
+    from pgbackup.postgres.target import tools_for_server
 
     source = make_database("keyless")
     if tables:

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import PROJECT
 from factories import manifest
-from pgbackup.layout import BackupLayout
-from pgbackup.settings import BackupSettings
-from pgbackup.status import next_run
+from pgbackup.config.settings import BackupSettings
+from pgbackup.model.layout import BackupLayout
+from pgbackup.report.status import next_run
 
 LAYOUT = BackupLayout("database")
 NOW = datetime.now(timezone.utc)
@@ -104,8 +104,8 @@ def test_logs_show_failed_tasks_with_their_error_line(airflow_home, local_remote
 
 def test_status_reads_a_local_copy_as_well_as_a_remote(tmp_path):
     """Any store serves: the local copies report their folder and no quota (the disk's free space is reported apart)."""
-    from pgbackup.status import collect_status
-    from pgbackup.store import LocalStore
+    from pgbackup.report.status import collect_status
+    from pgbackup.storage.store import LocalStore
 
     full = manifest("full", NOW - timedelta(hours=2), size=4000)
     store(tmp_path / "copies", full)

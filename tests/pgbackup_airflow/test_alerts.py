@@ -16,10 +16,10 @@ import pytest
 
 from conftest import PROJECT, airflow_cli, smtp_connection_env
 from factories import manifest
-from pgbackup.catalog import Catalog
-from pgbackup.layout import BackupLayout
-from pgbackup.settings import BackupSettings, SettingsError
-from pgbackup.staleness import duration_text, restorable_backups, staleness_warnings
+from pgbackup.config.settings import BackupSettings, SettingsError
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.policy.staleness import duration_text, restorable_backups, staleness_warnings
 from rclone_provider.client import Rclone
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
@@ -199,7 +199,7 @@ def test_staleness_run_with_a_fresh_backup_passes_and_mails_nothing(airflow_home
 FAILING_PIPELINE_DAG = '''
 import pendulum
 from airflow.sdk import DAG, task
-from pgbackup.settings import BackupSettings
+from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.alerts import failure_notifiers
 
 with DAG(dag_id="alerts_probe_pipeline", schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False,

@@ -13,9 +13,9 @@ import pytest
 from airflow_api_server import ApiServer, get
 from conftest import PROJECT, airflow_cli
 from factories import manifest
-from pgbackup.drill import DrillResult
-from pgbackup.layout import BackupLayout
-from pgbackup.manifest import utc_iso
+from pgbackup.model.layout import BackupLayout
+from pgbackup.model.manifest import utc_iso
+from pgbackup.restore.drill import DrillResult
 from pgbackup_airflow.ui_plugin import storage_chart_svg, time_ticks
 
 pytestmark = pytest.mark.airflow
@@ -195,8 +195,8 @@ def test_growth_chart_has_a_bar_per_week_a_point_per_projected_month_and_the_quo
     from datetime import timezone as tz
 
     from factories import manifest
-    from pgbackup.growth import project_storage
-    from pgbackup.retention import RetentionPolicy
+    from pgbackup.policy.retention import RetentionPolicy
+    from pgbackup.report.growth import project_storage
     from pgbackup_airflow.ui_plugin import growth_chart_svg
 
     now = datetime(2026, 12, 1, 12, 0, tzinfo=tz.utc)

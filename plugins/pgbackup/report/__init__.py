@@ -1,0 +1,1 @@
+"""What the operator reads: the status structure, storage growth and its projection, sizes as people read them."""

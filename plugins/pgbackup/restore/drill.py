@@ -1,0 +1,136 @@
+"""The restore drill: prove the newest backup point restores, and measure how long it takes (the real RTO).
+
+It restores into a scratch database on a server of the operator's choosing,
+lets the restore's own fingerprint check compare every table with the
+manifest, drops the scratch database whatever happened, and records the result
+on the remote (``<prefix>/drills/``) where ``backupctl status`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import psycopg2
+from psycopg2 import sql
+
+from pgbackup.model.catalog import Catalog
+from pgbackup.model.layout import BackupLayout
+from pgbackup.model.manifest import utc_iso
+from pgbackup.postgres.naming import Identifier
+from pgbackup.postgres.target import PgTarget
+from pgbackup.restore.chain import ChainRestore, RestoreError, choose_chain
+
+log = logging.getLogger(__name__)
+
+
+class NothingToDrill(LookupError):
+    """The catalog is empty: no backup has ever been taken here, so there is nothing to restore yet (a first deploy).
+
+    Not a failed drill: nothing is recorded.  A catalog that had backups and lost
+    them is not empty (its problems and orphans remain) and fails as a drill.
+    """
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    at: str
+    backup_id: str | None  # the point restored; when the drill failed before choosing one, the id it was asked for (or None)
+    chain: list[str]
+    ok: bool
+    seconds: float
+    error: str | None
+    scratch_database: str
+    requested: str | None = None  # the backup_id the drill was asked for; None: the newest
+
+    @property
+    def point_text(self) -> str:
+        """What was drilled, for one line of text: never a bare ``None``."""
+        return drill_point_text(asdict(self))
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2) + "\n").encode()
+
+
+class RestoreDrill:
+    def __init__(self, store, layout: BackupLayout, server: PgTarget, *, pg_bin_dir: str | None = None, logger: logging.Logger | None = None,
+                 source=None) -> None:
+        self.store = store
+        self.source = source  # the SourceIdentity whose backups are drilled; None: the one source stored here
+        self.layout = layout
+        self.server = server
+        self.log = logger or log
+        self.restore = ChainRestore(store, layout, pg_bin_dir=pg_bin_dir, logger=self.log)
+
+    def terminate(self) -> None:
+        self.restore.terminate()
+
+    def run(self, *, backup_id: str | None = None, jobs: int = 1) -> DrillResult:
+        now = datetime.now(timezone.utc)
+        # Unique, not only per second: the drills of several databases run at once on one scratch server
+        # (mapped task instances), and one must never drop the other's scratch database.
+        scratch = self.server.with_database(f"pgbackup_drill_{now:%Y%m%d%H%M%S}_{secrets.token_hex(4)}")
+        started = time.monotonic()
+        chain: list[str] = []
+        point = None
+        error = None
+        loaded = Catalog.load(self.store, self.layout)
+        # A first deploy has nothing to drill; a backup asked for by id that is not there is a failed drill.
+        if catalog_never_used(loaded) and not backup_id:
+            raise NothingToDrill(f"no backup has been taken under {self.layout.prefix}/ yet: nothing to drill (first deploy)")
+        try:
+            manifests = choose_chain(loaded.for_source(self.source), backup_id=backup_id)
+            chain = [m.id for m in manifests]
+            point = manifests[-1].id
+            self.log.info("Drill: restoring %s into scratch database %s", point, scratch.describe())
+            self.restore.run(manifests, scratch, jobs=jobs)
+        except (RestoreError, LookupError) as exc:  # a backup not found, or several sources and none chosen
+            error = str(exc)
+            self.log.error("Drill failed: %s", error)
+        finally:
+            self._drop(scratch)
+        result = DrillResult(utc_iso(now), point or backup_id, chain, error is None, round(time.monotonic() - started, 1), error, scratch.dbname,
+                             requested=backup_id)
+        self.store.put_bytes(result.to_json(), self.layout.drill_path(now))
+        self.log.info("Drill %s in %.1fs (recorded at %s)", "passed" if result.ok else "FAILED", result.seconds, self.layout.drill_path(now))
+        return result
+
+    def _drop(self, scratch: PgTarget) -> None:
+        conn = scratch.with_database("postgres").connect()
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(Identifier(scratch.dbname)))
+        except psycopg2.Error as exc:
+            self.log.error("Could not drop scratch database %s: %s", scratch.dbname, exc)
+        finally:
+            conn.close()
+
+
+def catalog_never_used(catalog: Catalog) -> bool:
+    """True when nothing was ever stored under the prefix: no backup, no orphan object, no unreadable manifest.
+
+    The first-deploy state the drill and the staleness check skip; once anything
+    was written, an empty list of backups means they were lost, and that alerts.
+    """
+    return not (catalog.backups or catalog.orphans or catalog.problems)
+
+
+def drill_point_text(drill: dict) -> str:
+    """The backup a recorded drill restored, or why there is none: ``20261129T020000Z-full``, ``no backup chosen (the newest was asked for)``."""
+    if drill.get("backup_id"):
+        return drill["backup_id"]
+    requested = drill.get("requested")
+    return f"backup {requested} (not found)" if requested else "no backup point chosen (the newest was asked for)"
+
+
+def latest_drill(store, layout: BackupLayout) -> dict | None:
+    """The newest recorded drill result, or None."""
+    records = sorted(o.path for o in store.list(layout.drills_folder()) if o.path.endswith("-drill.json"))
+    if not records:
+        return None
+    return json.loads(store.read_bytes(records[-1]))

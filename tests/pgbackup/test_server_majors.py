@@ -34,11 +34,11 @@ from embedded_server import (
     requires_wheel,
     unused_name,
 )
-from pgbackup.postgres import embedded
 from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.compression import Compression, decompressed_chunks
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.layout import BackupLayout
+from pgbackup.postgres import embedded
 from pgbackup.postgres.embedded import (
     SERVER_ACCOUNT,
     EmbeddedServer,

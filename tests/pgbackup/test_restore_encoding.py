@@ -1,16 +1,16 @@
 """A restore keeps the source's encoding and locale: it creates a missing target alike, and refuses an existing one that differs."""
 
 import pytest
-from test_restore_cli import (
+
+from chain_steps import execute
+from conftest import admin_connection
+from restore_helpers import (
     back_up_chain,
     backupctl,
     scratch_names,
     target_named,
     url_of,
 )
-
-from chain_steps import execute
-from conftest import admin_connection
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 

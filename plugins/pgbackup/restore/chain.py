@@ -449,7 +449,7 @@ class ArchiveRestore:
     silently open or close access the source had.
 
     With ``after_data`` the archive is restored one section at a time (pre-data,
-    data, post-data: what one pg_restore does, in its order) and ``after_data`` runs
+    data, then post-data: what one pg_restore does, in its order) and ``after_data`` runs
     once the data is in — in a thread beside post-data when ``beside_post_data``
     (the check reads tables, it needs none of their indexes), else after it.
     """
@@ -475,8 +475,7 @@ class ArchiveRestore:
             if after_data is None:
                 restore()
                 return
-            restore("pre-data")
-            restore("data")
+            restore("pre-data", "data")
             if not beside_post_data:
                 restore("post-data")
                 after_data()
@@ -486,13 +485,13 @@ class ArchiveRestore:
                 restore("post-data")  # on failure the pool still waits for the check before raising
             checked.result()
 
-    def _pg_restore(self, path: str, target: PgTarget, section: str | None = None, *, jobs: int, no_owner: bool) -> None:
+    def _pg_restore(self, path: str, target: PgTarget, *sections: str, jobs: int, no_owner: bool) -> None:
         # --dbname takes a connection string: the name goes in quoted, so "shop=restored" stays a name.
         argv = [self.tools.pg_restore, "--no-password", "--exit-on-error", f"--jobs={jobs}", f"--dbname={target.conninfo()}",
-                *(["--no-owner"] if no_owner else []), *([f"--section={section}"] if section else []), path]
+                *(["--no-owner"] if no_owner else []), *(f"--section={section}" for section in sections), path]
         child = run_to_exit(self.children, argv, target, self.log)
         if child.returncode != 0:
-            part = f" ({section})" if section else ""
+            part = f" ({', '.join(sections)})" if sections else ""
             raise RestoreError(f"pg_restore into {target.describe()} failed{part}: {last_error_line(child)}")
 
 

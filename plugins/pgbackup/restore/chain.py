@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -135,39 +136,38 @@ class TargetState:
 
     @classmethod
     def read(cls, target: PgTarget) -> TargetState:
-        maintenance = target.with_database("postgres")
-        try:
-            conn = maintenance.connect(application_name="pgbackup restore check")
-        except SourceError as exc:
-            raise RestoreError(f"restore target: {exc}") from None
-        try:
-            with conn.cursor() as cur:
-                cur.execute(TARGET_SERVER_SQL)
-                version_num, superuser, createdb, free = cur.fetchone()
-                can_set = superuser
-                if not superuser and version_num >= 150000:
-                    cur.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
-                    can_set = cur.fetchone()[0]
-                cur.execute("SELECT pg_get_userbyid(datdba), pg_has_role(datdba, 'MEMBER') FROM pg_database WHERE datname = %s",
-                            (target.dbname,))
-                row = cur.fetchone()
-        finally:
-            conn.close()
+        with _reading(target.with_database("postgres")) as cur:
+            cur.execute(TARGET_SERVER_SQL)
+            version_num, superuser, createdb, free = cur.fetchone()
+            can_set = superuser
+            if not superuser and version_num >= 150000:
+                cur.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+                can_set = cur.fetchone()[0]
+            cur.execute("SELECT pg_get_userbyid(datdba), pg_has_role(datdba, 'MEMBER') FROM pg_database WHERE datname = %s",
+                        (target.dbname,))
+            row = cur.fetchone()
         state = cls(target.dbname, version_num, row is not None, superuser=superuser, createdb=createdb,
                     can_set_replication_role=can_set, free_connections=free)
         if row is None:
             return state
-        try:
-            conn = target.connect(application_name="pgbackup restore check")
-        except SourceError as exc:
-            raise RestoreError(f"restore target: {exc}") from None
-        try:
-            with conn.cursor() as cur:
-                tables = len(user_tables(cur))
-                identity = read_source_identity(cur)
-        finally:
-            conn.close()
+        with _reading(target) as cur:
+            tables = len(user_tables(cur))
+            identity = read_source_identity(cur)
         return replace(state, tables=tables, identity=identity, owner=row[0], owns_database=row[1])
+
+
+@contextmanager
+def _reading(target: PgTarget):
+    """A cursor on ``target`` for the checks before the restore; a target that cannot be reached is a ``RestoreError``."""
+    try:
+        conn = target.connect(application_name="pgbackup restore check")
+    except SourceError as exc:
+        raise RestoreError(f"restore target: {exc}") from None
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
 
 
 TARGET_SERVER_SQL = """

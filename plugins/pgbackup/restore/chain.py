@@ -15,7 +15,7 @@ collation, ctype, locale provider) from template0.
 A chain of one full is restored section by section (``ArchiveRestore``) and its
 check (``RestoreCheck``) reads the tables on spare connections while pg_restore
 builds the indexes and constraints; a chain with incrementals is checked once
-the last one is applied.
+the last one is applied.  Either way the check is ``RestoreCheck``'s.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from pgbackup.restore.apply import (
     IncrementalApplyError,
     apply_incremental,
 )
-from pgbackup.restore.check import RestoreCheck, check_restored, restore_sequences
+from pgbackup.restore.check import RestoreCheck, restore_sequences
 from pgbackup.restore.lease import Lease
 from rclone_provider.child_process import ChildProcess, ChildRegistry
 from rclone_provider.client import RcloneError
@@ -415,11 +415,12 @@ class ChainRestore:
             files = [fetch_verified(self.store, m, Path(tmp, f"{m.id}{Path(m.artifact.path).suffix}"), self.log) for m in chain]
             steps["download and verify"] = time.monotonic() - clock
             clock = time.monotonic()
-            # A full alone is checked table by table beside pg_restore's post-data; incrementals change the tables first.
-            self.check = RestoreCheck(target, point, jobs=plan.check_connections or jobs) if len(chain) == 1 else None
+            # A full alone has its tables checked beside pg_restore's post-data; incrementals change them first.
+            alone = len(chain) == 1
+            self.check = RestoreCheck(target, point, jobs=(plan.check_connections or jobs) if alone else jobs)
             ArchiveRestore(tools, logger=self.log, children=self.children).run(
                 files[0], target, expected_uncompressed=chain[0].uncompressed_bytes, jobs=jobs, work_dir=tmp, no_owner=plan.no_owner,
-                after_data=self.check.check_tables if self.check else None, beside_post_data=plan.check_connections > 0,
+                after_data=self.check.check_tables if alone else None, beside_post_data=plan.check_connections > 0,
             )
             steps[f"pg_restore {chain[0].id}"] = time.monotonic() - clock
             try:
@@ -430,8 +431,10 @@ class ChainRestore:
             except IncrementalApplyError as exc:
                 raise RestoreError(str(exc)) from None
         clock = time.monotonic()
+        if not alone:
+            self.check.check_tables()
         restore_sequences(target, point)
-        tables, rows = self.check.finish() if self.check else check_restored(target, point, jobs=jobs)
+        tables, rows = self.check.finish()
         steps["check fingerprints"] = time.monotonic() - clock  # with a full alone: only what could not overlap pg_restore
         report = RestoreReport(point.id, [m.id for m in chain], time.monotonic() - started, tables, rows, steps, safety_dump=safety)
         self.log.info("Restored %s: %s tables, %s rows, fingerprints match, %.1fs", point.id, tables, rows, report.seconds)

@@ -101,6 +101,7 @@ def _matview_keys(point: BackupManifest) -> set[str]:
 def check_restored(target: PgTarget, point: BackupManifest, *, jobs: int = 1) -> tuple[int, int]:
     """Compare the target with the fingerprints, large objects and sequences recorded at ``point``; raise on any difference.
 
+    The check of a target nothing else writes to, in one snapshot (``ChainRestore`` uses ``RestoreCheck``).
     The tables are fingerprinted on up to ``jobs`` connections sharing one snapshot:
     the same check as in one transaction, in a fraction of the time.
     """
@@ -178,9 +179,11 @@ def _writers(cur, table: TableInfo) -> dict[str, int]:
 
 
 # One scan gives a table's fingerprint (the sums of its rows' hash halves, as fingerprint.table_fingerprint) and its writers.
+# md5 is called in FROM (a function scan: once a row) — as a subquery's column it would be pulled up into both
+# halves and every row rendered and hashed twice.
 _FINGERPRINT_BY_WRITER_SQL = (
-    "SELECT writer::text, count(*), " + ", ".join(f"coalesce(sum({half}), 0)" for half in HASH_HALVES_SQL)
-    + " FROM (SELECT t.xmin AS writer, md5(t::text) AS h FROM ONLY {} AS t) AS rows GROUP BY writer"
+    "SELECT t.xmin::text, count(*), " + ", ".join(f"coalesce(sum({half}), 0)" for half in HASH_HALVES_SQL)
+    + " FROM ONLY {} AS t CROSS JOIN LATERAL pg_catalog.md5(t::text) AS h GROUP BY t.xmin"
 )
 
 
@@ -293,7 +296,7 @@ class RestoreCheck:
         except psycopg2.Error as exc:
             raise _error(f"checking the restore of {self.point.id}: {str(exc).strip().splitlines()[0]}") from None
         if changed:
-            raise _error(f"restored table(s) {', '.join(changed[:5])} were written after their fingerprint was checked, while "
-                         f"pg_restore built indexes and constraints (a function with side effects, or another client "
-                         f"connected to the target); the target does not hold backup {self.point.id} exactly")
+            raise _error(f"restored table(s) {', '.join(changed[:5])} were written after their fingerprint was checked (by a "
+                         f"function with side effects that pg_restore's post-data section ran, or by another client connected "
+                         f"to the target); the target does not hold backup {self.point.id} exactly")
         return compare_with_backup(self.target, self.point, fingerprints, sequences)

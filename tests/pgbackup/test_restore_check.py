@@ -13,9 +13,11 @@ import pytest
 
 from chain_steps import execute
 from conftest import admin_connection
+from pgbackup.postgres.fingerprint import pin_output_settings, table_fingerprint
+from pgbackup.postgres.tables import list_tables
 from pgbackup.postgres.target import tools_for_server
 from pgbackup.restore.chain import ArchiveRestore, ChainRestore, RestoreError
-from pgbackup.restore.check import RestoreCheck
+from pgbackup.restore.check import RestoreCheck, fingerprint_and_writers
 from rclone_provider.client import Rclone
 from restore_helpers import LAYOUT, back_up_chain, database_with, query, scratch_names, target_named
 
@@ -100,3 +102,16 @@ def test_with_no_connection_to_spare_the_check_runs_after_post_data(full, local_
     ArchiveRestore(tools_for_server(num)).run(archive, target, expected_uncompressed=full[0].uncompressed_bytes, jobs=2,
                                                after_data=check, beside_post_data=False)
     assert indexes_when_checked == [2]
+
+
+def test_the_checks_one_scan_fingerprint_is_the_capture_fingerprint_of_every_table(shop_db):
+    conn = shop_db.connect()
+    try:
+        with conn.cursor() as cur:
+            pin_output_settings(cur)
+            tables = list_tables(cur, kinds=("r",))
+            found = {t.qualified: fingerprint_and_writers(cur, t) for t in tables}
+            assert {k: f for k, (f, _) in found.items()} == {t.qualified: table_fingerprint(cur, t.schema, t.name) for t in tables}
+            assert all(sum(writers.values()) == f.rows for f, writers in found.values())
+    finally:
+        conn.close()

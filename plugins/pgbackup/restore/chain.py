@@ -50,6 +50,7 @@ from pgbackup.restore.apply import (
     apply_incremental,
 )
 from pgbackup.restore.check import RestoreCheck, restore_sequences
+from pgbackup.restore.check import check_restored as check_restored  # where callers have imported it from
 from pgbackup.restore.lease import Lease
 from rclone_provider.child_process import ChildProcess, ChildRegistry
 from rclone_provider.client import RcloneError

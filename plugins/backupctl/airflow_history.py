@@ -28,7 +28,7 @@ from backupctl.airflow_api import AirflowApi
 from backupctl.airflow_run import airflow_env
 from pgbackup.config.dag_ids import BACKUP_DAGS
 from pgbackup.report.status import next_run
-from pgbackup.report.task_runs import TaskRun, parse_moment
+from pgbackup.report.task_runs import TaskRun, last_error_line, parse_moment
 
 log = logging.getLogger("backupctl")
 _PROBE = "from pgbackup_airflow.history import print_history; print_history()"
@@ -58,7 +58,7 @@ def ask_metadata_database(request: dict) -> dict:
                             text=True, stdin=subprocess.DEVNULL)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        cause = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        cause = last_error_line(result.stderr) or (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise HistoryUnavailable(f"Airflow's metadata database not readable: {cause}")
     try:
         return json.loads(lines[-1])

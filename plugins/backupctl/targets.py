@@ -54,12 +54,25 @@ def airflow_connection_extra(conn_id: str) -> dict | None:
     if result.returncode != 0:
         log.info("Connection %s not in Airflow either (airflow connections get exited %s)", conn_id, result.returncode)
         return None
-    try:
-        (conn,) = json.loads(result.stdout[result.stdout.index("["):])
-    except ValueError:
+    conn = _json_list_in(result.stdout)
+    if not conn:
         log.info("airflow connections get %s printed no JSON", conn_id)
         return None
-    return conn.get("extra_dejson") or {}
+    return conn[0].get("extra_dejson") or {}
+
+
+def _json_list_in(output: str) -> list | None:
+    """The JSON list a command printed, after whatever log lines Airflow wrote before it."""
+    lines = output.splitlines()
+    for start, line in enumerate(lines):
+        if line.lstrip().startswith("["):
+            try:
+                value = json.loads("\n".join(lines[start:]))
+            except ValueError:
+                continue
+            if isinstance(value, list):
+                return value
+    return None
 
 
 def source_identity(settings: BackupSettings) -> SourceIdentity | None:

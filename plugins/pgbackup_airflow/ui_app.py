@@ -1,8 +1,6 @@
 """The **Backups** page's app: routes, authorization and the status it reads (the plugin itself: :mod:`pgbackup_airflow.ui_plugin`).
 
-An Airflow 3 plugin: a FastAPI app mounted by the api-server at ``/pgbackup``
-and an external view that adds "Backups" to the navigation bar; the UI shows
-the page in an iframe at ``/plugin/backups``.
+Mounted by the api-server at ``/pgbackup``; the UI shows the page in an iframe at ``/plugin/backups``.
 
 Authentication and authorization are Airflow's own.  Airflow does not protect
 plugin apps (a mounted app inherits none of the core API's dependencies), so
@@ -16,12 +14,7 @@ the backup DAGs gets 403.  Trigger buttons call Airflow's own REST API
 (``POST /api/v2/dags/{dag_id}/dagRuns``) with the same cookie, so Airflow
 decides who may start a run; the page only greys out the buttons of users the
 auth manager would refuse.
-
-The app is built on its first request: every Airflow process loads plugins,
-and only the api-server needs FastAPI and the auth machinery.
 """
-
-from __future__ import annotations
 
 import logging
 import secrets
@@ -31,6 +24,8 @@ from typing import Any
 
 from pgbackup.config.dag_ids import FULL_BACKUP
 
+# No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations (``Request``, imported
+# inside create_app) at runtime, and a postponed one it cannot resolve becomes a required query parameter.
 log = logging.getLogger(__name__)
 
 URL_PREFIX = "/pgbackup"

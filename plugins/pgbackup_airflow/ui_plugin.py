@@ -4,18 +4,7 @@ An Airflow 3 plugin: a FastAPI app mounted by the api-server at ``/pgbackup``
 and an external view that adds "Backups" to the navigation bar; the UI shows
 the page in an iframe at ``/plugin/backups``.
 
-Authentication and authorization are Airflow's own.  Airflow does not protect
-plugin apps (a mounted app inherits none of the core API's dependencies), so
-this app declares, for every route, the same dependency the core API uses for
-reading a DAG: ``requires_access_dag("GET", pg_full_backup)``.  It resolves the
-user from the ``Authorization: Bearer`` header or from the ``_token`` cookie the
-UI's login sets (path ``/``, so the iframe's requests carry it) and asks the
-configured auth manager.  No valid token: the page redirects to Airflow's login
-(``next`` back to the page) and the JSON answers 401; a user who may not read
-the backup DAGs gets 403.  Trigger buttons call Airflow's own REST API
-(``POST /api/v2/dags/{dag_id}/dagRuns``) with the same cookie, so Airflow
-decides who may start a run; the page only greys out the buttons of users the
-auth manager would refuse.
+Who may see the page and press its buttons is Airflow's own decision: see :mod:`pgbackup_airflow.ui_app`.
 
 The app is built on its first request: every Airflow process loads plugins,
 and only the api-server needs FastAPI and the auth machinery.

@@ -39,7 +39,6 @@ def relative(text: str | None, now: datetime) -> str:
     return f"in {amount}" if seconds > 0 else f"{amount} ago"
 
 
-
 def page_context(report: dict[str, Any], *, tz: str, can_trigger: dict[str, bool], airflow_base: str,
                  error: str | None = None, user: str | None = None) -> dict[str, Any]:
     """What the template shows, computed from ``collect_status``'s report (the charts beside it: :mod:`pgbackup_airflow.ui_chart`)."""
@@ -69,8 +68,6 @@ def page_context(report: dict[str, Any], *, tz: str, can_trigger: dict[str, bool
         "local": report.get("local"), "warnings": report.get("warnings", []),
         "api_base": f"{airflow_base}/api/v2", "airflow_base": airflow_base,
     }
-
-
 
 
 def empty_report(settings: BackupSettings, now: datetime | None = None) -> dict[str, Any]:

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo ui test lint fuzz test-compose bench clean
+.PHONY: venv demo ui test test-unit lint fuzz test-compose bench clean
 
 venv: $(BIN)/.installed
 
@@ -27,9 +27,15 @@ ui: venv
 test: venv
 	$(BIN)/python -m pytest
 
-# ruff (lint and import order, configured in pyproject.toml); CI runs it before the tests.
+# The fast tier: tests that need no PostgreSQL, no Airflow subprocess and no network (marked `unit` by
+# tests/conftest.py); seconds, not minutes.
+test-unit: venv
+	$(BIN)/python -m pytest -m unit -q
+
+# ruff (lint and import order), then mypy (types), both configured in pyproject.toml; CI runs it before the tests.
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The randomized differential test at length: random operation sequences (not the derandomized few of
 # `make test`), failures kept in tests/differential/.examples and replayed first.  E.g. make fuzz FUZZ_EXAMPLES=1000

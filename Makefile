@@ -10,11 +10,11 @@ venv: $(BIN)/.installed
 # The project's venv: the runtime requirements with every pin (requirements.txt), the test tools
 # (requirements-test.txt), then the project itself editable (no deps: the files above pin them), so
 # `backupctl` is on the venv's PATH, Airflow finds the rclone provider, and the checkout's code is what runs.
-$(BIN)/.installed: requirements.txt requirements-runtime.txt requirements-test.txt constraints.txt pyproject.toml samples/pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-runtime.txt requirements-test.txt constraints.txt pyproject.toml samples/pyproject.toml harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-test.txt
-	$(BIN)/pip install --quiet --no-deps -e . -e samples
+	$(BIN)/pip install --quiet --no-deps -e . -e samples -e harness
 	touch $@
 
 demo: venv

@@ -140,6 +140,7 @@ INTEGRATION_MODULES = {
     "pgbackup/test_restore_cli.py": "backupctl",
     "pgbackup/test_restore_encoding.py": "PostgreSQL",
     "pgbackup/test_restore_plan.py": "pg_dump --version",
+    "pgbackup/test_scratch.py": "child Pythons holding scratch folders",
     "pgbackup/test_server_majors.py": "an embedded PostgreSQL 18",
     "pgbackup/test_sources_cli.py": "backupctl",
     "pgbackup/test_status_cli.py": "backupctl",

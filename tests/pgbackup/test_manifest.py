@@ -88,7 +88,7 @@ def complete_manifests(draw) -> BackupManifest:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(complete_manifests())
 def test_round_trip_keeps_every_field(original):
     assert all(getattr(original, f.name) not in (None, {}) for f in dataclasses.fields(BackupManifest))

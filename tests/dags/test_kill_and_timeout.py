@@ -38,7 +38,7 @@ def test_sigterm_stops_pg_dump_and_the_task_is_not_successful(airflow_home, bloc
     started = datetime.now(timezone.utc)
     run = subprocess.Popen([airflow_cli(), "dags", "test", "pg_full_backup"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert len(wait_for_lock_wait(blocked_source.dbname, timeout=120)) == 1, "one pg_dump, waiting for the lock"
+        assert len(wait_for_lock_wait(blocked_source.dbname, timeout=300)) == 1, "one pg_dump, waiting for the lock"
         run.send_signal(signal.SIGTERM)
         output, _ = run.communicate(timeout=120)
     finally:

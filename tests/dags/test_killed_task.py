@@ -26,7 +26,7 @@ def test_a_run_killed_with_sigkill_shows_as_running_without_heartbeat(airflow_ho
     run = subprocess.Popen([airflow_cli(), "dags", "test", "pg_full_backup"], env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        assert len(wait_for_lock_wait(blocked_source.dbname, timeout=120)) == 1, "one pg_dump, waiting for the lock"
+        assert len(wait_for_lock_wait(blocked_source.dbname, timeout=300)) == 1, "one pg_dump, waiting for the lock"
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # the task's process and its pg_dump, as an OOM killer or a power cut would
         run.wait()

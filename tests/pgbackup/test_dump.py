@@ -1,8 +1,6 @@
 """Dump → archive check → restore on the real PostgreSQL, compared table by table."""
 
 import logging
-import threading
-import time
 
 import pytest
 
@@ -12,6 +10,7 @@ from pgbackup.capture.dump import DumpError, PgDump
 from pgbackup.postgres.target import PgTarget, tools_for_server
 from pgbackup.restore.chain import ArchiveRestore
 from pgcompare import library_fingerprints
+from waiting import InThread, wait_for_lock_wait
 
 log = logging.getLogger("test")
 
@@ -91,21 +90,13 @@ def test_terminate_stops_pg_dump_and_removes_the_partial_file(shop_db, tools, tm
     blocker = shop_db.connect()
     blocker.cursor().execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')
     run = PgDump(shop_db, tools, Compression())
-    outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(_capture(run.run, tmp_path / "x.dump.zst")))
-    worker.start()
-    time.sleep(1.5)
-    run.terminate()
-    worker.join(timeout=30)
-    blocker.rollback()
-    blocker.close()
-    assert not worker.is_alive()
-    assert isinstance(outcome[0], DumpError)
-    assert list(tmp_path.iterdir()) == []
-
-
-def _capture(fn, *args, **kwargs):
+    worker = InThread(run.run, tmp_path / "x.dump.zst")
     try:
-        return fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - the test inspects it
-        return exc
+        wait_for_lock_wait(shop_db.dbname)
+        run.terminate()
+        outcome = worker.outcome(timeout=30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert isinstance(outcome, DumpError)
+    assert list(tmp_path.iterdir()) == []

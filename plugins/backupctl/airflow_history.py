@@ -45,7 +45,7 @@ class RunHistory:
     runs: dict[str, dict[str, datetime | None]] | None  # None: the metadata database is not readable
     paused: dict[str, bool | None] | None
     stalled: list[TaskRun] = field(default_factory=list)
-    next_runs: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (cron, tz) -> by the DAGs' own timetable
+    next_runs: dict[tuple[str, str], datetime | None] = field(default_factory=dict)  # (cron, tz) -> by the DAGs' own timetable
 
     def next_run_of(self, cron: str, tz: str, now: datetime) -> datetime:
         """The timetable's answer for a schedule asked about, else croniter's estimate."""

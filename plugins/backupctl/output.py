@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 
 
@@ -18,7 +19,7 @@ def dump_json(value) -> None:
     print()
 
 
-def keyed_by_database(values: dict[str, object]):
+def keyed_by_database(values: Mapping[str, object]):
     """JSON for one database is its value as such; for several, an object keyed by database name."""
     return next(iter(values.values())) if len(values) == 1 else values
 

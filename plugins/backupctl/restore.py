@@ -94,8 +94,8 @@ def cmd_restore(args, settings: BackupSettings) -> int:
             continue
         print(f"Restored {report.backup_id} into {target.describe()} in {report.seconds:.1f}s: "
               f"{report.tables} tables, {report.rows} rows; every table's fingerprint and every sequence match the backup.")
-        for step, seconds in report.steps.items():
-            print(f"  {step:<48} {seconds:7.1f}s")
+        for step_name, step_seconds in report.steps.items():
+            print(f"  {step_name:<48} {step_seconds:7.1f}s")
         if report.safety_dump:
             print(f"What {target.dbname} held before is in the safety dump {report.safety_dump}")
         return 0

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pendulum
@@ -215,7 +216,7 @@ class BackupSettings:
                         f"{single} and BACKUP_DATABASES are both set: BACKUP_DATABASES names each database's connection "
                         f"and folder (name=connection_id, stored under <name>/); remove {single}"
                     )
-        readers = {"text": text, "integer": integer, "duration": duration, "schedule": schedule}
+        readers: dict[str, Callable[[str, Any], Any]] = {"text": text, "integer": integer, "duration": duration, "schedule": schedule}
         plain = {name: readers[kind](variable, getattr(defaults, name)) for name, (variable, kind) in _PLAIN_VARIABLES.items()}
         settings = cls(
             **plain,

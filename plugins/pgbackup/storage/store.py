@@ -9,7 +9,7 @@ Protocol) and never imports the rclone client's own listing type.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -44,7 +44,8 @@ class LocalObject:
 
 
 class BackupStore(Protocol):
-    def list(self, relative: str = "", *, recursive: bool = False, hashes: bool = False) -> list[StoredObject]: ...
+    # Sequence, not list: a store may list its own object type (read-only, so covariant).
+    def list(self, relative: str = "", *, recursive: bool = False, hashes: bool = False) -> Sequence[StoredObject]: ...
     def read_bytes(self, relative: str) -> bytes: ...
     def read_many(self, relatives: list[str]) -> dict[str, bytes]: ...
     def put_bytes(self, data: bytes, relative: str) -> None: ...

@@ -69,19 +69,7 @@ from pgbackup import __version__
 from pgbackup.capture.compression import Compression, HashingWriter
 from pgbackup.capture.delta import DeltaWriter
 from pgbackup.capture.dump import DumpError, PgDump, pg_dump_failure
-from pgbackup.capture.rowstate import (
-    RowKeyState,
-    StateMismatch,
-    StateOrderError,
-    TableFingerprintSums,
-    checked_order,
-    count_updated,
-    file_name,
-    keys_query,
-    merge_state,
-    rows_query,
-    text_blocks,
-)
+from pgbackup.capture.rowstate import RowKeyState, StateMismatch, StateOrderError, capture_change
 from pgbackup.model.identity import SourceIdentity
 from pgbackup.model.layout import BackupLayout, new_backup_id
 from pgbackup.model.manifest import BackupManifest, StoredArtifact, parse_utc, utc_iso
@@ -295,9 +283,7 @@ class BackupCapture:
         with reading_table(cur, table):
             if not table.key_columns:
                 return relation_fingerprint(cur, table).to_dict()
-            with state.writer(table.qualified) as out:
-                cur.copy_expert(rows_query(table).as_string(cur), out)
-        return state.fingerprint(table.qualified).to_dict()
+            return state.write_table(cur, table)
 
     def _each_table(self, session: SnapshotSession, tables: list[TableInfo], work) -> dict[str, Any]:
         """``{table: work(cursor, table)}``, spread over up to ``readers`` connections that share the session's snapshot.
@@ -420,7 +406,7 @@ class BackupCapture:
         if not parent_state.current_format():
             return f"the row-key state of parent {parent.id} is of an older format (keys without row hashes)"
         missing = [t for t, info in parent.details.get("tables", {}).items()
-                   if info.get("kind", "r") == "r" and info.get("key_columns") and not parent_state.path(t).is_file()]
+                   if info.get("kind", "r") == "r" and info.get("key_columns") and not parent_state.has_table(t)]
         if missing:
             return f"the row-key state of parent {parent.id} lacks {missing[0]}"
         reason = identity_reason(parent.details.get("tables", {}), here.tables)
@@ -530,43 +516,7 @@ class BackupCapture:
                   "columns": list(table.columns), "key_columns": list(table.key_columns)}
         if not table.key_columns:
             return self._capture_keyless(cur, delta, table, header, changed_rows, parent_fingerprint)
-        name = table.qualified
-        changed_path = tmp / f"{file_name(name)}.changed"
-        with open(changed_path, "wb") as out:
-            cur.copy_expert(rows_query(table, changed_rows).as_string(cur), out)
-        changed = cur.rowcount
-        cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(table.ident))
-        current = cur.fetchone()[0]
-        sums = TableFingerprintSums.parse(parent_fingerprint)
-        recorded = parent_state.recorded_fingerprint(name)  # proven with the file by its checksum: no need to sum every line
-        if recorded is not None and recorded != parent_fingerprint:
-            raise StateMismatch(f"{name}: the parent's row-key state records {recorded}, its manifest {parent_fingerprint}")
-
-        def changed_lines():
-            with open(changed_path, "rb") as raw:
-                for block in checked_order(text_blocks(raw), f"changed rows of {name}"):
-                    yield from block
-
-        # Rows not changed since the parent were all in the parent, so
-        # parent rows − current rows + changed rows − changed rows that were in the parent = deleted rows.
-        updated = count_updated(parent_state.blocks(name), changed_lines()) if changed else 0
-        gone = sums.rows - current + changed - updated
-        if gone < 0:
-            raise StateMismatch(f"{name}: {current} rows now, {sums.rows} at the parent, {changed} changed of which "
-                                f"{updated} were in the parent: more rows than the parent's and the changed ones")
-        if not changed and not gone:
-            state.carry(parent_state, name)
-            return {"mode": "unchanged"}, parent_fingerprint
-        current_keys = None
-        if gone:
-            keys_path = tmp / f"{file_name(name)}.keys"
-            with open(keys_path, "wb") as out:
-                cur.copy_expert(keys_query(table).as_string(cur), out)
-            keys_file = open(keys_path, "rb")
-            current_keys = checked_order(text_blocks(keys_file), f"current keys of {name}")
-        with ExitStack() as stack, state.writer(name) as new_state:
-            if current_keys is not None:
-                stack.callback(keys_file.close)
+        with ExitStack() as stack:
             deletes = []
 
             def on_deleted(keys: list[bytes]) -> None:
@@ -574,21 +524,16 @@ class BackupCapture:
                     deletes.append(stack.enter_context(delta.section({**header, "action": "delete"})))
                 deletes[0].write(b"\n".join(keys) + b"\n")
 
-            parent_seen = TableFingerprintSums() if recorded is None else None
-            deleted = merge_state(parent_state.blocks(name), changed_lines(), current_keys, new_state, sums, on_deleted, parent_seen)
-        if parent_seen is not None and parent_seen.to_dict() != parent_fingerprint:
-            raise StateMismatch(f"{name}: the parent's row-key state holds {parent_seen.to_dict()}, its manifest {parent_fingerprint}")
-        if deleted != gone or sums.rows != current:
-            raise StateMismatch(f"{name}: the counts say {gone} rows were deleted and {current} remain; "
-                                f"merging the keys found {deleted} deleted and {sums.rows} remaining")
+            change = capture_change(cur, table, parent_state, state, changed_rows, parent_fingerprint, tmp, on_deleted)
+        if change.unchanged:
+            return {"mode": "unchanged"}, parent_fingerprint
         query = sql.SQL("COPY (SELECT {} FROM ONLY {} AS t WHERE {}) TO STDOUT").format(table.column_list("t"), table.ident, changed_rows)
         with delta.section({**header, "action": "upsert"}) as out:
             cur.copy_expert(query.as_string(cur), out)
             upserted = cur.rowcount
-        if upserted != changed:
-            raise StateMismatch(f"{name}: {upserted} changed rows copied, {changed} hashed, in one snapshot")
-        state.record_fingerprint(name, sums.to_dict())
-        return {"mode": "rows", "upserted": upserted, "deleted": deleted}, sums.to_dict()
+        if upserted != change.changed:
+            raise StateMismatch(f"{table.qualified}: {upserted} changed rows copied, {change.changed} hashed, in one snapshot")
+        return {"mode": "rows", "upserted": upserted, "deleted": change.deleted, "buckets": change.summary()}, change.fingerprint
 
     @staticmethod
     def _capture_keyless(cur, delta: DeltaWriter, table: TableInfo, header: dict, changed_rows: sql.Composable,

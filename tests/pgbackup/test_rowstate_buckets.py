@@ -20,14 +20,20 @@ from pgbackup.capture.rowstate import (
     StateMismatch,
     TableListing,
     bits_for,
+    bucket_counts_query,
+    bucket_function,
     bucket_of,
+    bucket_of_printed,
     bucket_sql,
     copy_unescape,
     deleted_by_bucket,
+    keys_query,
     label,
     merge_change,
     printed_key_order,
+    rows_query,
 )
+from pgbackup.postgres.tables import TableInfo, list_tables
 from pgcompare import database_content
 
 # -- the bucket function -------------------------------------------------------------------------
@@ -86,8 +92,45 @@ def test_copy_unescape_inverts_copy_s_text_escapes(text):
     assert copy_unescape(printed.encode()) == text.encode()
 
 
-def test_bits_give_about_a_thousand_rows_a_bucket_and_at_most_4096_buckets():
-    assert [bits_for(n) for n in (-1, 0, 2047, 2048, 4096, 100_000, 10**6, 10**9)] == [0, 0, 0, 1, 2, 7, 10, MAX_BITS]
+def test_bits_give_a_few_hundred_rows_a_bucket_and_at_most_4096_buckets():
+    assert [bits_for(n) for n in (-1, 0, 511, 512, 1024, 100_000, 10**6, 10**9)] == [0, 0, 0, 1, 2, 9, MAX_BITS, MAX_BITS]
+
+
+def test_an_integer_key_s_bucket_is_its_low_bits_and_any_other_key_s_the_md5_of_its_text():
+    def table(key_type, keys=("id",)):
+        return TableInfo("public", "t", keys, ("id", "v"), "", 1, 1, "r", True, 1, (f"id::{key_type}", "v::25"))
+
+    assert [bucket_function(table(t)) for t in ("20", "21", "23", "25", "1700")] == ["int", "int", "int", "md5", "md5"]
+    assert bucket_function(table("23", ("id", "v"))) == "md5"
+    assert [bucket_of_printed(k, 4, "int") for k in (b"(42)", b"(-1)", b"(0)", b"(9223372036854775807)")] == [10, 15, 0, 15]
+    assert bucket_of_printed(b'("a\\tb")', 12, "md5") == bucket_of(b'("a\tb")', 12)
+
+
+def test_the_server_s_bucket_labels_are_python_s_for_both_functions(make_database):
+    """What the server writes before every line (rows_query, keys_query) and counts (bucket_counts_query) is bucket_of_printed."""
+    db = make_database("labels")
+    execute(db, "CREATE DOMAIN small AS int2", "CREATE TABLE i (id small PRIMARY KEY)", "CREATE TABLE b (id int8 PRIMARY KEY)",
+            "CREATE TABLE s (id text PRIMARY KEY)",
+            "INSERT INTO i SELECT g FROM generate_series(-300, 300) g",
+            "INSERT INTO b SELECT g * 1000003 FROM generate_series(-500, 500) g UNION SELECT 9223372036854775807",
+            *(f"INSERT INTO s VALUES ({_literal(text)})" for text in TRICKY), "INSERT INTO s SELECT 'n' || g FROM generate_series(1, 300) g")
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            for info in [t for t in list_tables(cur) if t.name in ("i", "b", "s")]:
+                function = bucket_function(info)
+                assert function == ("md5" if info.name == "s" else "int")
+                for bits in (0, 3, MAX_BITS):
+                    lines = _copy_out(cur, rows_query(info, bits))
+                    expected = sorted(label(bucket_of_printed(line.split(b"\t")[1], bits, function)) + b"\t" + line.split(b"\t")[1]
+                                      for line in lines)
+                    assert [line.rsplit(b"\t", 1)[0] for line in lines] == expected, (info.name, bits)
+                    cur.execute(bucket_counts_query(info, bits))
+                    assert dict(cur.fetchall()) == dict(Counter(int(line[:3], 16) for line in lines))
+                    some = sorted({int(line[:3], 16) for line in lines})[::3]
+                    assert _copy_out(cur, keys_query(info, bits, some)) == [e for e in expected if int(e[:3], 16) in some]
+    finally:
+        conn.close()
 
 
 # -- the count algebra and the merge against a model --------------------------------------------------------
@@ -223,13 +266,13 @@ def test_an_incremental_after_a_few_deletes_reads_only_the_buckets_that_lost_row
             "ANALYZE big")
     full = publish(capture.full(), client)
     listing = RowKeyState(capture.state_root, full.id).table_listing("public.big")
-    assert listing.bits == bits_for(100_000) == 7
+    assert listing.bits == bits_for(100_000) == 9 and listing.function == "int"
     execute(shop_db, "DELETE FROM big WHERE id IN (17, 4242, 99999)", "UPDATE big SET v = 'changed' WHERE id = 50000")
     inc = publish(capture.incremental(full), client)
     assert inc.kind == "incremental"
     big = inc.details["captured"]["public.big"]
     assert big["deleted"] == 3 and big["upserted"] >= 1
-    per_bucket = 100_000 / 128
+    per_bucket = 100_000 / 512
     assert big["buckets"]["compared"] <= 3 and big["buckets"]["keys_read"] < 3 * 2 * per_bucket, big
     assert big["buckets"]["rewritten"] <= 4 + big["upserted"] - 1, big
     state = RowKeyState(capture.state_root, inc.id)

@@ -2,13 +2,15 @@
 
 An incremental finds deleted rows and keeps fingerprints up to date from its
 parent's state, without re-reading whole tables.  Each table's rows are split into
-``2**bits`` *buckets* by a stable function of the printed key (:func:`bucket_of`:
-the top ``bits`` bits of the first 16 of ``md5(key text)``, computed alike by the
-server, :func:`bucket_sql`, and by Python — never ``hashtext()``, whose values are no
-contract across majors).  ``bits`` is chosen per table by the full (about
-``ROWS_PER_BUCKET`` rows a bucket, at most ``2**MAX_BITS`` buckets) and kept along its
-chain.  One zstd file per non-empty bucket, ``<table>+<bucket, 3 hex digits>.rows.zst``,
-holds lines ``<bucket>\\t<key>\\t<md5>``:
+``2**bits`` *buckets* by a fixed function of the key (:func:`bucket_function`): for a
+primary key of one integer column, the value's low ``bits`` bits; for any other key, the
+top ``bits`` bits of the first 16 of ``md5(key text)`` (:func:`bucket_of`).  The server
+computes them (:func:`bucket_sql`) and Python alike (:func:`bucket_of_printed`) — never
+``hashtext()`` or another internal hash, whose values are no contract across majors.
+``bits`` is chosen per table by the full (about ``ROWS_PER_BUCKET`` rows a bucket, at
+most ``2**MAX_BITS`` buckets) and kept, with the function, along its chain.  One zstd
+file per non-empty bucket, ``<table>+<bucket, 3 hex digits>.rows.zst``, holds lines
+``<bucket>\\t<key>\\t<md5>``:
 
 - ``<bucket>`` is the bucket number in 3 lowercase hex digits (fixed width, so bytewise
   order of lines is bucket order, then key order);
@@ -73,6 +75,7 @@ import zstandard
 from psycopg2 import sql
 
 from pgbackup.capture.compression import CHUNK
+from pgbackup.postgres.naming import Identifier
 from pgbackup.postgres.tables import TableInfo
 
 FORMAT = "pgbackup-rowstate-5"
@@ -82,7 +85,7 @@ HASH_HEX = 32
 BUCKET_HEX = 3  # the bucket's width in a line: 3 hex digits, then a tab
 PREFIX = BUCKET_HEX + 1
 MAX_BITS = 12  # 4096 buckets at most: files a table has, links an incremental makes
-ROWS_PER_BUCKET = 1024
+ROWS_PER_BUCKET = 256  # small buckets: few keys compared, few lines rewritten per change; files stay ≤ 4096 a table
 # COPY text format escapes these bytes (backslash first); ordering by the escaped text orders the printed lines.
 _COPY_ESCAPES = (("\\", "\\\\"), ("\b", "\\b"), ("\t", "\\t"), ("\n", "\\n"), ("\v", "\\v"), ("\f", "\\f"), ("\r", "\\r"))
 _COPY_UNESCAPES = {b"\\" + escaped[1:].encode(): raw.encode() for raw, escaped in _COPY_ESCAPES}
@@ -155,31 +158,77 @@ def _where(condition: sql.Composable | None) -> sql.Composable:
     return sql.SQL(" WHERE ") + condition if condition is not None else sql.SQL("")
 
 
-def rows_query(table: TableInfo, bits: int, where: sql.Composable | None = None) -> sql.Composable:
+INTEGER_TYPES = {"20", "21", "23"}  # int8, int2, int4 (a domain over one counts by its base type)
+
+
+def bucket_function(table: TableInfo) -> str:
+    """``"int"`` for a primary key of one integer column, else ``"md5"``: how the table's keys are put in buckets.
+
+    An integer key's bucket is its value's low bits (two's complement, as Python's ``&``
+    gives it for negative values too): the printed key ``(42)`` is the value, and the
+    server computes it without rendering the key's text — the per-row cost of counting
+    buckets drops from a row text and an md5 to an ``AND``.  Any other key: the md5 of its
+    printed text.  Both are fixed functions of the key, never a server's internal hash.
+    """
+    if len(table.key_columns) == 1:
+        for column in table.definition:
+            name, _, base_type = column.rsplit(":", 2)
+            if name == table.key_columns[0]:
+                return "int" if base_type in INTEGER_TYPES else "md5"
+    return "md5"
+
+
+def bucket_of_printed(printed_key: bytes, bits: int, function: str) -> int:
+    """The bucket of a key as ``COPY`` printed it (``(42)``, ``("a\\tb",7)``), under the table's bucket function."""
+    if function == "int":
+        return int(printed_key[1:-1]) & ((1 << bits) - 1)
+    return bucket_of(copy_unescape(printed_key), bits)
+
+
+def _bucket_expr(table: TableInfo, bits: int, function: str, key_text: sql.Composable) -> sql.Composable:
+    """The row's bucket on the server (alias ``t``): from the key column for ``"int"``, else from ``key_text``."""
+    if function == "int":
+        return sql.SQL("({}::int8 & {})").format(Identifier("t", table.key_columns[0]), sql.Literal((1 << bits) - 1))
+    return bucket_sql(key_text, bits)
+
+
+def rows_query(table: TableInfo, bits: int, where: sql.Composable | None = None, function: str | None = None) -> sql.Composable:
     """``COPY`` of every (or every ``where``) row's bucket, key and hash, in state order.
 
-    ``OFFSET 0`` keeps each subquery apart, so the key's text is computed once a row
+    ``OFFSET 0`` keeps the subquery apart, so the key's text is computed once a row
     (not once for the bucket, once for the output and once for the sort).
     """
-    return sql.SQL(
-        "COPY (SELECT lpad(to_hex(b), 3, '0'), k, h FROM (SELECT {b} AS b, k, h FROM"
-        " (SELECT {k} AS k, md5(t::text) AS h FROM ONLY {t} AS t{w} OFFSET 0) AS r OFFSET 0) AS s ORDER BY b, {o}) TO STDOUT"
-    ).format(b=bucket_sql(sql.SQL("k"), bits), k=table.key_text(), t=table.ident, w=_where(where), o=printed_key_order(sql.SQL("k")))
+    function = function or bucket_function(table)
+    bucket = _bucket_expr(table, bits, function, sql.SQL("r.k") if function == "md5" else None)
+    if function == "int":  # the bucket from the column, in the same scan
+        inner = sql.SQL("SELECT {b} AS b, {k} AS k, md5(t::text) AS h FROM ONLY {t} AS t{w} OFFSET 0").format(
+            b=bucket, k=table.key_text(), t=table.ident, w=_where(where))
+    else:
+        inner = sql.SQL("SELECT {b} AS b, r.k, r.h FROM (SELECT {k} AS k, md5(t::text) AS h FROM ONLY {t} AS t{w} OFFSET 0) AS r"
+                        " OFFSET 0").format(b=bucket, k=table.key_text(), t=table.ident, w=_where(where))
+    return sql.SQL("COPY (SELECT lpad(to_hex(s.b), 3, '0'), s.k, s.h FROM ({inner}) AS s ORDER BY s.b, {o}) TO STDOUT").format(
+        inner=inner, o=printed_key_order(sql.SQL("s.k")))
 
 
-def bucket_counts_query(table: TableInfo, bits: int) -> sql.Composable:
+def bucket_counts_query(table: TableInfo, bits: int, function: str | None = None) -> sql.Composable:
     """Per non-empty bucket, its current row count: one pass over the table, nothing sorted, nothing shipped but counts."""
-    return sql.SQL("SELECT b, count(*) FROM (SELECT {b} AS b FROM ONLY {t} AS t) AS s GROUP BY b").format(
-        b=bucket_sql(table.key_text(), bits), t=table.ident)
+    function = function or bucket_function(table)
+    return sql.SQL("SELECT {b}, count(*) FROM ONLY {t} AS t GROUP BY 1").format(
+        b=_bucket_expr(table, bits, function, table.key_text()), t=table.ident)
 
 
-def keys_query(table: TableInfo, bits: int, buckets: Iterable[int]) -> sql.Composable:
-    """``COPY`` of the current keys of ``buckets`` only (bucket label, key), in state order."""
+def keys_query(table: TableInfo, bits: int, buckets: Iterable[int], function: str | None = None) -> sql.Composable:
+    """``COPY`` of the current keys of ``buckets`` only (bucket label, key), in state order.
+
+    The filter is evaluated first, so only the chosen buckets' keys are rendered (an
+    integer key's bucket needs no text at all) and sorted.
+    """
+    function = function or bucket_function(table)
+    bucket = _bucket_expr(table, bits, function, table.key_text())
     return sql.SQL(
-        "COPY (SELECT lpad(to_hex(b), 3, '0'), k FROM (SELECT {b} AS b, k FROM"
-        " (SELECT {k} AS k FROM ONLY {t} AS t OFFSET 0) AS r OFFSET 0) AS s WHERE b = ANY({l}::int[]) ORDER BY b, {o}) TO STDOUT"
-    ).format(b=bucket_sql(sql.SQL("k"), bits), k=table.key_text(), t=table.ident, l=sql.Literal(sorted(buckets)),
-             o=printed_key_order(sql.SQL("k")))
+        "COPY (SELECT lpad(to_hex(s.b), 3, '0'), s.k FROM (SELECT {b} AS b, {k} AS k FROM ONLY {t} AS t WHERE {b} = ANY({l}::int[])"
+        " OFFSET 0) AS s ORDER BY s.b, {o}) TO STDOUT"
+    ).format(b=bucket, k=table.key_text(), t=table.ident, l=sql.Literal(sorted(buckets)), o=printed_key_order(sql.SQL("s.k")))
 
 
 def hash_sums(lines: list[bytes]) -> tuple[int, int]:
@@ -233,6 +282,7 @@ class TableListing:
     bits: int
     fingerprint: dict
     buckets: dict[int, FileChecksum] = field(default_factory=dict)
+    function: str = "md5"  # bucket_function's: "int" or "md5"
 
     def rows(self, bucket: int) -> int:
         entry = self.buckets.get(bucket)
@@ -245,12 +295,12 @@ class StateChecksums:
 
     format: str
     files: dict[str, FileChecksum]
-    tables: dict[str, dict] = field(default_factory=dict)  # {"bits": int, "fingerprint": {...}}
+    tables: dict[str, dict] = field(default_factory=dict)  # {"bits": int, "function": str, "fingerprint": {...}}
 
     def to_json(self) -> str:
         files = {name: {"bytes": c.bytes, "sha256": c.sha256, **({"fingerprint": c.fingerprint} if c.fingerprint else {})}
                  for name, c in sorted(self.files.items())}
-        tables = {name: {"bits": t["bits"], "fingerprint": t["fingerprint"]} for name, t in sorted(self.tables.items())}
+        tables = {name: {"bits": t["bits"], "function": t["function"], "fingerprint": t["fingerprint"]} for name, t in sorted(self.tables.items())}
         return json.dumps({"format": self.format, "files": files, "tables": tables}, indent=1, sort_keys=True) + "\n"
 
     @classmethod
@@ -259,7 +309,7 @@ class StateChecksums:
         data = json.loads(text)
         files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"]), _fingerprint(c.get("fingerprint")))
                  for name, c in data["files"].items()}
-        tables = {str(name): {"bits": int(t["bits"]), "fingerprint": _fingerprint(t["fingerprint"])}
+        tables = {str(name): {"bits": int(t["bits"]), "function": str(t["function"]), "fingerprint": _fingerprint(t["fingerprint"])}
                   for name, t in data.get("tables", {}).items()}
         return cls(str(data["format"]), files, tables)
 
@@ -275,7 +325,7 @@ class StateChecksums:
                 owner, bucket = split_name(file)
                 index.setdefault(owner, {})[bucket] = checksum
             object.__setattr__(self, "_by_table", index)
-        return TableListing(entry["bits"], entry["fingerprint"], dict(index.get(name, {})))
+        return TableListing(entry["bits"], entry["fingerprint"], dict(index.get(name, {})), entry["function"])
 
 
 def _fingerprint(data) -> dict | None:
@@ -501,17 +551,18 @@ class RowKeyState:
                         (table.oid,))
             tuples, size = cur.fetchone()
             bits = bits_for(tuples if tuples >= 0 else size / 100)
+        function = bucket_function(table)
         self.dir.mkdir(parents=True, exist_ok=True)
         scratch = self.dir / f"{file_name(table.qualified)}.all.partial"
         try:
             raw = open(scratch, "wb")
             with _OwningWriter(raw, zstandard.ZstdCompressor(level=1).stream_writer(raw, closefd=False)) as out:
-                cur.copy_expert(rows_query(table, bits).as_string(cur), out)
-            return self.write_buckets(table.qualified, bits, checked_order(line_blocks(scratch), f"rows of {table.qualified}"))
+                cur.copy_expert(rows_query(table, bits, function=function).as_string(cur), out)
+            return self.write_buckets(table.qualified, bits, checked_order(line_blocks(scratch), f"rows of {table.qualified}"), function)
         finally:
             scratch.unlink(missing_ok=True)
 
-    def write_buckets(self, table: str, bits: int, blocks: Iterable[list[bytes]]) -> dict:
+    def write_buckets(self, table: str, bits: int, blocks: Iterable[list[bytes]], function: str = "md5") -> dict:
         """Write sorted, bucket-labelled lines into their buckets' files; record and return the table's fingerprint."""
         total, current, out, sums = TableFingerprintSums(), None, None, None
 
@@ -535,11 +586,11 @@ class RowKeyState:
                 out.__exit__(None, None, None)
             raise
         close()
-        self.record_table(table, bits, total.to_dict())
+        self.record_table(table, bits, total.to_dict(), function)
         return total.to_dict()
 
-    def record_table(self, table: str, bits: int, fingerprint: dict) -> None:
-        self._tables[table] = {"bits": bits, "fingerprint": dict(fingerprint)}
+    def record_table(self, table: str, bits: int, fingerprint: dict, function: str) -> None:
+        self._tables[table] = {"bits": bits, "function": function, "fingerprint": dict(fingerprint)}
 
     def record_bucket(self, table: str, bucket: int, fingerprint: dict) -> None:
         self._fingerprints[self.path(table, bucket).name] = dict(fingerprint)
@@ -575,7 +626,7 @@ class RowKeyState:
         listing = parent.table_listing(table)
         for bucket in listing.buckets:
             self.carry_bucket(parent, table, bucket)
-        self.record_table(table, listing.bits, listing.fingerprint)
+        self.record_table(table, listing.bits, listing.fingerprint, listing.function)
 
     def bucket_blocks(self, table: str, bucket: int) -> Iterator[list[bytes]]:
         """The lines of one bucket of a complete state, proven by the checksum its listing records (none if it is empty)."""
@@ -684,7 +735,7 @@ class RowKeyState:
                 for file, checksum in files.items():
                     if table_of(file) == name:
                         total.add_sums(TableFingerprintSums.parse(checksum.fingerprint))
-                tables[name] = {"bits": earlier.tables[name]["bits"], "fingerprint": total.to_dict()}
+                tables[name] = {**earlier.tables[name], "fingerprint": total.to_dict()}
         if earlier is not None:  # tables without rows (no files) keep their entry
             tables.update({name: entry for name, entry in earlier.tables.items() if name not in tables})
         (self.dir / "FORMAT").write_text(FORMAT + "\n")
@@ -696,6 +747,8 @@ def _listing_problem(table: TableListing) -> str | None:
     """Why a table's listing does not add up (buckets out of range, fingerprints that do not sum), or None."""
     if not 0 <= table.bits <= MAX_BITS:
         return f"{table.bits} bucket bits"
+    if table.function not in ("int", "md5"):
+        return f"an unknown bucket function {table.function!r}"
     total = TableFingerprintSums()
     for bucket, checksum in table.buckets.items():
         if bucket >> table.bits:
@@ -737,12 +790,12 @@ class ServerTable:
     bucket, then merged); the current keys only of the buckets asked for.
     """
 
-    def __init__(self, cur, table: TableInfo, bits: int, changed_rows: sql.Composable, tmp: Path) -> None:
-        self.cur, self.table, self.bits, self.tmp = cur, table, bits, tmp
+    def __init__(self, cur, table: TableInfo, bits: int, function: str, changed_rows: sql.Composable, tmp: Path) -> None:
+        self.cur, self.table, self.bits, self.function, self.tmp = cur, table, bits, function, tmp
         self.name = table.qualified
         self._changed_path = tmp / f"{file_name(self.name)}.changed"
         with open(self._changed_path, "wb") as out:
-            cur.copy_expert(rows_query(table, bits, changed_rows).as_string(cur), out)
+            cur.copy_expert(rows_query(table, bits, changed_rows, function).as_string(cur), out)
         self.changed = cur.rowcount
 
     def changed_blocks(self) -> Iterator[list[bytes]]:
@@ -754,13 +807,13 @@ class ServerTable:
         return self.cur.fetchone()[0]
 
     def bucket_counts(self) -> dict[int, int]:
-        self.cur.execute(bucket_counts_query(self.table, self.bits))
+        self.cur.execute(bucket_counts_query(self.table, self.bits, self.function))
         return dict(self.cur.fetchall())
 
     def key_blocks(self, buckets: Iterable[int]) -> Iterator[list[bytes]]:
         path = self.tmp / f"{file_name(self.name)}.keys"
         with open(path, "wb") as out:
-            self.cur.copy_expert(keys_query(self.table, self.bits, buckets).as_string(self.cur), out)
+            self.cur.copy_expert(keys_query(self.table, self.bits, buckets, self.function).as_string(self.cur), out)
         with open(path, "rb") as raw:
             yield from checked_order(text_blocks(raw), f"current keys of {self.name}")
 
@@ -773,7 +826,10 @@ def capture_change(cur, table: TableInfo, parent: RowKeyState, state: RowKeyStat
     ``on_deleted`` gets deleted keys as COPY prints them, in order, bucket by bucket.
     """
     listing = parent.table_listing(table.qualified)
-    source = ServerTable(cur, table, listing.bits, changed_rows, tmp)
+    if listing.function != bucket_function(table):
+        raise StateMismatch(f"{table.qualified}: the parent's buckets are by {listing.function!r}, its key is put in buckets by "
+                            f"{bucket_function(table)!r}")
+    source = ServerTable(cur, table, listing.bits, listing.function, changed_rows, tmp)
     return merge_change(source, parent, state, table.qualified, parent_fingerprint, on_deleted)
 
 
@@ -829,7 +885,7 @@ def merge_change(source, parent: RowKeyState, state: RowKeyState, name: str, par
         raise StateMismatch(f"{name}: the counts say {gone} rows were deleted and {current} remain; "
                             f"merging the keys found {result.deleted} deleted and {total.rows} remaining")
     result.fingerprint = total.to_dict()
-    state.record_table(name, bits, result.fingerprint)
+    state.record_table(name, bits, result.fingerprint, listing.function)
     return result
 
 

@@ -470,9 +470,9 @@ class BackupCapture:
             backup_id, len(changed), len(captured), raw_counter.bytes, sink.bytes, time.monotonic() - clock,
         )
         for table, info in changed.items():
-            self.log.info("  %-32s %s", table, info)
+            self.log.info("  %-32s %s%s", table, info, f" row-key state: {state.work[table]}" if table in state.work else "")
         # _promotion_reason proved the schema equal to the parent's.
-        details.update(captured=captured, schema_sha256=parent.details["schema_sha256"])
+        details.update(captured=captured, schema_sha256=parent.details["schema_sha256"], row_state=state.work)
         return CapturedBackup(
             backup_id=backup_id, kind="incremental", object_path=object_path, path=str(out_path), bytes=sink.bytes,
             sha256=sink.sha256, uncompressed_bytes=raw_counter.bytes, database=self.target.dbname,
@@ -533,7 +533,7 @@ class BackupCapture:
             upserted = cur.rowcount
         if upserted != change.changed:
             raise StateMismatch(f"{table.qualified}: {upserted} changed rows copied, {change.changed} hashed, in one snapshot")
-        return {"mode": "rows", "upserted": upserted, "deleted": change.deleted, "buckets": change.summary()}, change.fingerprint
+        return {"mode": "rows", "upserted": upserted, "deleted": change.deleted}, change.fingerprint
 
     @staticmethod
     def _capture_keyless(cur, delta: DeltaWriter, table: TableInfo, header: dict, changed_rows: sql.Composable,

@@ -445,9 +445,16 @@ def _parse_label(line: bytes) -> int:
 class _BucketStream:
     """Sorted, bucket-labelled lines handed out one bucket at a time, buckets in increasing order."""
 
-    def __init__(self, blocks: Iterable[list[bytes]]) -> None:
+    def __init__(self, blocks: Iterator[list[bytes]]) -> None:
+        self._blocks = blocks
         self._lines = itertools.chain.from_iterable(blocks)
         self._next = next(self._lines, None)
+
+    def close(self) -> None:
+        """Close the source (a generator holding a file open)."""
+        close = getattr(self._blocks, "close", None)
+        if close is not None:
+            close()
 
     def take(self, bucket: int) -> Iterator[bytes]:
         """The lines of ``bucket``; raises :class:`StateMismatch` if lines of an earlier bucket were left behind."""
@@ -497,7 +504,9 @@ class RowKeyState:
         # Checksums known without reading the files again: taken while writing, or carried from a proven parent.
         self._known: dict[str, FileChecksum] = {}
         self._fingerprints: dict[str, dict] = {}  # by file name: the fingerprint of the lines written
-        self._tables: dict[str, dict] = {}  # by table: {"bits", "fingerprint"}
+        self._tables: dict[str, dict] = {}  # by table: {"bits", "function", "fingerprint"}
+        # By changed table, what an incremental read and wrote of it (TableChange.summary): the manifest's details["row_state"].
+        self.work: dict[str, dict] = {}
 
     def exists(self) -> bool:
         return (self.dir / "COMPLETE").is_file()
@@ -554,12 +563,14 @@ class RowKeyState:
         function = bucket_function(table)
         self.dir.mkdir(parents=True, exist_ok=True)
         scratch = self.dir / f"{file_name(table.qualified)}.all.partial"
+        blocks = line_blocks(scratch)
         try:
             raw = open(scratch, "wb")
             with _OwningWriter(raw, zstandard.ZstdCompressor(level=1).stream_writer(raw, closefd=False)) as out:
                 cur.copy_expert(rows_query(table, bits, function=function).as_string(cur), out)
-            return self.write_buckets(table.qualified, bits, checked_order(line_blocks(scratch), f"rows of {table.qualified}"), function)
+            return self.write_buckets(table.qualified, bits, checked_order(blocks, f"rows of {table.qualified}"), function)
         finally:
+            blocks.close()  # a failure must not leave the file open (a full disk must be emptied, and unmounted)
             scratch.unlink(missing_ok=True)
 
     def write_buckets(self, table: str, bits: int, blocks: Iterable[list[bytes]], function: str = "md5") -> dict:
@@ -780,6 +791,7 @@ class TableChange:
         return not self.changed and not self.deleted
 
     def summary(self) -> dict:
+        """Buckets of the table, bucket files written anew, buckets compared with the current keys, keys read for that."""
         return {"buckets": self.buckets, "rewritten": self.rewritten, "compared": self.compared, "keys_read": self.keys_read}
 
 
@@ -871,28 +883,39 @@ def merge_change(source, parent: RowKeyState, state: RowKeyState, name: str, par
         keys = _BucketStream(_counting(source.key_blocks(sorted(gone_by_bucket)), result))
     changed_stream = _BucketStream(source.changed_blocks())
     total = TableFingerprintSums()
-    for bucket in sorted(set(listing.buckets) | set(changes) | set(gone_by_bucket)):
-        if bucket not in changes and bucket not in gone_by_bucket:
-            state.carry_bucket(parent, name, bucket)
-            total.add_sums(TableFingerprintSums.parse(listing.buckets[bucket].fingerprint))
-            continue
-        total.add_sums(_merge_bucket(parent, state, name, bucket, listing, changed_stream.take(bucket),
-                                     keys.take(bucket) if bucket in gone_by_bucket else None, gone_by_bucket.get(bucket, 0),
-                                     on_deleted, result))
-    if not changed_stream.exhausted() or (keys is not None and not keys.exhausted()):
-        raise StateMismatch(f"{name}: changed rows or current keys of a bucket were left unmerged")
+    try:
+        for bucket in sorted(set(listing.buckets) | set(changes) | set(gone_by_bucket)):
+            if bucket not in changes and bucket not in gone_by_bucket:
+                state.carry_bucket(parent, name, bucket)
+                total.add_sums(TableFingerprintSums.parse(listing.buckets[bucket].fingerprint))
+                continue
+            total.add_sums(_merge_bucket(parent, state, name, bucket, listing, changed_stream.take(bucket),
+                                         keys.take(bucket) if bucket in gone_by_bucket else None, gone_by_bucket.get(bucket, 0),
+                                         on_deleted, result))
+        if not changed_stream.exhausted() or (keys is not None and not keys.exhausted()):
+            raise StateMismatch(f"{name}: changed rows or current keys of a bucket were left unmerged")
+    finally:
+        changed_stream.close()
+        if keys is not None:
+            keys.close()
     if result.deleted != gone or total.rows != current:
         raise StateMismatch(f"{name}: the counts say {gone} rows were deleted and {current} remain; "
                             f"merging the keys found {result.deleted} deleted and {total.rows} remaining")
     result.fingerprint = total.to_dict()
     state.record_table(name, bits, result.fingerprint, listing.function)
+    state.work[name] = result.summary()
     return result
 
 
-def _counting(blocks: Iterable[list[bytes]], result: TableChange) -> Iterator[list[bytes]]:
-    for block in blocks:
-        result.keys_read += len(block)
-        yield block
+def _counting(blocks: Iterator[list[bytes]], result: TableChange) -> Iterator[list[bytes]]:
+    try:
+        for block in blocks:
+            result.keys_read += len(block)
+            yield block
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
 
 
 def changes_by_bucket(parent: RowKeyState, name: str, listing: TableListing, changed_blocks: Iterable[list[bytes]]) -> dict[int, tuple[int, int]]:

@@ -96,8 +96,10 @@ PROJECT = Path(__file__).resolve().parent.parent  # the library comes from the v
 from psycopg2 import sql  # noqa: E402
 
 from growth import fit_fixed_plus_linear, fit_power_law  # noqa: E402
-from pgbackup.capture.capture import BackupCapture, CapturedBackup  # noqa: E402
+from pgbackup.capture.capture import BackupCapture  # noqa: E402
+from pgbackup.capture.captured import CapturedBackup  # noqa: E402
 from pgbackup.capture.compression import Compression  # noqa: E402
+from pgbackup.capture.incremental import changed_rows_condition  # noqa: E402
 from pgbackup.model.catalog import Catalog  # noqa: E402
 from pgbackup.model.layout import BackupLayout  # noqa: E402
 from pgbackup.model.manifest import BackupManifest  # noqa: E402
@@ -604,9 +606,7 @@ def raw_changed_bytes(work: PgTarget, parent_xmin: int, xmax: int) -> int | None
     Uses the capture's own test for "written since the parent's snapshot"; nothing
     writes between the incremental and this query, so it counts exactly those rows.
     """
-    if not hasattr(BackupCapture, "_changed_rows_condition"):
-        return None  # the capture no longer tells changed rows this way: the table shows "–"
-    condition = BackupCapture._changed_rows_condition(xmax, parent_xmin)
+    condition = changed_rows_condition(xmax, parent_xmin)
     conn = work.connect()
     try:
         with conn.cursor() as cur:

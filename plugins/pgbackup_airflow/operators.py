@@ -16,7 +16,8 @@ from airflow.sdk.exceptions import (
 )
 
 from pgbackup.capture.archive import check_archive, check_delta
-from pgbackup.capture.capture import BackupCapture, CapturedBackup
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.captured import CapturedBackup
 from pgbackup.capture.compression import Compression
 from pgbackup.config.connections import ConnectionMissing, connection_fields, env_var
 from pgbackup.config.settings import DEFAULT_REMOTE_CONN_ID
@@ -113,7 +114,7 @@ class CaptureBackupOperator(_KillAwareOperator):
             parent, reason = self._parent(remote, identity)
             if reason:
                 self.log.warning("Taking a full backup instead of an incremental: %s", reason)
-            captured = self._running.full(promoted_because=reason) if reason else self._running.incremental(parent)
+            captured = self._running.full_instead_of_incremental(reason) if reason else self._running.incremental(parent)
         self.fail_if_killed()
         result = captured.to_dict()
         # The capture records the source itself; this covers a capture that does not (yet).

@@ -7,8 +7,9 @@ import secrets
 import pytest
 
 from chain_steps import execute, publish, restore
-from pgbackup.capture.capture import BackupCapture, continuity_reason
+from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.compression import Compression
+from pgbackup.capture.promotion import continuity_reason
 from pgbackup.postgres.snapshot import SnapshotInfo
 from pgbackup.postgres.target import tools_for_server
 from pgcompare import database_content

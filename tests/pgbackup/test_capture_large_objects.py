@@ -8,9 +8,10 @@ import pytest
 
 from chain_steps import execute, publish, restore
 from conftest import admin_connection
-from pgbackup.capture.capture import BackupCapture, LargeObjectsUnreadable
+from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.compression import Compression
 from pgbackup.capture.dump import PgDump
+from pgbackup.capture.large_objects import LargeObjectsUnreadable
 from pgbackup.postgres.target import tools_for_server
 from pgbackup.restore.chain import RestoreError, check_restored
 

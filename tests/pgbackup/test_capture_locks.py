@@ -14,9 +14,11 @@ import psycopg2
 import pytest
 
 from chain_steps import execute
-from pgbackup.capture.capture import BackupCapture, _for_operator
+from pgbackup.capture import full as full_module
+from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.compression import Compression
 from pgbackup.capture.dump import PgDump, pg_dump_failure
+from pgbackup.capture.errors import translate_capture_error
 from pgbackup.postgres.snapshot import TableRewritten
 from pgbackup.postgres.target import tools_for_server
 from private_cluster import PrivateCluster
@@ -76,7 +78,7 @@ def test_postgresql_s_hint_is_kept_in_a_session_error():
         error = exc
     finally:
         conn.close()
-    message = str(_for_operator(error, Path("unused")))
+    message = str(translate_capture_error(error, Path("unused")))
     assert "does not exist" in message and "HINT: No function matches" in message
 
 
@@ -91,10 +93,10 @@ def test_pg_dump_s_hint_is_kept_beside_its_error():
 def test_a_truncate_after_the_capture_read_a_table_but_before_pg_dump_locked_it_fails_the_full(shop_db, capture, monkeypatch):
     """The capture lets go of each table once read; pg_dump's own lock comes later, so the gap is checked once pg_dump holds them all."""
     described = threading.Event()
-    describe, run = BackupCapture._describe, PgDump.run
+    read_row_state, run = full_module.read_row_state, PgDump.run
 
-    def describe_then_truncate(self, session, state):
-        details = describe(self, session, state)
+    def read_then_truncate(ctx, session, state):
+        details = read_row_state(ctx, session, state)
         execute(shop_db, "SET lock_timeout = '20s'", "TRUNCATE payment")  # waits for no lock of the capture's
         described.set()
         return details
@@ -103,7 +105,7 @@ def test_a_truncate_after_the_capture_read_a_table_but_before_pg_dump_locked_it_
         assert described.wait(120)
         return run(self, *args, **kwargs)
 
-    monkeypatch.setattr(BackupCapture, "_describe", describe_then_truncate)
+    monkeypatch.setattr(full_module, "read_row_state", read_then_truncate)
     monkeypatch.setattr(PgDump, "run", run_once_described)
     with pytest.raises(TableRewritten, match="payment"):
         capture.full()

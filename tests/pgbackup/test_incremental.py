@@ -208,10 +208,10 @@ def test_full_and_incremental_started_together_capture_one_after_the_other(shop_
 
 def test_a_chain_whose_ids_sort_before_their_parents_keeps_building_incrementals(shop_db, capture, client, make_database, monkeypatch):
     """Ids need not sort by time (another installation's clock, a random suffix): parents are found by id, states kept by age."""
-    from pgbackup.capture import capture as capture_module
+    from pgbackup.capture import context as context_module
 
     years = iter(range(2090, 2000, -1))
-    monkeypatch.setattr(capture_module, "new_backup_id", lambda kind, at: f"{next(years)}0101T000000Z-{kind}")
+    monkeypatch.setattr(context_module, "new_backup_id", lambda kind, at: f"{next(years)}0101T000000Z-{kind}")
     parent = publish(capture.full(), client)
     for seed in range(1, 6):  # more than the few newest states kept
         mutate(shop_db, 0.01, seed)

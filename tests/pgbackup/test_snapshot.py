@@ -2,7 +2,7 @@
 
 import pytest
 
-from pgbackup.capture import capture as capture_module
+from pgbackup.capture import context as context_module
 from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.compression import Compression
 from pgbackup.postgres.snapshot import (
@@ -75,7 +75,7 @@ def test_a_capture_racing_a_truncate_fails_and_keeps_nothing(shop_db, tmp_path, 
     num, version = shop_db.server_version()
     capture = BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local", prefix="database", server_version=version)
     parent = capture.full().manifest(verified_method="test") if kind == "incremental" else None
-    monkeypatch.setattr(capture_module, "SnapshotSession", racing_session(shop_db))
+    monkeypatch.setattr(context_module, "SnapshotSession", racing_session(shop_db))
     with pytest.raises(TableRewritten, match="public.payment"):
         capture.incremental(parent) if kind == "incremental" else capture.full()
     assert not [p for p in (tmp_path / "local" / "database" / kind).rglob("*") if p.is_file()], "a failed capture keeps no object"
@@ -88,7 +88,7 @@ def test_a_capture_racing_an_added_column_fails_and_keeps_nothing(shop_db, tmp_p
     num, version = shop_db.server_version()
     capture = BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local", prefix="database", server_version=version)
     parent = capture.full().manifest(verified_method="test") if kind == "incremental" else None
-    monkeypatch.setattr(capture_module, "SnapshotSession", racing_session(shop_db, "ALTER TABLE payment ADD COLUMN note text"))
+    monkeypatch.setattr(context_module, "SnapshotSession", racing_session(shop_db, "ALTER TABLE payment ADD COLUMN note text"))
     with pytest.raises(TableDefinitionChanged, match="table public.payment changed its definition .* after the backup's snapshot"):
         capture.incremental(parent) if kind == "incremental" else capture.full()
     assert not [p for p in (tmp_path / "local" / "database" / kind).rglob("*") if p.is_file()], "a failed capture keeps no object"

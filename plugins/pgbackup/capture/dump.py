@@ -1,12 +1,16 @@
-"""Capture a full backup: ``pg_dump --format=custom`` streamed through zstd and sha256 into one file.
+"""The capture's pg_dump runs: the full's ``pg_dump --format=custom`` streamed through zstd and sha256 into one
+file, and the hash of ``pg_dump --schema-only`` that tells whether the schema changed since a parent.
 
 Nothing half-written survives a failure: the output is ``<name>.partial`` until
-pg_dump has exited 0 and the file is fsynced, then renamed into place.
+pg_dump has exited 0 and the file is fsynced, then renamed into place.  Both run
+their pg_dump through a :class:`ChildRegistry`, the caller's when given, so one
+``terminate_all`` stops whatever the capture has running.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import time
@@ -57,12 +61,13 @@ def pg_dump_failure(stderr: str) -> str:
 class PgDump:
     """One pg_dump run; ``terminate()`` (from ``on_kill``) stops pg_dump's whole process group."""
 
-    def __init__(self, target: PgTarget, tools: PgTools, compression: Compression, *, logger: logging.Logger | None = None) -> None:
+    def __init__(self, target: PgTarget, tools: PgTools, compression: Compression, *, logger: logging.Logger | None = None,
+                 children: ChildRegistry | None = None) -> None:
         self.target = target
         self.tools = tools
         self.compression = compression
         self.log = logger or log
-        self.children = ChildRegistry()
+        self.children = children if children is not None else ChildRegistry()
 
     def terminate(self) -> None:
         self.children.terminate_all()
@@ -137,3 +142,23 @@ class PgDump:
                     self.log.info("... %.1f MB dumped, %.1f MB written, %.0fs", raw_bytes / 1e6, sink.bytes / 1e6, time.monotonic() - clock)
                     next_report += PROGRESS_EVERY_SECONDS
         return raw_bytes
+
+
+def schema_sha256(target: PgTarget, tools: PgTools, snapshot: str, *, children: ChildRegistry,
+                  logger: logging.Logger | None = None) -> str:
+    """sha256 of ``pg_dump --schema-only`` of the exported ``snapshot``, without the per-run ``\\restrict`` token lines."""
+    argv = [tools.pg_dump, "--schema-only", "--no-password", f"--snapshot={snapshot}"]
+    digest = hashlib.sha256()
+    with target.libpq_env() as env:
+        child = children.start(argv, env=env, log=logger or log)
+        try:
+            with child:
+                for line in child.stdout:
+                    if not line.startswith((b"\\restrict", b"\\unrestrict")):
+                        digest.update(line)
+                code = child.wait()
+        finally:
+            children.forget(child)
+    if code != 0:
+        raise DumpError(f"pg_dump --schema-only of {target.describe()} failed: {pg_dump_failure(child.stderr_tail)}")
+    return digest.hexdigest()

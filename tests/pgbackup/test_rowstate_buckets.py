@@ -92,8 +92,8 @@ def test_copy_unescape_inverts_copy_s_text_escapes(text):
     assert copy_unescape(printed.encode()) == text.encode()
 
 
-def test_bits_give_a_few_hundred_rows_a_bucket_and_at_most_4096_buckets():
-    assert [bits_for(n) for n in (-1, 0, 511, 512, 1024, 100_000, 10**6, 10**9)] == [0, 0, 0, 1, 2, 9, MAX_BITS, MAX_BITS]
+def test_bits_give_a_few_thousand_rows_a_bucket_and_at_most_4096_buckets():
+    assert [bits_for(n) for n in (-1, 0, 4095, 4096, 8192, 100_000, 10**6, 10**9)] == [0, 0, 0, 1, 2, 6, 9, MAX_BITS]
 
 
 def test_an_integer_key_s_bucket_is_its_low_bits_and_any_other_key_s_the_md5_of_its_text():
@@ -266,14 +266,14 @@ def test_an_incremental_after_a_few_deletes_reads_only_the_buckets_that_lost_row
             "ANALYZE big")
     full = publish(capture.full(), client)
     listing = RowKeyState(capture.state_root, full.id).table_listing("public.big")
-    assert listing.bits == bits_for(100_000) == 9 and listing.function == "int"
+    assert listing.bits == bits_for(100_000) == 6 and listing.function == "int"
     execute(shop_db, "DELETE FROM big WHERE id IN (17, 4242, 99999)", "UPDATE big SET v = 'changed' WHERE id = 50000")
     inc = publish(capture.incremental(full), client)
     assert inc.kind == "incremental"
     big, work = inc.details["captured"]["public.big"], inc.details["row_state"]["public.big"]
     assert big["deleted"] == 3 and big["upserted"] >= 1
-    per_bucket = 100_000 / 512
-    assert work["buckets"] == 512 and work["compared"] <= 3 and work["keys_read"] < 3 * 2 * per_bucket, work
+    per_bucket = 100_000 / 64
+    assert work["buckets"] == 64 and work["compared"] <= 3 and work["keys_read"] < 3 * 2 * per_bucket, work
     assert work["rewritten"] <= 4 + big["upserted"] - 1, work
     state = RowKeyState(capture.state_root, inc.id)
     assert state.damage() is None and state.recorded_fingerprint("public.big") == inc.details["fingerprints"]["public.big"]

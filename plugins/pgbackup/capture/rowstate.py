@@ -85,7 +85,7 @@ HASH_HEX = 32
 BUCKET_HEX = 3  # the bucket's width in a line: 3 hex digits, then a tab
 PREFIX = BUCKET_HEX + 1
 MAX_BITS = 12  # 4096 buckets at most: files a table has, links an incremental makes
-ROWS_PER_BUCKET = 256  # small buckets: few keys compared, few lines rewritten per change; files stay ≤ 4096 a table
+ROWS_PER_BUCKET = 2048  # creating a file costs more than rewriting thousands of lines: few, fair-sized buckets
 # COPY text format escapes these bytes (backslash first); ordering by the escaped text orders the printed lines.
 _COPY_ESCAPES = (("\\", "\\\\"), ("\b", "\\b"), ("\t", "\\t"), ("\n", "\\n"), ("\v", "\\v"), ("\f", "\\f"), ("\r", "\\r"))
 _COPY_UNESCAPES = {b"\\" + escaped[1:].encode(): raw.encode() for raw, escaped in _COPY_ESCAPES}

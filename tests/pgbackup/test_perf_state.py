@@ -12,7 +12,7 @@ from chain_steps import execute, publish
 from pgbackup.capture import rowstate
 from pgbackup.capture.rowstate import CHECKSUMS, FileChecksum, RowKeyState, TableFingerprintSums
 
-LINES = b"".join(b"(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 500))
+LINES = b"".join(b"000\t(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 500))
 
 
 def no_rehashing(monkeypatch):
@@ -24,8 +24,7 @@ def no_rehashing(monkeypatch):
 
 def test_a_written_file_s_checksum_is_taken_while_writing(tmp_path, monkeypatch):
     state = RowKeyState(tmp_path, "b1")
-    with state.writer("public.t") as out:
-        out.write(LINES)
+    state.write_buckets("public.t", 0, [LINES.splitlines()])
     no_rehashing(monkeypatch)
     state.mark_complete()
     monkeypatch.undo()
@@ -35,9 +34,7 @@ def test_a_written_file_s_checksum_is_taken_while_writing(tmp_path, monkeypatch)
 
 def test_a_carried_file_keeps_the_parent_s_checksum_and_fingerprint(tmp_path, monkeypatch):
     parent = RowKeyState(tmp_path, "parent")
-    with parent.writer("public.t") as out:
-        out.write(LINES)
-    fingerprint = parent.fingerprint("public.t").to_dict()
+    fingerprint = parent.write_buckets("public.t", 0, [LINES.splitlines()])
     parent.mark_complete()
     child = RowKeyState(tmp_path, "child")
     no_rehashing(monkeypatch)
@@ -70,9 +67,11 @@ def test_a_listing_whose_fingerprint_disagrees_with_the_manifest_promotes_to_ful
     full = publish(capture.full(), client)
     state = RowKeyState(capture.state_root, full.id)
     listing = json.loads((state.dir / CHECKSUMS).read_text())
-    entry = listing["files"][state.path("public.payment").name]
-    entry["fingerprint"] = {"rows": entry["fingerprint"]["rows"] + 1, "hash": entry["fingerprint"]["hash"]}
+    # One bucket and the table, one row more: the listing adds up (no damage), but not with the manifest.
+    for entry in (listing["files"][state.bucket_paths("public.payment")[0].name], listing["tables"]["public.payment"]):
+        entry["fingerprint"] = {"rows": entry["fingerprint"]["rows"] + 1, "hash": entry["fingerprint"]["hash"]}
     (state.dir / CHECKSUMS).write_text(json.dumps(listing))
+    assert state.damage() is None
     execute(shop_db, "DELETE FROM payment WHERE id = (SELECT max(id) FROM payment)")
     captured = capture.incremental(full)
     assert captured.kind == "full" and "records" in captured.details["promoted_from_incremental"]
@@ -80,9 +79,9 @@ def test_a_listing_whose_fingerprint_disagrees_with_the_manifest_promotes_to_ful
 
 def test_a_state_of_the_previous_format_promotes_to_full_once(shop_db, capture, client):
     full = publish(capture.full(), client)
-    (RowKeyState(capture.state_root, full.id).dir / "FORMAT").write_text("pgbackup-rowstate-3\n")
+    (RowKeyState(capture.state_root, full.id).dir / "FORMAT").write_text("pgbackup-rowstate-4\n")
     promoted = publish(capture.incremental(full), client)
     assert promoted.kind == "full" and "older format" in promoted.details["promoted_from_incremental"]
     execute(shop_db, "DELETE FROM payment WHERE id = (SELECT max(id) FROM payment)")
     assert capture.incremental(promoted).kind == "incremental"
-    assert rowstate.FORMAT == "pgbackup-rowstate-4"
+    assert rowstate.FORMAT == "pgbackup-rowstate-5"

@@ -58,8 +58,7 @@ def parent():
 def state(tmp_path, parent) -> RowKeyState:
     """The parent's complete row-key state: one file, for its one keyed table."""
     written = RowKeyState(tmp_path / "state", parent.id)
-    with written.writer("public.item") as out:
-        out.write(b"(1)\t" + ROW_HASH + b"\n")
+    written.write_buckets("public.item", 0, [[b"000\t(1)\t" + ROW_HASH]])
     written.mark_complete()
     return RowKeyState(tmp_path / "state", parent.id)
 
@@ -150,7 +149,7 @@ def test_a_parent_state_not_on_this_machine_is_promoted(parent, tmp_path):
 
 
 def test_a_parent_state_with_one_changed_byte_is_promoted(parent, state):
-    path = state.path("public.item")
+    path = state.path("public.item", 0)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))

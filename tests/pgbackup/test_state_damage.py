@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from chain_steps import execute, publish, restore
-from pgbackup.capture.rowstate import CHECKSUMS, RowKeyState, StateDamaged
+from pgbackup.capture.rowstate import CHECKSUMS, RowKeyState, StateDamaged, line_blocks
 from pgcompare import database_content
 
 CHANGES = (
@@ -21,7 +21,8 @@ CHANGES = (
 
 
 def payment_state(capture, backup_id):
-    return RowKeyState(capture.state_root, backup_id).path("public.payment")
+    """The biggest bucket file of public.payment."""
+    return max(RowKeyState(capture.state_root, backup_id).bucket_paths("public.payment"), key=lambda p: p.stat().st_size)
 
 
 def promoted_and_restored_exactly(shop_db, capture, client, make_database, parent):
@@ -68,7 +69,7 @@ def test_a_key_byte_changed_with_the_order_kept_promotes_to_full(shop_db, captur
 def test_a_damaged_file_of_an_unchanged_table_is_not_carried_into_the_next_state(shop_db, capture, client, make_database):
     """An unchanged table's file is linked, not read, into the incremental's state: it is proven first."""
     full = publish(capture.full(), client)
-    path = RowKeyState(capture.state_root, full.id).path("public.customer")
+    path = RowKeyState(capture.state_root, full.id).bucket_paths("public.customer")[0]
     path.write_bytes(path.read_bytes()[:-1])
     reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)  # changes payment only
     assert "public.customer" in reason and "is truncated" in reason
@@ -100,22 +101,28 @@ def test_damage_found_while_merging_promotes_to_full(shop_db, capture, client, m
 
 # -- the state on its own, without a capture ----------------------------------------------
 
-LINES = b"".join(b"(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 2000))
+LINES = b"".join(b"000\t(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 2000))
 
 
 def written_state(tmp_path, complete=True):
     state = RowKeyState(tmp_path, "b1")
-    with state.writer("public.t") as out:
-        out.write(LINES)
+    state.write_buckets("public.t", 0, [LINES.splitlines()])
     if complete:
         state.mark_complete()
     return state
 
 
+def read_back(state, table="public.t"):
+    """Every line of the table: through the listing when complete, else the file as a full reads its own back."""
+    if state.exists():
+        return [line for block in state.blocks(table) for line in block]
+    return [line for block in line_blocks(state.path(table, 0)) for line in block]
+
+
 def test_an_intact_complete_state_has_no_damage_and_reads_back(tmp_path):
     state = written_state(tmp_path)
     assert state.damage() is None
-    assert b"".join(line + b"\n" for block in state.blocks("public.t") for line in block) == LINES
+    assert b"".join(line + b"\n" for line in read_back(state)) == LINES
 
 
 @pytest.mark.parametrize("cut", [1, 5, 13, 100, -4, -1])
@@ -123,38 +130,38 @@ def test_reading_a_truncated_file_raises_state_damaged_not_a_decoding_error(tmp_
     """Complete or not (a full reads its own file back before COMPLETE), a cut file is StateDamaged."""
     for complete in (True, False):
         state = written_state(tmp_path / str(complete), complete)
-        path = state.path("public.t")
+        path = state.path("public.t", 0)
         data = path.read_bytes()
         path.write_bytes(data[:cut] if cut > 0 else data[:cut])
         with pytest.raises(StateDamaged, match="truncated"):
-            state.fingerprint("public.t")
+            read_back(state)
 
 
 def test_reading_a_flipped_byte_raises_state_damaged_even_before_complete(tmp_path):
     state = written_state(tmp_path, complete=False)
-    path = state.path("public.t")
+    path = state.path("public.t", 0)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x10
     path.write_bytes(bytes(data))
     with pytest.raises(StateDamaged):
-        state.fingerprint("public.t")
+        read_back(state)
 
 
 def test_data_after_the_frame_is_damage(tmp_path):
     state = written_state(tmp_path, complete=False)
-    path = state.path("public.t")
-    path.write_bytes(path.read_bytes() + zstandard.ZstdCompressor().compress(b"(0)\t" + b"0" * 32 + b"\n"))
+    path = state.path("public.t", 0)
+    path.write_bytes(path.read_bytes() + zstandard.ZstdCompressor().compress(b"000\t(0)\t" + b"0" * 32 + b"\n"))
     with pytest.raises(StateDamaged, match="data after its zstd frame"):
-        state.fingerprint("public.t")
+        read_back(state)
 
 
 def test_a_file_not_listed_in_a_complete_state_is_damage(tmp_path):
     state = written_state(tmp_path)
-    with state.writer("public.stray") as out:
+    with state.writer("public.stray", 0) as out:
         out.write(LINES)
     with pytest.raises(StateDamaged, match="not listed"):
-        state.fingerprint("public.stray")
-    assert "public.stray.rows.zst is not listed" in state.damage()
+        read_back(state, "public.stray")
+    assert "public.stray+000.rows.zst is not listed" in state.damage()
 
 
 def test_damage_names_a_missing_complete_marker_an_older_format_and_an_unreadable_checksum_file(tmp_path):

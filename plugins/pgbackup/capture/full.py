@@ -28,7 +28,7 @@ from pgbackup.capture.captured import CapturedBackup, snapshot_details
 from pgbackup.capture.context import CaptureContext
 from pgbackup.capture.errors import translate_capture_error
 from pgbackup.capture.large_objects import check_large_objects_readable
-from pgbackup.capture.rowstate import RowKeyState, rows_query
+from pgbackup.capture.rowstate import RowKeyState
 from pgbackup.postgres.fingerprint import large_objects_fingerprint, read_sequences, relation_fingerprint
 from pgbackup.postgres.parallel import spread_over_connections
 from pgbackup.postgres.snapshot import SnapshotSession, TableRewritten, reading_table, storage_rewritten
@@ -122,9 +122,7 @@ def _read_table(cur, table: TableInfo, state: RowKeyState) -> dict:
     with reading_table(cur, table):
         if not table.key_columns:
             return relation_fingerprint(cur, table).to_dict()
-        with state.writer(table.qualified) as out:
-            cur.copy_expert(rows_query(table).as_string(cur), out)
-    return state.fingerprint(table.qualified).to_dict()
+        return state.write_table(cur, table)
 
 
 def _each_table(ctx: CaptureContext, session: SnapshotSession, tables: list[TableInfo], work) -> dict[str, Any]:

@@ -35,19 +35,7 @@ from pgbackup.capture.delta import DeltaWriter
 from pgbackup.capture.errors import translate_capture_error
 from pgbackup.capture.full import capture_promoted_full
 from pgbackup.capture.promotion import SourceNow, promotion_reason
-from pgbackup.capture.rowstate import (
-    RowKeyState,
-    StateMismatch,
-    StateOrderError,
-    TableFingerprintSums,
-    checked_order,
-    count_updated,
-    file_name,
-    keys_query,
-    merge_state,
-    rows_query,
-    text_blocks,
-)
+from pgbackup.capture.rowstate import RowKeyState, StateMismatch, StateOrderError, capture_change
 from pgbackup.model.manifest import BackupManifest
 from pgbackup.postgres.fingerprint import large_objects_fingerprint, read_sequences, relation_fingerprint, table_fingerprint
 from pgbackup.postgres.snapshot import SnapshotSession, reading_table
@@ -169,9 +157,9 @@ def _incremental_in(ctx: CaptureContext, session: SnapshotSession, parent: Backu
         backup_id, len(changed), len(captured), raw_counter.bytes, sink.bytes, time.monotonic() - clock,
     )
     for table, info in changed.items():
-        ctx.log.info("  %-32s %s", table, info)
+        ctx.log.info("  %-32s %s%s", table, info, f" row-key state: {state.work[table]}" if table in state.work else "")
     # promotion_reason proved the schema equal to the parent's.
-    details.update(captured=captured, schema_sha256=parent.details["schema_sha256"])
+    details.update(captured=captured, schema_sha256=parent.details["schema_sha256"], row_state=state.work)
     return CapturedBackup(
         backup_id=backup_id, kind="incremental", object_path=object_path, path=str(out_path), bytes=sink.bytes,
         sha256=sink.sha256, uncompressed_bytes=raw_counter.bytes, database=ctx.target.dbname,
@@ -210,44 +198,9 @@ class _TableChanges:
             return self._keyed(table, header, parent_fingerprint)
 
     def _keyed(self, table: TableInfo, header: dict, parent_fingerprint: dict) -> tuple[dict[str, Any], dict]:
-        cur, delta, parent_state, state = self.cur, self.delta, self.parent_state, self.state
-        name = table.qualified
-        changed_path = self.tmp / f"{file_name(name)}.changed"
-        with open(changed_path, "wb") as out:
-            cur.copy_expert(rows_query(table, self.changed_rows).as_string(cur), out)
-        changed = cur.rowcount
-        cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(table.ident))
-        current = cur.fetchone()[0]
-        sums = TableFingerprintSums.parse(parent_fingerprint)
-        recorded = parent_state.recorded_fingerprint(name)  # proven with the file by its checksum: no need to sum every line
-        if recorded is not None and recorded != parent_fingerprint:
-            raise StateMismatch(f"{name}: the parent's row-key state records {recorded}, its manifest {parent_fingerprint}")
-
-        def changed_lines():
-            with open(changed_path, "rb") as raw:
-                for block in checked_order(text_blocks(raw), f"changed rows of {name}"):
-                    yield from block
-
-        # Rows not changed since the parent were all in the parent, so
-        # parent rows − current rows + changed rows − changed rows that were in the parent = deleted rows.
-        updated = count_updated(parent_state.blocks(name), changed_lines()) if changed else 0
-        gone = sums.rows - current + changed - updated
-        if gone < 0:
-            raise StateMismatch(f"{name}: {current} rows now, {sums.rows} at the parent, {changed} changed of which "
-                                f"{updated} were in the parent: more rows than the parent's and the changed ones")
-        if not changed and not gone:
-            state.carry(parent_state, name)
-            return {"mode": "unchanged"}, parent_fingerprint
-        current_keys = None
-        if gone:
-            keys_path = self.tmp / f"{file_name(name)}.keys"
-            with open(keys_path, "wb") as out:
-                cur.copy_expert(keys_query(table).as_string(cur), out)
-            keys_file = open(keys_path, "rb")
-            current_keys = checked_order(text_blocks(keys_file), f"current keys of {name}")
-        with ExitStack() as stack, state.writer(name) as new_state:
-            if current_keys is not None:
-                stack.callback(keys_file.close)
+        """The bucketed merge (``rowstate.capture_change``): deletes as they are found, then the changed rows as upserts."""
+        cur, delta = self.cur, self.delta
+        with ExitStack() as stack:
             deletes = []
 
             def on_deleted(keys: list[bytes]) -> None:
@@ -255,21 +208,16 @@ class _TableChanges:
                     deletes.append(stack.enter_context(delta.section({**header, "action": "delete"})))
                 deletes[0].write(b"\n".join(keys) + b"\n")
 
-            parent_seen = TableFingerprintSums() if recorded is None else None
-            deleted = merge_state(parent_state.blocks(name), changed_lines(), current_keys, new_state, sums, on_deleted, parent_seen)
-        if parent_seen is not None and parent_seen.to_dict() != parent_fingerprint:
-            raise StateMismatch(f"{name}: the parent's row-key state holds {parent_seen.to_dict()}, its manifest {parent_fingerprint}")
-        if deleted != gone or sums.rows != current:
-            raise StateMismatch(f"{name}: the counts say {gone} rows were deleted and {current} remain; "
-                                f"merging the keys found {deleted} deleted and {sums.rows} remaining")
+            change = capture_change(cur, table, self.parent_state, self.state, self.changed_rows, parent_fingerprint, self.tmp, on_deleted)
+        if change.unchanged:
+            return {"mode": "unchanged"}, parent_fingerprint
         query = sql.SQL("COPY (SELECT {} FROM ONLY {} AS t WHERE {}) TO STDOUT").format(table.column_list("t"), table.ident, self.changed_rows)
         with delta.section({**header, "action": "upsert"}) as out:
             cur.copy_expert(query.as_string(cur), out)
             upserted = cur.rowcount
-        if upserted != changed:
-            raise StateMismatch(f"{name}: {upserted} changed rows copied, {changed} hashed, in one snapshot")
-        state.record_fingerprint(name, sums.to_dict())
-        return {"mode": "rows", "upserted": upserted, "deleted": deleted}, sums.to_dict()
+        if upserted != change.changed:
+            raise StateMismatch(f"{table.qualified}: {upserted} changed rows copied, {change.changed} hashed, in one snapshot")
+        return {"mode": "rows", "upserted": upserted, "deleted": change.deleted}, change.fingerprint
 
     def _keyless(self, table: TableInfo, header: dict, parent_fingerprint: dict) -> tuple[dict[str, Any], dict]:
         """A table without a primary key: unchanged when no row changed and none went missing, else stored whole.

@@ -146,7 +146,7 @@ def parent_state_reason(parent: BackupManifest, parent_state: RowKeyState) -> st
     if not parent_state.current_format():
         return f"the row-key state of parent {parent.id} is of an older format (keys without row hashes)"
     missing = [t for t, info in parent.details.get("tables", {}).items()
-               if info.get("kind", "r") == "r" and info.get("key_columns") and not parent_state.path(t).is_file()]
+               if info.get("kind", "r") == "r" and info.get("key_columns") and not parent_state.has_table(t)]
     if missing:
         return f"the row-key state of parent {parent.id} lacks {missing[0]}"
     return None

@@ -1,48 +1,73 @@
-"""The row-key state: per table, every row's primary key and row hash, sorted, kept locally between backups.
+"""The row-key state: per table, every row's primary key and row hash, sorted, in hash buckets, kept locally between backups.
 
 An incremental finds deleted rows and keeps fingerprints up to date from its
-parent's state, without re-reading whole tables.  One zstd file per table holds
-lines ``<key>\\t<md5>``:
+parent's state, without re-reading whole tables.  Each table's rows are split into
+``2**bits`` *buckets* by a fixed function of the key (:func:`bucket_function`): for a
+primary key of one integer column, the value's low ``bits`` bits; for any other key, the
+top ``bits`` bits of the first 16 of ``md5(key text)`` (:func:`bucket_of`).  The server
+computes them (:func:`bucket_sql`) and Python alike (:func:`bucket_of_printed`) — never
+``hashtext()`` or another internal hash, whose values are no contract across majors.
+``bits`` is chosen per table by the full (about ``ROWS_PER_BUCKET`` rows a bucket, at
+most ``2**MAX_BITS`` buckets) and kept, with the function, along its chain.  One zstd
+file per non-empty bucket, ``<table>+<bucket, 3 hex digits>.rows.zst``, holds lines
+``<bucket>\\t<key>\\t<md5>``:
 
+- ``<bucket>`` is the bucket number in 3 lowercase hex digits (fixed width, so bytewise
+  order of lines is bucket order, then key order);
 - ``<key>`` is the primary key as a row text (``ROW(id)::text``, e.g. ``(42)``), exactly
   as ``COPY ... TO STDOUT`` prints it — so the delete sections of the incremental
   object are the key bytes themselves;
 - ``<md5>`` is ``md5(t::text)`` of the row, the per-row term of the table fingerprint
   (``fingerprint.py``): the fingerprint is the line count and the sums of the hashes' halves.
 
-Lines are sorted by the server on the *printed* key (``COPY``'s escapes reproduced
+Lines are sorted by the server on (bucket, *printed* key) (``COPY``'s escapes reproduced
 in SQL, ``COLLATE "C"``), so bytewise order of the lines is their order: merging two
 states is byte comparisons, never decoding.  Whatever comes from the server (a full's
 lines, an incremental's changed rows and current keys) is checked in that order block
 by block (``sorted`` on sorted input is linear, in C) and fails loudly if it does not
-hold: a wrongly ordered merge would hide deletes.  A merge writes its lines sorted by
-Python; a complete state's file is proven by its checksum, so its order — checked
-when it was first written — is not checked again each time an incremental reads it.
+hold: a wrongly ordered merge would hide deletes.
+
+**What an incremental reads.**  Per bucket ``b`` of a table: ``p`` parent rows (the
+listing records each bucket's fingerprint, so its row count), ``c`` changed rows (xmin
+since the parent; re-sent unchanged rows included), ``u`` of them whose key was in the
+parent bucket (updates, re-sends, deleted-and-inserted-again), ``n`` current rows.
+Rows not changed since the parent were all in the parent, so the parent rows deleted
+are ``g = p − n + c − u`` — never negative, else the state does not add up
+(:class:`StateMismatch`).  The table's total ``g`` comes from one ``count(*)``; only when
+it is positive are the per-bucket ``n`` counted (one ``GROUP BY`` pass on the server),
+and only buckets with ``g > 0`` have their current keys read and compared.  A bucket
+with neither changes nor deletes is carried: its file hard-linked, its checksum and
+fingerprint taken from the proven parent's listing.  After the merge each rewritten
+bucket must hold ``n`` rows and have lost exactly ``g``: anything else is a mismatch.
 
 A state proves itself before it is trusted.  Each file is one zstd frame with its
-content checksum; ``mark_complete`` writes ``CHECKSUMS.json`` (the format and every
-file's size, sha256 — taken while the file was written, or carried with an unchanged
-table's file from its proven parent — and the fingerprint of its lines), then ``COMPLETE``.  :meth:`RowKeyState.damage` re-checks all
-of it in one line of text, and reading a file that is truncated, changed, missing or
-not listed raises :class:`StateDamaged` — a :class:`StateMismatch`, on which the capture
-promotes to a full — never a zstd or hex decoding error.  A changed byte that keeps the
-lines sorted would otherwise give a committed incremental no restore can reproduce.
+content checksum; ``mark_complete`` writes ``CHECKSUMS.json`` (the format, every
+file's size, sha256 — taken while the file was written, or carried from its proven
+parent — and the fingerprint of its lines; per table its ``bits`` and fingerprint,
+which must be the sum of its buckets'), then ``COMPLETE``.  :meth:`RowKeyState.damage`
+re-checks all of it in one line of text, and reading a file that is truncated,
+changed, missing or not listed raises :class:`StateDamaged` — a :class:`StateMismatch`,
+on which the capture promotes to a full — never a zstd or hex decoding error.
 
-States of an older format (``*.keys.zst``, JSON keys, no hashes; or without checksums)
+States of an older format (one file per table, ``pgbackup-rowstate-4`` and before)
 are not read: the capture promotes to a full backup, which writes this format.
 """
 
 from __future__ import annotations
 
 import binascii
+import bisect
 import hashlib
+import itertools
 import json
+import math
+import operator
 import os
 import shutil
 import struct
 import urllib.parse
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -50,14 +75,21 @@ import zstandard
 from psycopg2 import sql
 
 from pgbackup.capture.compression import CHUNK
+from pgbackup.postgres.naming import Identifier
 from pgbackup.postgres.tables import TableInfo
 
-FORMAT = "pgbackup-rowstate-4"
+FORMAT = "pgbackup-rowstate-5"
 CHECKSUMS = "CHECKSUMS.json"
 SUFFIX = ".rows.zst"
 HASH_HEX = 32
+BUCKET_HEX = 3  # the bucket's width in a line: 3 hex digits, then a tab
+PREFIX = BUCKET_HEX + 1
+MAX_BITS = 12  # 4096 buckets at most: files a table has, links an incremental makes
+ROWS_PER_BUCKET = 2048  # creating a file costs more than rewriting thousands of lines: few, fair-sized buckets
 # COPY text format escapes these bytes (backslash first); ordering by the escaped text orders the printed lines.
 _COPY_ESCAPES = (("\\", "\\\\"), ("\b", "\\b"), ("\t", "\\t"), ("\n", "\\n"), ("\v", "\\v"), ("\f", "\\f"), ("\r", "\\r"))
+_COPY_UNESCAPES = {b"\\" + escaped[1:].encode(): raw.encode() for raw, escaped in _COPY_ESCAPES}
+_bucket_label = operator.itemgetter(slice(0, BUCKET_HEX))
 
 
 class StateOrderError(RuntimeError):
@@ -72,6 +104,47 @@ class StateDamaged(StateMismatch):
     """A state file is not what was written (truncated, changed, missing, not listed): nothing of it may be used."""
 
 
+# -- buckets -------------------------------------------------------------------------------------
+
+
+def bits_for(rows: float) -> int:
+    """How many bucket bits a table of about ``rows`` rows gets: about ``ROWS_PER_BUCKET`` rows a bucket, 0 to ``MAX_BITS``."""
+    if rows < 2 * ROWS_PER_BUCKET:
+        return 0
+    return max(0, min(MAX_BITS, round(math.log2(rows / ROWS_PER_BUCKET))))
+
+
+def bucket_of(key_text: bytes, bits: int) -> int:
+    """The bucket of a key, from its text as the server holds it (not COPY-escaped): what :func:`bucket_sql` computes."""
+    return int.from_bytes(hashlib.md5(key_text).digest()[:2], "big") >> (16 - bits)
+
+
+def copy_unescape(printed: bytes) -> bytes:
+    """A key as ``COPY`` printed it, back to the text the server holds (the inverse of COPY's text-format escapes)."""
+    if b"\\" not in printed:
+        return printed
+    out, at = [], 0
+    while (slash := printed.find(b"\\", at)) >= 0:
+        out.append(printed[at:slash])
+        pair = printed[slash : slash + 2]
+        if pair not in _COPY_UNESCAPES:
+            raise StateDamaged(f"a key holds an escape COPY does not print: {printed[:80]!r}")
+        out.append(_COPY_UNESCAPES[pair])
+        at = slash + 2
+    out.append(printed[at:])
+    return b"".join(out)
+
+
+def label(bucket: int) -> bytes:
+    """A bucket as its lines begin: 3 lowercase hex digits (their bytewise order is numeric order)."""
+    return b"%03x" % bucket
+
+
+def bucket_sql(key: sql.Composable, bits: int) -> sql.Composable:
+    """The bucket of ``key`` (a text expression) on the server: the top ``bits`` of the first 16 bits of its md5."""
+    return sql.SQL("(('x' || left(md5({}), 4))::bit(16)::int >> {})").format(key, sql.Literal(16 - bits))
+
+
 def printed_key_order(key: sql.Composable) -> sql.Composable:
     """``key`` with COPY's escapes applied, ``COLLATE "C"``: sorting by it sorts the lines COPY prints."""
     expr = key
@@ -80,19 +153,82 @@ def printed_key_order(key: sql.Composable) -> sql.Composable:
     return sql.SQL('{} COLLATE "C"').format(expr)
 
 
-def rows_query(table: TableInfo, where: sql.Composable | None = None) -> sql.Composable:
-    """``COPY`` of every (or every ``where``) row's key and hash, in state order."""
-    return sql.SQL("COPY (SELECT {k}, md5(t::text) FROM ONLY {t} AS t{w} ORDER BY {o}) TO STDOUT").format(
-        k=table.key_text(), t=table.ident, w=sql.SQL(" WHERE ") + where if where is not None else sql.SQL(""),
-        o=printed_key_order(table.key_text()),
-    )
+
+def _where(condition: sql.Composable | None) -> sql.Composable:
+    return sql.SQL(" WHERE ") + condition if condition is not None else sql.SQL("")
 
 
-def keys_query(table: TableInfo) -> sql.Composable:
-    """``COPY`` of every row's key only, in state order: what finds deletes when rows went missing."""
-    return sql.SQL("COPY (SELECT {k} FROM ONLY {t} AS t ORDER BY {o}) TO STDOUT").format(
-        k=table.key_text(), t=table.ident, o=printed_key_order(table.key_text()),
-    )
+INTEGER_TYPES = {"20", "21", "23"}  # int8, int2, int4 (a domain over one counts by its base type)
+
+
+def bucket_function(table: TableInfo) -> str:
+    """``"int"`` for a primary key of one integer column, else ``"md5"``: how the table's keys are put in buckets.
+
+    An integer key's bucket is its value's low bits (two's complement, as Python's ``&``
+    gives it for negative values too): the printed key ``(42)`` is the value, and the
+    server computes it without rendering the key's text — the per-row cost of counting
+    buckets drops from a row text and an md5 to an ``AND``.  Any other key: the md5 of its
+    printed text.  Both are fixed functions of the key, never a server's internal hash.
+    """
+    if len(table.key_columns) == 1:
+        for column in table.definition:
+            name, _, base_type = column.rsplit(":", 2)
+            if name == table.key_columns[0]:
+                return "int" if base_type in INTEGER_TYPES else "md5"
+    return "md5"
+
+
+def bucket_of_printed(printed_key: bytes, bits: int, function: str) -> int:
+    """The bucket of a key as ``COPY`` printed it (``(42)``, ``("a\\tb",7)``), under the table's bucket function."""
+    if function == "int":
+        return int(printed_key[1:-1]) & ((1 << bits) - 1)
+    return bucket_of(copy_unescape(printed_key), bits)
+
+
+def _bucket_expr(table: TableInfo, bits: int, function: str, key_text: sql.Composable) -> sql.Composable:
+    """The row's bucket on the server (alias ``t``): from the key column for ``"int"``, else from ``key_text``."""
+    if function == "int":
+        return sql.SQL("({}::int8 & {})").format(Identifier("t", table.key_columns[0]), sql.Literal((1 << bits) - 1))
+    return bucket_sql(key_text, bits)
+
+
+def rows_query(table: TableInfo, bits: int, where: sql.Composable | None = None, function: str | None = None) -> sql.Composable:
+    """``COPY`` of every (or every ``where``) row's bucket, key and hash, in state order.
+
+    ``OFFSET 0`` keeps the subquery apart, so the key's text is computed once a row
+    (not once for the bucket, once for the output and once for the sort).
+    """
+    function = function or bucket_function(table)
+    bucket = _bucket_expr(table, bits, function, sql.SQL("r.k") if function == "md5" else None)
+    if function == "int":  # the bucket from the column, in the same scan
+        inner = sql.SQL("SELECT {b} AS b, {k} AS k, md5(t::text) AS h FROM ONLY {t} AS t{w} OFFSET 0").format(
+            b=bucket, k=table.key_text(), t=table.ident, w=_where(where))
+    else:
+        inner = sql.SQL("SELECT {b} AS b, r.k, r.h FROM (SELECT {k} AS k, md5(t::text) AS h FROM ONLY {t} AS t{w} OFFSET 0) AS r"
+                        " OFFSET 0").format(b=bucket, k=table.key_text(), t=table.ident, w=_where(where))
+    return sql.SQL("COPY (SELECT lpad(to_hex(s.b), 3, '0'), s.k, s.h FROM ({inner}) AS s ORDER BY s.b, {o}) TO STDOUT").format(
+        inner=inner, o=printed_key_order(sql.SQL("s.k")))
+
+
+def bucket_counts_query(table: TableInfo, bits: int, function: str | None = None) -> sql.Composable:
+    """Per non-empty bucket, its current row count: one pass over the table, nothing sorted, nothing shipped but counts."""
+    function = function or bucket_function(table)
+    return sql.SQL("SELECT {b}, count(*) FROM ONLY {t} AS t GROUP BY 1").format(
+        b=_bucket_expr(table, bits, function, table.key_text()), t=table.ident)
+
+
+def keys_query(table: TableInfo, bits: int, buckets: Iterable[int], function: str | None = None) -> sql.Composable:
+    """``COPY`` of the current keys of ``buckets`` only (bucket label, key), in state order.
+
+    The filter is evaluated first, so only the chosen buckets' keys are rendered (an
+    integer key's bucket needs no text at all) and sorted.
+    """
+    function = function or bucket_function(table)
+    bucket = _bucket_expr(table, bits, function, table.key_text())
+    return sql.SQL(
+        "COPY (SELECT lpad(to_hex(s.b), 3, '0'), s.k FROM (SELECT {b} AS b, {k} AS k FROM ONLY {t} AS t WHERE {b} = ANY({l}::int[])"
+        " OFFSET 0) AS s ORDER BY s.b, {o}) TO STDOUT"
+    ).format(b=bucket, k=table.key_text(), t=table.ident, l=sql.Literal(sorted(buckets)), o=printed_key_order(sql.SQL("s.k")))
 
 
 def hash_sums(lines: list[bytes]) -> tuple[int, int]:
@@ -104,7 +240,7 @@ def hash_sums(lines: list[bytes]) -> tuple[int, int]:
         halves = struct.unpack(f">{2 * len(lines)}q", raw)
     except (binascii.Error, struct.error):
         bad = next((line for line in lines if not _is_state_line(line)), lines[0])
-        raise StateDamaged(f"a line is not <key> TAB <row md5>: {bad[:80]!r}") from None
+        raise StateDamaged(f"a line is not <bucket> TAB <key> TAB <row md5>: {bad[:80]!r}") from None
     return sum(halves[0::2]), sum(halves[1::2])
 
 
@@ -115,11 +251,11 @@ def _is_state_line(line: bytes) -> bool:
 
 @dataclass(frozen=True)
 class FileChecksum:
-    """What ``CHECKSUMS.json`` records of one state file: its size, the sha256 of its bytes and the fingerprint of its lines.
+    """What ``CHECKSUMS.json`` records of one bucket file: its size, the sha256 of its bytes and the fingerprint of its lines.
 
-    The fingerprint (``{"rows", "hash"}``, as ``table_fingerprint`` gives it) lets an
-    incremental check the parent's state against the parent's manifest without summing
-    every line: the sha256 ties the lines to this listing.  None when not known.
+    The fingerprint (``{"rows", "hash"}``, as ``table_fingerprint`` gives it) is the
+    bucket's row count for the count algebra and its share of the table's fingerprint:
+    the sha256 ties the lines to this listing.  None when not known.
     """
 
     bytes: int
@@ -140,16 +276,32 @@ class FileChecksum:
 
 
 @dataclass(frozen=True)
+class TableListing:
+    """One table in ``CHECKSUMS.json``: its bucket bits, its fingerprint and, per non-empty bucket, its file's checksum."""
+
+    bits: int
+    fingerprint: dict
+    buckets: dict[int, FileChecksum] = field(default_factory=dict)
+    function: str = "md5"  # bucket_function's: "int" or "md5"
+
+    def rows(self, bucket: int) -> int:
+        entry = self.buckets.get(bucket)
+        return entry.fingerprint["rows"] if entry is not None and entry.fingerprint else 0
+
+
+@dataclass(frozen=True)
 class StateChecksums:
-    """``CHECKSUMS.json``: the state's format and, per file name, its :class:`FileChecksum`."""
+    """``CHECKSUMS.json``: the state's format, per file name its :class:`FileChecksum`, per table its bits and fingerprint."""
 
     format: str
     files: dict[str, FileChecksum]
+    tables: dict[str, dict] = field(default_factory=dict)  # {"bits": int, "function": str, "fingerprint": {...}}
 
     def to_json(self) -> str:
         files = {name: {"bytes": c.bytes, "sha256": c.sha256, **({"fingerprint": c.fingerprint} if c.fingerprint else {})}
                  for name, c in sorted(self.files.items())}
-        return json.dumps({"format": self.format, "files": files}, indent=1, sort_keys=True) + "\n"
+        tables = {name: {"bits": t["bits"], "function": t["function"], "fingerprint": t["fingerprint"]} for name, t in sorted(self.tables.items())}
+        return json.dumps({"format": self.format, "files": files, "tables": tables}, indent=1, sort_keys=True) + "\n"
 
     @classmethod
     def parse(cls, text: str) -> StateChecksums:
@@ -157,7 +309,23 @@ class StateChecksums:
         data = json.loads(text)
         files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"]), _fingerprint(c.get("fingerprint")))
                  for name, c in data["files"].items()}
-        return cls(str(data["format"]), files)
+        tables = {str(name): {"bits": int(t["bits"]), "function": str(t["function"]), "fingerprint": _fingerprint(t["fingerprint"])}
+                  for name, t in data.get("tables", {}).items()}
+        return cls(str(data["format"]), files, tables)
+
+    def table(self, name: str) -> TableListing | None:
+        """The table's listing (its buckets gathered from the files), or None when the table is not listed."""
+        entry = self.tables.get(name)
+        if entry is None:
+            return None
+        index = self.__dict__.get("_by_table")
+        if index is None:
+            index = {}
+            for file, checksum in self.files.items():
+                owner, bucket = split_name(file)
+                index.setdefault(owner, {})[bucket] = checksum
+            object.__setattr__(self, "_by_table", index)
+        return TableListing(entry["bits"], entry["fingerprint"], dict(index.get(name, {})), entry["function"])
 
 
 def _fingerprint(data) -> dict | None:
@@ -247,8 +415,62 @@ def checked_order(blocks: Iterable[list[bytes]], what: str) -> Iterator[list[byt
         yield block
 
 
+def bucket_runs(blocks: Iterable[list[bytes]]) -> Iterator[tuple[int, list[bytes]]]:
+    """``(bucket, lines)`` of sorted, bucket-labelled lines, one run of a bucket's lines per block it spans.
+
+    Runs are cut by bisection on the next bucket's label: no per-line work in Python.
+    """
+    for block in blocks:
+        at = 0
+        while at < len(block):
+            bucket = _parse_label(block[at])
+            end = len(block) if bucket >= (1 << MAX_BITS) - 1 else bisect.bisect_left(block, label(bucket + 1), at)
+            yield bucket, block[at:end]
+            at = end
+
+
+def _parse_label(line: bytes) -> int:
+    head = line[:PREFIX]
+    if len(head) != PREFIX or head[BUCKET_HEX:] != b"\t":
+        raise StateDamaged(f"a line does not start with its bucket: {line[:80]!r}")
+    try:
+        bucket = int(head[:BUCKET_HEX], 16)
+    except ValueError:
+        bucket = -1
+    if bucket < 0 or label(bucket) != head[:BUCKET_HEX]:
+        raise StateDamaged(f"a line does not start with its bucket: {line[:80]!r}")
+    return bucket
+
+
+class _BucketStream:
+    """Sorted, bucket-labelled lines handed out one bucket at a time, buckets in increasing order."""
+
+    def __init__(self, blocks: Iterator[list[bytes]]) -> None:
+        self._blocks = blocks
+        self._lines = itertools.chain.from_iterable(blocks)
+        self._next = next(self._lines, None)
+
+    def close(self) -> None:
+        """Close the source (a generator holding a file open)."""
+        close = getattr(self._blocks, "close", None)
+        if close is not None:
+            close()
+
+    def take(self, bucket: int) -> Iterator[bytes]:
+        """The lines of ``bucket``; raises :class:`StateMismatch` if lines of an earlier bucket were left behind."""
+        prefix = label(bucket) + b"\t"
+        if self._next is not None and self._next[:PREFIX] < prefix:
+            raise StateMismatch(f"lines of bucket {self._next[:BUCKET_HEX]!r} were not merged")
+        while self._next is not None and self._next.startswith(prefix):
+            yield self._next
+            self._next = next(self._lines, None)
+
+    def exhausted(self) -> bool:
+        return self._next is None
+
+
 class TableFingerprintSums:
-    """A table's fingerprint as Python integers, so it can be adjusted row by row."""
+    """A table's (or a bucket's) fingerprint as Python integers, so it can be adjusted row by row."""
 
     def __init__(self, rows: int = 0, high: int = 0, low: int = 0) -> None:
         self.rows, self.high, self.low = rows, high, low
@@ -264,53 +486,140 @@ class TableFingerprintSums:
         self.high += sign * high
         self.low += sign * low
 
+    def add_sums(self, other: TableFingerprintSums) -> None:
+        self.rows += other.rows
+        self.high += other.high
+        self.low += other.low
+
     def to_dict(self) -> dict:
         """The same text ``table_fingerprint`` returns: numeric sums print as plain integers."""
         return {"rows": self.rows, "hash": f"{self.high}:{self.low}"}
 
 
 class RowKeyState:
-    """The row-key state of one backup: ``<root>/<backup id>/<table>.rows.zst``, then ``FORMAT``, ``CHECKSUMS.json``, ``COMPLETE``."""
+    """The row-key state of one backup: ``<root>/<backup id>/<table>+<bucket>.rows.zst``, then ``FORMAT``, ``CHECKSUMS.json``, ``COMPLETE``."""
 
     def __init__(self, root: Path, backup_id: str) -> None:
         self.dir = Path(root) / backup_id
         # Checksums known without reading the files again: taken while writing, or carried from a proven parent.
         self._known: dict[str, FileChecksum] = {}
         self._fingerprints: dict[str, dict] = {}  # by file name: the fingerprint of the lines written
+        self._tables: dict[str, dict] = {}  # by table: {"bits", "function", "fingerprint"}
+        # By changed table, what an incremental read and wrote of it (TableChange.summary): the manifest's details["row_state"].
+        self.work: dict[str, dict] = {}
 
     def exists(self) -> bool:
         return (self.dir / "COMPLETE").is_file()
 
     def current_format(self) -> bool:
-        """False for a state written by an older version (JSON keys without row hashes, or no checksums)."""
+        """False for a state written by an older version (one file per table, JSON keys, no checksums)."""
         return self._format() == FORMAT
 
     def _format(self) -> str | None:
         marker = self.dir / "FORMAT"
         return marker.read_text(errors="replace").strip() if marker.is_file() else None
 
-    def path(self, table: str) -> Path:
-        return self.dir / f"{file_name(table)}{SUFFIX}"
+    def path(self, table: str, bucket: int) -> Path:
+        return self.dir / bucket_file_name(table, bucket)
 
-    def writer(self, table: str):
-        """A zstd stream writer for the table's file (a C object: COPY writes every row to it without Python).
+    def bucket_paths(self, table: str) -> list[Path]:
+        """The files of ``table``'s non-empty buckets in the complete state, in bucket order."""
+        return [self.path(table, bucket) for bucket in sorted(self.table_listing(table).buckets)]
 
-        The compressed bytes are hashed as they are written, so :meth:`mark_complete`
-        records the file's checksum without reading it back.
-        """
+    def has_table(self, table: str) -> bool:
+        """Whether the complete state lists ``table`` (a table without rows is listed, with no bucket files)."""
+        return self.checksums().table(table) is not None
+
+    def table_listing(self, table: str) -> TableListing:
+        """What the complete state's listing records of ``table``: :class:`StateDamaged` if it is not listed."""
+        listing = self.checksums().table(table)
+        if listing is None:
+            raise StateDamaged(f"{table} is not listed in {self.dir / CHECKSUMS}")
+        return listing
+
+    def recorded_fingerprint(self, table: str) -> dict:
+        return self.table_listing(table).fingerprint
+
+    def writer(self, table: str, bucket: int):
+        """A zstd stream writer for one bucket's file; its compressed bytes are hashed as they are written."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.path(table)
+        path = self.path(table, bucket)
         raw = _HashingFile(open(path, "wb"), lambda checksum: self._known.__setitem__(path.name, checksum))
         compressor = zstandard.ZstdCompressor(level=1, write_checksum=True)  # level 1: twice level 3's speed, for a few % more bytes
         return _OwningWriter(raw, compressor.stream_writer(raw, closefd=False))
 
-    def carry(self, parent: RowKeyState, table: str) -> None:
-        """An unchanged table's file is the parent's: a hard link (or a copy), with the checksum the parent's listing records.
+    def write_table(self, cur, table: TableInfo, bits: int | None = None) -> dict:
+        """A full's pass over ``table``: every row's line into its bucket's file; returns the table's fingerprint.
+
+        One ``COPY`` goes (in C) into one scratch zstd file; that file is then cut into
+        bucket files by bisection on the bucket labels, summing each bucket's
+        fingerprint on the way — the rows are rendered and hashed once.
+        """
+        if bits is None:
+            cur.execute("SELECT c.reltuples::float8, pg_catalog.pg_relation_size(c.oid) FROM pg_catalog.pg_class c WHERE c.oid = %s",
+                        (table.oid,))
+            tuples, size = cur.fetchone()
+            bits = bits_for(tuples if tuples >= 0 else size / 100)
+        function = bucket_function(table)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        scratch = self.dir / f"{file_name(table.qualified)}.all.partial"
+        blocks = line_blocks(scratch)
+        try:
+            raw = open(scratch, "wb")
+            with _OwningWriter(raw, zstandard.ZstdCompressor(level=1).stream_writer(raw, closefd=False)) as out:
+                cur.copy_expert(rows_query(table, bits, function=function).as_string(cur), out)
+            return self.write_buckets(table.qualified, bits, checked_order(blocks, f"rows of {table.qualified}"), function)
+        finally:
+            blocks.close()  # a failure must not leave the file open (a full disk must be emptied, and unmounted)
+            scratch.unlink(missing_ok=True)
+
+    def write_buckets(self, table: str, bits: int, blocks: Iterable[list[bytes]], function: str = "md5") -> dict:
+        """Write sorted, bucket-labelled lines into their buckets' files; record and return the table's fingerprint."""
+        total, current, out, sums = TableFingerprintSums(), None, None, None
+
+        def close() -> None:
+            if out is not None:
+                out.__exit__(None, None, None)
+                self._fingerprints[self.path(table, current).name] = sums.to_dict()
+                total.add_sums(sums)
+
+        try:
+            for bucket, lines in bucket_runs(blocks):
+                if bucket >> bits:
+                    raise StateMismatch(f"{table}: a line of bucket {bucket} in a table of {1 << bits} buckets")
+                if bucket != current:
+                    close()
+                    current, out, sums = bucket, self.writer(table, bucket).__enter__(), TableFingerprintSums()
+                out.write(b"\n".join(lines) + b"\n")
+                sums.add(lines)
+        except BaseException:
+            if out is not None:
+                out.__exit__(None, None, None)
+            raise
+        close()
+        self.record_table(table, bits, total.to_dict(), function)
+        return total.to_dict()
+
+    def record_table(self, table: str, bits: int, fingerprint: dict, function: str) -> None:
+        self._tables[table] = {"bits": bits, "function": function, "fingerprint": dict(fingerprint)}
+
+    def record_bucket(self, table: str, bucket: int, fingerprint: dict) -> None:
+        self._fingerprints[self.path(table, bucket).name] = dict(fingerprint)
+
+    def forget(self, table: str, bucket: int) -> None:
+        """Drop a bucket's file written by this object (a bucket that lost every row has none)."""
+        path = self.path(table, bucket)
+        path.unlink(missing_ok=True)
+        self._known.pop(path.name, None)
+        self._fingerprints.pop(path.name, None)
+
+    def carry_bucket(self, parent: RowKeyState, table: str, bucket: int) -> None:
+        """An unchanged bucket's file is the parent's: a hard link (or a copy), with the checksum its listing records.
 
         The parent must have been proven (:meth:`damage` is None) first: what is carried is
         its recorded checksum, so a file damaged later is still found when it is next read.
         """
-        source, dest = parent.path(table), self.path(table)
+        source, dest = parent.path(table, bucket), self.path(table, bucket)
         expected = parent.checksums().files.get(source.name)
         if expected is None:
             raise StateDamaged(f"{source} is not listed in {parent.dir / CHECKSUMS}")
@@ -323,39 +632,26 @@ class RowKeyState:
         if expected.fingerprint:
             self._fingerprints[dest.name] = expected.fingerprint
 
-    def record_fingerprint(self, table: str, fingerprint: dict) -> None:
-        """The fingerprint of the lines written for ``table``, recorded in the listing by :meth:`mark_complete`."""
-        self._fingerprints[self.path(table).name] = dict(fingerprint)
+    def carry(self, parent: RowKeyState, table: str) -> None:
+        """An unchanged table: every bucket carried, its bits and fingerprint as the parent records them."""
+        listing = parent.table_listing(table)
+        for bucket in listing.buckets:
+            self.carry_bucket(parent, table, bucket)
+        self.record_table(table, listing.bits, listing.fingerprint, listing.function)
 
-    def recorded_fingerprint(self, table: str) -> dict | None:
-        """The fingerprint the complete state's listing records for ``table``'s file, or None (:class:`StateDamaged` if unlisted)."""
-        expected = self.checksums().files.get(self.path(table).name)
+    def bucket_blocks(self, table: str, bucket: int) -> Iterator[list[bytes]]:
+        """The lines of one bucket of a complete state, proven by the checksum its listing records (none if it is empty)."""
+        expected = self.table_listing(table).buckets.get(bucket)
         if expected is None:
-            raise StateDamaged(f"{self.path(table)} is not listed in {self.dir / CHECKSUMS}")
-        return expected.fingerprint
+            return iter(())
+        # Proven by its checksum (at the end of the file, before the reader's work is kept): its order was checked when written.
+        return line_blocks(self.path(table, bucket), expected)
 
     def blocks(self, table: str) -> Iterator[list[bytes]]:
-        """The table's lines in blocks, order and integrity checked.
-
-        A missing file is an error, never "no rows": that would hide deletes.  In a
-        complete state the file must also be the one ``CHECKSUMS.json`` lists.
-        """
-        path = self.path(table)
-        if self.exists():
-            expected = self.checksums().files.get(path.name)
-            if expected is None:
-                raise StateDamaged(f"{path} is not listed in {self.dir / CHECKSUMS}")
-            # Proven by its checksum (at the end of the file, before the reader's work is kept): its order was checked when written.
-            return line_blocks(path, expected)
-        return checked_order(line_blocks(path), f"row-key state {path}")
-
-    def fingerprint(self, table: str) -> TableFingerprintSums:
-        """The sums of the table's lines, read whole; recorded for :meth:`mark_complete`."""
-        sums = TableFingerprintSums()
-        for block in self.blocks(table):
-            sums.add(block)
-        self.record_fingerprint(table, sums.to_dict())
-        return sums
+        """Every line of ``table``, bucket after bucket (a complete state's files, each proven by its checksum)."""
+        listing = self.table_listing(table)
+        for bucket in sorted(listing.buckets):
+            yield from line_blocks(self.path(table, bucket), listing.buckets[bucket])
 
     def checksums(self) -> StateChecksums:
         """``CHECKSUMS.json``; :class:`StateDamaged` when it is missing or unreadable.
@@ -382,8 +678,8 @@ class RowKeyState:
 
         The line reads after "the row-key state of <backup>": it names the table and the
         file, and whether the file is missing, truncated or changed.  Every file is read
-        whole (its sha256), so an unchanged table's file is proven before an incremental
-        links it into its own state.
+        whole (its sha256), so an unchanged bucket's file is proven before an incremental
+        links it into its own state; each table's buckets must add up to its fingerprint.
         """
         if not self.dir.is_dir():
             return f"is not on this machine ({self.dir})"
@@ -407,23 +703,294 @@ class RowKeyState:
         stray = sorted(p.name for p in self.dir.glob(f"*{SUFFIX}") if p.name not in listing.files)
         if stray:  # never carried into the next state as if it were proven
             return f"is damaged: {self.dir / stray[0]} is not listed in its checksum file"
+        for name in listing.files:
+            if table_of(name) not in listing.tables:
+                return f"is damaged: {self.dir / name} is of {table_of(name)}, which its checksum file does not list"
+        for table in sorted(listing.tables):
+            if problem := _listing_problem(listing.table(table)):
+                return f"is damaged: {table} in {self.dir / CHECKSUMS}: {problem}"
         return None
 
     def mark_complete(self) -> None:
-        """Record the format and every file's checksum, then ``COMPLETE``: from here on the state proves itself.
+        """Record the format, every file's checksum and every table's bits and fingerprint, then ``COMPLETE``.
 
-        A state without keyed tables is complete too (an empty listing): its folder is created here.
+        A state without keyed tables is complete too (an empty listing): its folder is
+        created here.  Files neither written nor carried by this object are hashed and
+        summed here; a table it did not record keeps the bits an earlier listing gave it, and
+        the sum of its buckets as its fingerprint (a file without a table's bits is left unlisted
+        as a table, which :meth:`damage` reports).
         """
         self.dir.mkdir(parents=True, exist_ok=True)
-        # Files written or carried by this object are not read again; any other is hashed here.
+        earlier = None
+        if (self.dir / CHECKSUMS).is_file():
+            try:
+                earlier = self.checksums()
+            except StateDamaged:
+                earlier = None
         files = {}
         for path in sorted(self.dir.glob(f"*{SUFFIX}")):
             checksum = self._known.get(path.name) or FileChecksum.of(path)
-            files[path.name] = FileChecksum(checksum.bytes, checksum.sha256, self._fingerprints.get(path.name))
+            fingerprint = self._fingerprints.get(path.name)
+            if fingerprint is None:
+                sums = TableFingerprintSums()
+                for block in checked_order(line_blocks(path), f"row-key state {path}"):
+                    sums.add(block)
+                fingerprint = sums.to_dict()
+            files[path.name] = FileChecksum(checksum.bytes, checksum.sha256, fingerprint)
+        tables = {}
+        for name in sorted({table_of(file) for file in files} | set(self._tables)):
+            if name in self._tables:
+                tables[name] = self._tables[name]
+            elif earlier is not None and name in earlier.tables:  # re-marked: the bits it had, the sum of its buckets now
+                total = TableFingerprintSums()
+                for file, checksum in files.items():
+                    if table_of(file) == name:
+                        total.add_sums(TableFingerprintSums.parse(checksum.fingerprint))
+                tables[name] = {**earlier.tables[name], "fingerprint": total.to_dict()}
+        if earlier is not None:  # tables without rows (no files) keep their entry
+            tables.update({name: entry for name, entry in earlier.tables.items() if name not in tables})
         (self.dir / "FORMAT").write_text(FORMAT + "\n")
-        _write_replacing(self.dir / CHECKSUMS, StateChecksums(FORMAT, files).to_json())
+        _write_replacing(self.dir / CHECKSUMS, StateChecksums(FORMAT, files, tables).to_json())
         (self.dir / "COMPLETE").write_text(datetime.now(timezone.utc).isoformat())
 
+
+def _listing_problem(table: TableListing) -> str | None:
+    """Why a table's listing does not add up (buckets out of range, fingerprints that do not sum), or None."""
+    if not 0 <= table.bits <= MAX_BITS:
+        return f"{table.bits} bucket bits"
+    if table.function not in ("int", "md5"):
+        return f"an unknown bucket function {table.function!r}"
+    total = TableFingerprintSums()
+    for bucket, checksum in table.buckets.items():
+        if bucket >> table.bits:
+            return f"bucket {bucket} in a table of {1 << table.bits} buckets"
+        if not checksum.fingerprint or checksum.fingerprint["rows"] <= 0:
+            return f"bucket {bucket} records no rows"
+        total.add_sums(TableFingerprintSums.parse(checksum.fingerprint))
+    if total.to_dict() != table.fingerprint:
+        return f"its buckets sum to {total.to_dict()}, the table records {table.fingerprint}"
+    return None
+
+
+@dataclass
+class TableChange:
+    """What an incremental found in one table, and what it cost: the test's and the log's view of the bucket selection."""
+
+    changed: int = 0  # changed rows (updates, inserts, re-sends)
+    updated: int = 0  # of them, keys the parent held
+    deleted: int = 0
+    fingerprint: dict = field(default_factory=dict)
+    buckets: int = 0  # the table's bucket count
+    rewritten: int = 0  # bucket files written anew
+    compared: int = 0  # buckets whose current keys were read
+    keys_read: int = 0  # current keys read from the server
+    counted: bool = False  # whether the per-bucket counts were taken
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.changed and not self.deleted
+
+    def summary(self) -> dict:
+        """Buckets of the table, bucket files written anew, buckets compared with the current keys, keys read for that."""
+        return {"buckets": self.buckets, "rewritten": self.rewritten, "compared": self.compared, "keys_read": self.keys_read}
+
+
+class ServerTable:
+    """What an incremental reads of one table now, from the server, in the snapshot: the changed rows, counts, current keys.
+
+    The changed rows are read once into ``tmp`` (they are walked twice: counted per
+    bucket, then merged); the current keys only of the buckets asked for.
+    """
+
+    def __init__(self, cur, table: TableInfo, bits: int, function: str, changed_rows: sql.Composable, tmp: Path) -> None:
+        self.cur, self.table, self.bits, self.function, self.tmp = cur, table, bits, function, tmp
+        self.name = table.qualified
+        self._changed_path = tmp / f"{file_name(self.name)}.changed"
+        with open(self._changed_path, "wb") as out:
+            cur.copy_expert(rows_query(table, bits, changed_rows, function).as_string(cur), out)
+        self.changed = cur.rowcount
+
+    def changed_blocks(self) -> Iterator[list[bytes]]:
+        with open(self._changed_path, "rb") as raw:
+            yield from checked_order(text_blocks(raw), f"changed rows of {self.name}")
+
+    def count(self) -> int:
+        self.cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(self.table.ident))
+        return self.cur.fetchone()[0]
+
+    def bucket_counts(self) -> dict[int, int]:
+        self.cur.execute(bucket_counts_query(self.table, self.bits, self.function))
+        return dict(self.cur.fetchall())
+
+    def key_blocks(self, buckets: Iterable[int]) -> Iterator[list[bytes]]:
+        path = self.tmp / f"{file_name(self.name)}.keys"
+        with open(path, "wb") as out:
+            self.cur.copy_expert(keys_query(self.table, self.bits, buckets, self.function).as_string(self.cur), out)
+        with open(path, "rb") as raw:
+            yield from checked_order(text_blocks(raw), f"current keys of {self.name}")
+
+
+def capture_change(cur, table: TableInfo, parent: RowKeyState, state: RowKeyState, changed_rows: sql.Composable,
+                   parent_fingerprint: dict, tmp: Path, on_deleted: Callable[[list[bytes]], None]) -> TableChange:
+    """Carry ``table``'s state from ``parent`` into ``state`` through the rows changed since it; report the deletes.
+
+    ``changed_rows`` is the SQL condition of rows changed since the parent (alias ``t``);
+    ``on_deleted`` gets deleted keys as COPY prints them, in order, bucket by bucket.
+    """
+    listing = parent.table_listing(table.qualified)
+    if listing.function != bucket_function(table):
+        raise StateMismatch(f"{table.qualified}: the parent's buckets are by {listing.function!r}, its key is put in buckets by "
+                            f"{bucket_function(table)!r}")
+    source = ServerTable(cur, table, listing.bits, listing.function, changed_rows, tmp)
+    return merge_change(source, parent, state, table.qualified, parent_fingerprint, on_deleted)
+
+
+def merge_change(source, parent: RowKeyState, state: RowKeyState, name: str, parent_fingerprint: dict,
+                 on_deleted: Callable[[list[bytes]], None]) -> TableChange:
+    """The incremental's work on one table, given what ``source`` (a :class:`ServerTable`, or a test's model) reads now.
+
+    The count algebra (module docstring) decides which buckets are read: only those
+    with changed rows are merged, only those whose counts prove deletes are compared
+    with the table's current keys.  Anything that does not add up is a :class:`StateMismatch`.
+    """
+    listing = parent.table_listing(name)
+    if listing.fingerprint != parent_fingerprint:
+        raise StateMismatch(f"{name}: the parent's row-key state records {listing.fingerprint}, its manifest {parent_fingerprint}")
+    bits = listing.bits
+    result = TableChange(buckets=1 << bits, changed=source.changed)
+    current = source.count()
+    changes = changes_by_bucket(parent, name, listing, source.changed_blocks())
+    if sum(c for c, _ in changes.values()) != result.changed:
+        raise StateMismatch(f"{name}: {result.changed} changed rows read, {sum(c for c, _ in changes.values())} in their buckets")
+    result.updated = sum(u for _, u in changes.values())
+    gone = listing.fingerprint["rows"] - current + result.changed - result.updated
+    if gone < 0:
+        raise StateMismatch(f"{name}: {current} rows now, {listing.fingerprint['rows']} at the parent, {result.changed} changed of "
+                            f"which {result.updated} were in the parent: more rows than the parent's and the changed ones")
+    if not result.changed and not gone:
+        state.carry(parent, name)
+        result.fingerprint = dict(parent_fingerprint)
+        return result
+    gone_by_bucket = {}
+    if gone:  # only then are the buckets counted: with no row gone overall, none is gone from any bucket
+        result.counted = True
+        gone_by_bucket = deleted_by_bucket(name, listing, changes, source.bucket_counts(), current)
+        if sum(gone_by_bucket.values()) != gone:
+            raise StateMismatch(f"{name}: the table's counts say {gone} rows were deleted, its buckets' {sum(gone_by_bucket.values())}")
+    keys = None
+    if gone_by_bucket:
+        result.compared = len(gone_by_bucket)
+        keys = _BucketStream(_counting(source.key_blocks(sorted(gone_by_bucket)), result))
+    changed_stream = _BucketStream(source.changed_blocks())
+    total = TableFingerprintSums()
+    try:
+        for bucket in sorted(set(listing.buckets) | set(changes) | set(gone_by_bucket)):
+            if bucket not in changes and bucket not in gone_by_bucket:
+                state.carry_bucket(parent, name, bucket)
+                total.add_sums(TableFingerprintSums.parse(listing.buckets[bucket].fingerprint))
+                continue
+            total.add_sums(_merge_bucket(parent, state, name, bucket, listing, changed_stream.take(bucket),
+                                         keys.take(bucket) if bucket in gone_by_bucket else None, gone_by_bucket.get(bucket, 0),
+                                         on_deleted, result))
+        if not changed_stream.exhausted() or (keys is not None and not keys.exhausted()):
+            raise StateMismatch(f"{name}: changed rows or current keys of a bucket were left unmerged")
+    finally:
+        changed_stream.close()
+        if keys is not None:
+            keys.close()
+    if result.deleted != gone or total.rows != current:
+        raise StateMismatch(f"{name}: the counts say {gone} rows were deleted and {current} remain; "
+                            f"merging the keys found {result.deleted} deleted and {total.rows} remaining")
+    result.fingerprint = total.to_dict()
+    state.record_table(name, bits, result.fingerprint, listing.function)
+    state.work[name] = result.summary()
+    return result
+
+
+def _counting(blocks: Iterator[list[bytes]], result: TableChange) -> Iterator[list[bytes]]:
+    try:
+        for block in blocks:
+            result.keys_read += len(block)
+            yield block
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
+
+
+def changes_by_bucket(parent: RowKeyState, name: str, listing: TableListing, changed_blocks: Iterable[list[bytes]]) -> dict[int, tuple[int, int]]:
+    """Per bucket with changed rows: ``(c, u)``, the changed rows and how many of their keys the parent's bucket held.
+
+    Only the parent's buckets that have changed rows are read.
+    """
+    changes: dict[int, tuple[int, int]] = {}
+    for bucket, runs in itertools.groupby(bucket_runs(changed_blocks), key=operator.itemgetter(0)):
+        if bucket >> listing.bits:
+            raise StateMismatch(f"{name}: a changed row in bucket {bucket} of a table of {1 << listing.bits} buckets")
+        seen = [0]
+
+        def lines_of(group, seen=seen):
+            for _, lines in group:
+                seen[0] += len(lines)
+                yield from lines
+
+        lines = lines_of(runs)
+        updated = count_updated(parent.bucket_blocks(name, bucket), lines) if listing.rows(bucket) else 0
+        for _ in lines:  # what count_updated left (all of it, for a bucket the parent had no rows in)
+            pass
+        changes[bucket] = (seen[0], updated)
+    return changes
+
+
+def deleted_by_bucket(name: str, listing: TableListing, changes: dict[int, tuple[int, int]], now: dict[int, int],
+                      current: int) -> dict[int, int]:
+    """Per bucket, how many parent rows are gone, ``g = p − n + c − u``; only buckets with ``g > 0``.
+
+    ``now`` is each bucket's current row count (``GROUP BY``), ``current`` the table's
+    (``count(*)``).  Rows not changed since the parent were all in the parent, so a
+    bucket holds its parent rows less the deleted, plus its changed rows that are new:
+    ``n = p − g + (c − u)``.  A negative ``g``, or counts that do not sum to the table's,
+    mean the state and the source do not add up.
+    """
+    if sum(now.values()) != current:
+        raise StateMismatch(f"{name}: its buckets hold {sum(now.values())} rows, the table {current}")
+    gone = {}
+    for bucket in sorted(set(listing.buckets) | set(now) | set(changes)):
+        if bucket >> listing.bits:
+            raise StateMismatch(f"{name}: the server counted rows in bucket {bucket} of a table of {1 << listing.bits} buckets")
+        changed, updated = changes.get(bucket, (0, 0))
+        lost = listing.rows(bucket) - now.get(bucket, 0) + changed - updated
+        if lost < 0:
+            raise StateMismatch(f"{name}: bucket {bucket} holds {now.get(bucket, 0)} rows, more than its "
+                                f"{listing.rows(bucket)} at the parent and {changed - updated} new ones")
+        if lost:
+            gone[bucket] = lost
+    return gone
+
+
+def _merge_bucket(parent: RowKeyState, state: RowKeyState, name: str, bucket: int, listing: TableListing, changed: Iterator[bytes],
+                  keys: Iterator[bytes] | None, gone: int, on_deleted, result: TableChange) -> TableFingerprintSums:
+    """Merge one bucket's parent lines with its changed rows (and, when it lost rows, its current keys) into a new file."""
+    entry = listing.buckets.get(bucket)
+    sums = TableFingerprintSums.parse(entry.fingerprint) if entry is not None else TableFingerprintSums()
+    key_blocks = _blocks_of(keys) if keys is not None else None
+    with state.writer(name, bucket) as out:
+        deleted = merge_state(parent.bucket_blocks(name, bucket), changed, key_blocks, out, sums,
+                              lambda gone_keys: on_deleted([key[PREFIX:] for key in gone_keys]))
+    if deleted != gone:
+        raise StateMismatch(f"{name}: bucket {bucket}'s counts say {gone} rows were deleted, its keys {deleted}")
+    result.deleted += deleted
+    result.rewritten += 1
+    if sums.rows:
+        state.record_bucket(name, bucket, sums.to_dict())
+    else:  # every row of the bucket is gone: no file, as a full would write none
+        state.forget(name, bucket)
+    return sums
+
+
+def _blocks_of(lines: Iterator[bytes], size: int = 4096) -> Iterator[list[bytes]]:
+    while block := list(itertools.islice(lines, size)):
+        yield block
 
 def _write_replacing(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all (a crash leaves the old file or none, never half of one)."""
@@ -475,15 +1042,31 @@ class _OwningWriter:
 def file_name(table: str) -> str:
     """``schema.table`` as one safe file name: ``/`` or a leading ``..`` in a table's name must not leave the folder.
 
-    Plain names (letters, digits, ``_.-``) stay as they are, so states written before keep their paths.
+    Plain names (letters, digits, ``_.-``) stay as they are; ``+`` is always quoted, so it can part name and bucket.
     """
     quoted = urllib.parse.quote(table, safe="_.-")
     return "%2E" + quoted[1:] if quoted.startswith(".") else quoted
 
 
+def bucket_file_name(table: str, bucket: int) -> str:
+    """``<table>+<bucket label>.rows.zst``."""
+    return f"{file_name(table)}+{label(bucket).decode()}{SUFFIX}"
+
+
+def split_name(name: str) -> tuple[str, int]:
+    """The table and bucket a state file name is of: the inverse of :func:`bucket_file_name`."""
+    stem, plus, bucket = name.removesuffix(SUFFIX).rpartition("+")
+    if not plus or len(bucket) != BUCKET_HEX or label(int(bucket, 16)).decode() != bucket:
+        raise ValueError(f"{name} is not a bucket file name")
+    return urllib.parse.unquote(stem), int(bucket, 16)
+
+
 def table_of(name: str) -> str:
-    """The table a state file name is of: the inverse of :func:`file_name` (and the suffix)."""
-    return urllib.parse.unquote(name.removesuffix(SUFFIX))
+    """The table a state file name is of (the name itself when it is no bucket file's)."""
+    try:
+        return split_name(name)[0]
+    except ValueError:
+        return name
 
 
 def _key(line: bytes) -> bytes:

@@ -1,0 +1,280 @@
+"""The bucketed row-key state: a stable bucket function, the count algebra that picks the buckets an incremental reads,
+and the per-bucket merge — against a model of plain dicts, and on the real PostgreSQL."""
+
+import hashlib
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from psycopg2 import sql
+
+from chain_steps import execute, publish, restore
+from pgbackup.capture import rowstate
+from pgbackup.capture.rowstate import (
+    MAX_BITS,
+    RowKeyState,
+    StateMismatch,
+    TableListing,
+    bits_for,
+    bucket_counts_query,
+    bucket_function,
+    bucket_of,
+    bucket_of_printed,
+    bucket_sql,
+    copy_unescape,
+    deleted_by_bucket,
+    keys_query,
+    label,
+    merge_change,
+    printed_key_order,
+    rows_query,
+)
+from pgbackup.postgres.tables import TableInfo, list_tables
+from pgcompare import database_content
+
+# -- the bucket function -------------------------------------------------------------------------
+
+
+def test_the_bucket_function_is_the_top_bits_of_the_key_text_s_md5_and_never_changes():
+    """States outlive versions: a bucket function that moved would put every key in another bucket's file."""
+    assert [bucket_of(b"(42)", bits) for bits in (0, 1, 4, 12)] == [0, 27017 >> 15, 27017 >> 12, 27017 >> 4]
+    assert bucket_of(b'("a b")', 12) == 16298 >> 4 and bucket_of(b"(7,x)", 16) == 50807
+    assert all(int.from_bytes(hashlib.md5(key).digest()[:2], "big") >> (16 - 9) == bucket_of(key, 9) for key in (b"", b"(1)", "ä".encode()))
+
+
+TRICKY = ["a\nb", "a\tb", "a\\b", "a\rb", "a\bb", "a\x0bb", "a\x0cb", "a\x01b", "aAb", "a b", 'a"b', "a,b", "a(b)", "ä", "", "€x", "a" * 300]
+
+
+def test_the_server_and_python_put_every_key_in_the_same_bucket(make_database):
+    """The server labels the lines; Python's function (on the unescaped printed key) must agree, for every width."""
+    db = make_database("buckets")
+    execute(db, "CREATE TABLE k (s text, n bigint, PRIMARY KEY (s, n))",
+            *(f"INSERT INTO k VALUES ({_literal(text)}, {n})" for n, text in enumerate(TRICKY)),
+            "INSERT INTO k SELECT 'n' || g, g FROM generate_series(1, 300) g")
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            for bits in (0, 1, 7, MAX_BITS):
+                query = sql.SQL("SELECT {k}, {b} FROM k AS t ORDER BY {o}").format(
+                    k=sql.SQL("ROW(t.s, t.n)::text"), b=bucket_sql(sql.SQL("ROW(t.s, t.n)::text"), bits),
+                    o=printed_key_order(sql.SQL("ROW(t.s, t.n)::text")))
+                cur.execute(query)
+                for text, bucket in cur.fetchall():
+                    assert bucket == bucket_of(text.encode(), bits), (text, bits)
+                printed = _copy_out(cur, sql.SQL("COPY (SELECT ROW(t.s, t.n)::text FROM k AS t) TO STDOUT"))
+                cur.execute("SELECT ROW(t.s, t.n)::text FROM k AS t")
+                assert sorted(copy_unescape(line) for line in printed) == sorted(row[0].encode() for row in cur.fetchall())
+    finally:
+        conn.close()
+
+
+def _copy_out(cur, query):
+    import io
+
+    out = io.BytesIO()
+    cur.copy_expert(query.as_string(cur), out)
+    return out.getvalue().split(b"\n")[:-1]
+
+
+def _literal(text):
+    return "E'" + "".join(f"\\x{ord(c):02x}" if ord(c) < 32 else ("\\\\" if c == "\\" else ("''" if c == "'" else c)) for c in text) + "'"
+
+
+@given(st.text())
+def test_copy_unescape_inverts_copy_s_text_escapes(text):
+    printed = text
+    for raw, escaped in rowstate._COPY_ESCAPES:
+        printed = printed.replace(raw, escaped)
+    assert copy_unescape(printed.encode()) == text.encode()
+
+
+def test_bits_give_a_few_thousand_rows_a_bucket_and_at_most_4096_buckets():
+    assert [bits_for(n) for n in (-1, 0, 4095, 4096, 8192, 100_000, 10**6, 10**9)] == [0, 0, 0, 1, 2, 6, 9, MAX_BITS]
+
+
+def test_an_integer_key_s_bucket_is_its_low_bits_and_any_other_key_s_the_md5_of_its_text():
+    def table(key_type, keys=("id",)):
+        return TableInfo("public", "t", keys, ("id", "v"), "", 1, 1, "r", True, 1, (f"id::{key_type}", "v::25"))
+
+    assert [bucket_function(table(t)) for t in ("20", "21", "23", "25", "1700")] == ["int", "int", "int", "md5", "md5"]
+    assert bucket_function(table("23", ("id", "v"))) == "md5"
+    assert [bucket_of_printed(k, 4, "int") for k in (b"(42)", b"(-1)", b"(0)", b"(9223372036854775807)")] == [10, 15, 0, 15]
+    assert bucket_of_printed(b'("a\\tb")', 12, "md5") == bucket_of(b'("a\tb")', 12)
+
+
+def test_the_server_s_bucket_labels_are_python_s_for_both_functions(make_database):
+    """What the server writes before every line (rows_query, keys_query) and counts (bucket_counts_query) is bucket_of_printed."""
+    db = make_database("labels")
+    execute(db, "CREATE DOMAIN small AS int2", "CREATE TABLE i (id small PRIMARY KEY)", "CREATE TABLE b (id int8 PRIMARY KEY)",
+            "CREATE TABLE s (id text PRIMARY KEY)",
+            "INSERT INTO i SELECT g FROM generate_series(-300, 300) g",
+            "INSERT INTO b SELECT g * 1000003 FROM generate_series(-500, 500) g UNION SELECT 9223372036854775807",
+            *(f"INSERT INTO s VALUES ({_literal(text)})" for text in TRICKY), "INSERT INTO s SELECT 'n' || g FROM generate_series(1, 300) g")
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            for info in [t for t in list_tables(cur) if t.name in ("i", "b", "s")]:
+                function = bucket_function(info)
+                assert function == ("md5" if info.name == "s" else "int")
+                for bits in (0, 3, MAX_BITS):
+                    lines = _copy_out(cur, rows_query(info, bits))
+                    expected = sorted(label(bucket_of_printed(line.split(b"\t")[1], bits, function)) + b"\t" + line.split(b"\t")[1]
+                                      for line in lines)
+                    assert [line.rsplit(b"\t", 1)[0] for line in lines] == expected, (info.name, bits)
+                    cur.execute(bucket_counts_query(info, bits))
+                    assert dict(cur.fetchall()) == dict(Counter(int(line[:3], 16) for line in lines))
+                    some = sorted({int(line[:3], 16) for line in lines})[::3]
+                    assert _copy_out(cur, keys_query(info, bits, some)) == [e for e in expected if int(e[:3], 16) in some]
+    finally:
+        conn.close()
+
+
+# -- the count algebra and the merge against a model --------------------------------------------------------
+
+KEY_BYTES = st.sampled_from([b"0", b"1", b"9", b"a", b"Z", b" ", b",", b'"', b"\\\\", b"\\t", b"\\n", b"\x7f", "ä".encode()])
+KEYS = st.lists(KEY_BYTES, max_size=4).map(lambda parts: b"(" + b"".join(parts) + b")")
+HASHES = st.binary(min_size=16, max_size=16).map(lambda raw: raw.hex().encode())
+OPS = st.sampled_from(["keep", "keep", "keep", "update", "delete", "delete and insert again", "re-sent"])
+
+
+@st.composite
+def scenarios(draw):
+    """The parent's rows, the current rows and the changed rows (updated, inserted, re-sent), keyed by printed key."""
+    parent = draw(st.dictionaries(KEYS, HASHES, max_size=60))
+    current, changed = {}, {}
+    for key, md5 in parent.items():
+        op = draw(OPS)
+        if op == "keep":
+            current[key] = md5
+        elif op == "re-sent":
+            current[key] = changed[key] = md5
+        elif op != "delete":
+            current[key] = changed[key] = draw(HASHES)
+    for key, md5 in draw(st.dictionaries(KEYS, HASHES, max_size=20)).items():
+        if key not in parent:
+            current[key] = changed[key] = md5
+    return parent, current, changed, draw(st.integers(min_value=0, max_value=4))
+
+
+def bucket(key, bits):
+    return bucket_of(copy_unescape(key), bits)
+
+
+def lines(rows, bits):
+    return sorted(label(bucket(k, bits)) + b"\t" + k + b"\t" + h for k, h in rows.items())
+
+
+def model_fingerprint(rows):
+    halves = [(int.from_bytes(bytes.fromhex(h[:16].decode()), "big", signed=True),
+               int.from_bytes(bytes.fromhex(h[16:].decode()), "big", signed=True)) for h in rows.values()]
+    return {"rows": len(rows), "hash": f"{sum(h for h, _ in halves)}:{sum(low for _, low in halves)}"}
+
+
+class ModelTable:
+    """The source as a dict: what a ServerTable would read, and which buckets' keys were asked for."""
+
+    def __init__(self, current, changed, bits, *, counts_off=None):
+        self.current, self.bits = current, bits
+        self.changed = len(changed)
+        self._changed = lines(changed, bits)
+        self.asked: list[int] = []
+        self.counts_off = counts_off
+
+    def changed_blocks(self):
+        return iter([self._changed[:7], self._changed[7:]])
+
+    def count(self):
+        return len(self.current)
+
+    def bucket_counts(self):
+        counts = Counter(bucket(k, self.bits) for k in self.current)
+        if self.counts_off is not None:
+            counts[self.counts_off[0] % (1 << self.bits)] += self.counts_off[1]
+        return dict(counts)
+
+    def key_blocks(self, buckets):
+        self.asked.extend(buckets)
+        return iter([sorted(label(bucket(k, self.bits)) + b"\t" + k for k in self.current if bucket(k, self.bits) in set(buckets))])
+
+
+def run(parent, source, bits, root):
+    parent_state = RowKeyState(root, "parent")
+    fingerprint = parent_state.write_buckets("public.t", bits, [lines(parent, bits)])
+    parent_state.mark_complete()
+    child, deleted = RowKeyState(root, "child"), []
+    result = merge_change(source, parent_state, child, "public.t", fingerprint, deleted.extend)
+    child.mark_complete()
+    return parent_state, child, result, deleted
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenario=scenarios())
+def test_the_merged_buckets_equal_the_model_and_only_buckets_that_lost_rows_are_compared(scenario):
+    parent, current, changed, bits = scenario
+    gone = set(parent) - set(current)
+    source = ModelTable(current, changed, bits)
+    with tempfile.TemporaryDirectory() as root:
+        parent_state, child, result, deleted = run(parent, source, bits, Path(root))
+        assert child.damage() is None
+        assert [line for block in child.blocks("public.t") for line in block] == lines(current, bits)
+        assert sorted(deleted) == sorted(gone) and result.deleted == len(gone)
+        assert result.fingerprint == model_fingerprint(current) == child.recorded_fingerprint("public.t")
+        lost = sorted({bucket(k, bits) for k in gone})
+        touched = {bucket(k, bits) for k in changed} | set(lost)
+        assert source.asked == lost, "the current keys of exactly the buckets that lost rows are read"
+        assert result.compared == len(lost) and result.keys_read == sum(1 for k in current if bucket(k, bits) in lost)
+        assert result.rewritten == (len(touched) if changed or gone else 0)
+        assert result.counted == bool(gone)
+        for path in child.bucket_paths("public.t"):  # every other bucket is the parent's file, linked
+            number = int(path.name.removesuffix(".rows.zst")[-3:], 16)
+            if number not in touched:
+                assert os.path.samefile(path, parent_state.path("public.t", number))
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenario=scenarios(), off=st.tuples(st.integers(min_value=0, max_value=15), st.sampled_from([-2, -1, 1, 2])))
+def test_bucket_counts_that_do_not_add_up_are_a_mismatch(scenario, off):
+    """One bucket's count off (a wrong state, a bucket function that moved): never a silently wrong state."""
+    parent, current, changed, bits = scenario
+    if not set(parent) - set(current):
+        return  # no deletes: the buckets are not counted at all
+    with tempfile.TemporaryDirectory() as root, pytest.raises(StateMismatch):
+        run(parent, ModelTable(current, changed, bits, counts_off=off), bits, Path(root))
+
+
+def test_deleted_by_bucket_is_parent_minus_now_plus_new_rows():
+    listing = TableListing(2, {"rows": 12, "hash": "0:0"},
+                           {b: rowstate.FileChecksum(1, "x", {"rows": p, "hash": "0:0"}) for b, p in ((0, 5), (1, 3), (2, 4))})
+    # bucket 0: 2 updated, 1 insert, 1 delete -> 5 - 1 + 1 = 5; bucket 1: untouched, 2 deleted; bucket 3: 2 new rows only
+    changes = {0: (3, 2), 3: (2, 0)}
+    assert deleted_by_bucket("t", listing, changes, {0: 5, 1: 1, 2: 4, 3: 2}, 12) == {0: 1, 1: 2}
+    with pytest.raises(StateMismatch, match="bucket 2 holds 5"):
+        deleted_by_bucket("t", listing, changes, {0: 5, 1: 1, 2: 5, 3: 1}, 12)
+    with pytest.raises(StateMismatch, match="buckets hold"):
+        deleted_by_bucket("t", listing, changes, {0: 5, 1: 1, 2: 4, 3: 2}, 13)
+
+
+# -- on the real PostgreSQL: an incremental after a small delete reads only the buckets that lost rows ----------
+
+
+def test_an_incremental_after_a_few_deletes_reads_only_the_buckets_that_lost_rows(shop_db, capture, client, make_database):
+    execute(shop_db, "CREATE TABLE big (id int PRIMARY KEY, v text)", "INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 100000) g",
+            "ANALYZE big")
+    full = publish(capture.full(), client)
+    listing = RowKeyState(capture.state_root, full.id).table_listing("public.big")
+    assert listing.bits == bits_for(100_000) == 6 and listing.function == "int"
+    execute(shop_db, "DELETE FROM big WHERE id IN (17, 4242, 99999)", "UPDATE big SET v = 'changed' WHERE id = 50000")
+    inc = publish(capture.incremental(full), client)
+    assert inc.kind == "incremental"
+    big, work = inc.details["captured"]["public.big"], inc.details["row_state"]["public.big"]
+    assert big["deleted"] == 3 and big["upserted"] >= 1
+    per_bucket = 100_000 / 64
+    assert work["buckets"] == 64 and work["compared"] <= 3 and work["keys_read"] < 3 * 2 * per_bucket, work
+    assert work["rewritten"] <= 4 + big["upserted"] - 1, work
+    state = RowKeyState(capture.state_root, inc.id)
+    assert state.damage() is None and state.recorded_fingerprint("public.big") == inc.details["fingerprints"]["public.big"]
+    assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)

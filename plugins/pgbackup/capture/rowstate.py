@@ -77,6 +77,7 @@ from psycopg2 import sql
 from pgbackup.capture.compression import CHUNK
 from pgbackup.postgres.naming import Identifier
 from pgbackup.postgres.tables import TableInfo
+from pgbackup.storage.store import write_replacing
 
 FORMAT = "pgbackup-rowstate-5"
 CHECKSUMS = "CHECKSUMS.json"
@@ -750,7 +751,7 @@ class RowKeyState:
         if earlier is not None:  # tables without rows (no files) keep their entry
             tables.update({name: entry for name, entry in earlier.tables.items() if name not in tables})
         (self.dir / "FORMAT").write_text(FORMAT + "\n")
-        _write_replacing(self.dir / CHECKSUMS, StateChecksums(FORMAT, files, tables).to_json())
+        write_replacing(self.dir / CHECKSUMS, StateChecksums(FORMAT, files, tables).to_json().encode())
         (self.dir / "COMPLETE").write_text(datetime.now(timezone.utc).isoformat())
 
 
@@ -991,16 +992,6 @@ def _merge_bucket(parent: RowKeyState, state: RowKeyState, name: str, bucket: in
 def _blocks_of(lines: Iterator[bytes], size: int = 4096) -> Iterator[list[bytes]]:
     while block := list(itertools.islice(lines, size)):
         yield block
-
-def _write_replacing(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a crash leaves the old file or none, never half of one)."""
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, path)
-
 
 class _HashingFile:
     """A file that hashes what is written to it; on close it hands its :class:`FileChecksum` to ``on_close``."""

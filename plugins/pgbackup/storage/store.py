@@ -54,6 +54,17 @@ class BackupStore(Protocol):
     def about(self) -> dict[str, int] | None: ...  # quota (total/used/free) where the backend reports one
 
 
+def write_replacing(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all: written beside it, fsynced, then renamed over it, so a crash
+    leaves the old file or none, never half of one."""
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+
+
 class LocalStore:
     """A directory on this machine holding backups in the remote's layout."""
 
@@ -100,12 +111,7 @@ class LocalStore:
         """Write atomically: a reader sees the old file or the whole new one."""
         target = self.path(relative)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".partial")
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
+        write_replacing(target, data)
 
     @contextmanager
     def open_read(self, relative: str) -> Iterator[IO[bytes]]:

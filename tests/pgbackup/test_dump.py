@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from conftest import admin_connection
 from pgbackup.capture.archive import check_archive
 from pgbackup.capture.compression import Compression, CorruptArchiveError
 from pgbackup.capture.dump import DumpError, PgDump
@@ -94,14 +95,33 @@ def test_terminate_stops_pg_dump_and_removes_the_partial_file(shop_db, tools, tm
     outcome = []
     worker = threading.Thread(target=lambda: outcome.append(_capture(run.run, tmp_path / "x.dump.zst")))
     worker.start()
-    time.sleep(1.5)
-    run.terminate()
-    worker.join(timeout=30)
-    blocker.rollback()
-    blocker.close()
+    try:
+        deadline = time.monotonic() + 60
+        while not _pg_dump_waits_for_a_lock(shop_db.dbname):  # pg_dump is running, stuck on order's lock
+            assert worker.is_alive() and time.monotonic() < deadline, f"pg_dump never waited for the lock: {outcome}"
+            time.sleep(0.05)
+        (child,) = run.children.running()
+        run.terminate()
+        worker.join(timeout=30)
+    finally:
+        blocker.rollback()
+        blocker.close()
     assert not worker.is_alive()
-    assert isinstance(outcome[0], DumpError)
+    assert child.proc.poll() is not None
+    (error,) = outcome
+    assert isinstance(error, DumpError) and f"pg_dump of {shop_db.describe()} failed with exit code" in str(error), error
     assert list(tmp_path.iterdir()) == []
+
+
+def _pg_dump_waits_for_a_lock(dbname: str) -> bool:
+    conn = admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = %s AND application_name = 'pg_dump'"
+                        " AND wait_event_type = 'Lock'", (dbname,))
+            return cur.fetchone()[0] == 1
+    finally:
+        conn.close()
 
 
 def _capture(fn, *args, **kwargs):

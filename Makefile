@@ -3,18 +3,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo ui test lint fuzz test-compose bench clean
+.PHONY: venv demo ui test test-unit lint fuzz test-compose bench clean
 
 venv: $(BIN)/.installed
 
 # The project's venv: the runtime requirements with every pin (requirements.txt), the test tools
 # (requirements-test.txt), then the project itself editable (no deps: the files above pin them), so
 # `backupctl` is on the venv's PATH, Airflow finds the rclone provider, and the checkout's code is what runs.
-$(BIN)/.installed: requirements.txt requirements-runtime.txt requirements-test.txt constraints.txt pyproject.toml samples/pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-runtime.txt requirements-test.txt constraints.txt pyproject.toml samples/pyproject.toml harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-test.txt
-	$(BIN)/pip install --quiet --no-deps -e . -e samples
+	$(BIN)/pip install --quiet --no-deps -e . -e samples -e harness
 	touch $@
 
 demo: venv
@@ -27,9 +27,15 @@ ui: venv
 test: venv
 	$(BIN)/python -m pytest
 
-# ruff (lint and import order, configured in pyproject.toml); CI runs it before the tests.
+# The fast tier: tests that need no PostgreSQL, no Airflow subprocess and no network (marked `unit` by
+# tests/conftest.py); seconds, not minutes.
+test-unit: venv
+	$(BIN)/python -m pytest -m unit -q
+
+# ruff (lint and import order), then mypy (types), both configured in pyproject.toml; CI runs it before the tests.
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The randomized differential test at length: random operation sequences (not the derandomized few of
 # `make test`), failures kept in tests/differential/.examples and replayed first.  E.g. make fuzz FUZZ_EXAMPLES=1000

@@ -3,15 +3,13 @@
 The issue on Airflow-native runs makes "trigger a run on a scheduler that is already up" the
 default path; its cost beside the library's own work is what ``airflow dags test`` (which
 starts Airflow, parses the DAG and runs every task in one process) cannot show. This starts
-the three components the way the tests do — ``tests/airflow_api_server.py``'s
+the three components the way the tests do — ``harness/airflow_api_server.py``'s
 ``AirflowProcess`` (own process group, log file, stop that also ends the task processes) and
 ``ApiServer`` (SimpleAuthManager, a token from Airflow's own login endpoint) are imported,
 not copied — on the bench's throwaway ``AIRFLOW_HOME`` with its SQLite metadata database
 (LocalExecutor, as ``airflow standalone`` uses), then triggers runs through the REST API.
 
-``tests/`` is appended to ``sys.path`` (after ``plugins/``, so the library is never shadowed);
-``airflow_api_server`` imports ``tests/conftest.py`` for one helper, which defines pytest
-fixtures on import and does nothing else.
+``airflow_api_server`` is the dev-only harness distribution (``harness/``, installed by ``make venv``).
 
 The scheduler's own job schedule is off (``use_job_schedule``), so the only runs are the ones
 the bench triggers: unpausing a DAG with catchup off would otherwise start its latest
@@ -23,16 +21,13 @@ from __future__ import annotations
 import secrets
 import shutil
 import sqlite3
-import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 import psutil
 
-sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
-
-from airflow_api_server import AirflowProcess, ApiServer  # noqa: E402
+from airflow_api_server import AirflowProcess, ApiServer
 
 ADMIN = "bench-admin"
 FINISHED = {"success", "failed"}
@@ -65,7 +60,6 @@ class RunningAirflow:
         self.components = [self.api.component] + [
             AirflowProcess(name, [name], self.api.env, self.workdir / f"{name}.log") for name in ("scheduler", "dag-processor")
         ]
-        self._token: str | None = None
 
     def __enter__(self) -> RunningAirflow:
         try:
@@ -146,12 +140,7 @@ class RunningAirflow:
         return {"wall_s": wall, "tasks_s": durations, "run_id": run_id}
 
     def request(self, method: str, path: str, body: dict | None = None):
-        if self._token is None:
-            self._token = self.api.token(ADMIN, self._password)
-        status, result = self.api.call(method, path, self._token, body)
-        if status >= 400:
-            raise AirflowStartError(f"{method} {path}: HTTP {status} {str(result)[:2000]}")
-        return result
+        return self.api.request_as(ADMIN, self._password, method, path, body, error=AirflowStartError)
 
     def log_tails(self, chars: int = 3000) -> str:
         return "\n".join(f"----- {c.name} -----\n{c.log_tail(chars)}" for c in self.components)

@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -74,13 +75,9 @@ def main() -> None:
 
 
 def _execute(server: PgTarget, statement: str) -> None:
-    conn = server.connect()
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
+    with closing(server.connect()) as conn:
+        conn.autocommit = True
+        conn.cursor().execute(statement)
 
 
 def _seed(target: PgTarget, scale: int) -> None:

@@ -12,6 +12,7 @@ a backup that never reached the remote all end up here. Every database
 first backup ever lands (a first deploy) the check skips: nothing to watch yet.
 """
 
+from pgbackup.config.dag_ids import STALENESS_CHECK
 from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.alerts import BackupStalenessOperator
 from pgbackup_airflow.dag_defaults import backup_dag
@@ -19,7 +20,7 @@ from pgbackup_airflow.pipeline import database_label_template
 
 settings = BackupSettings.from_env()
 
-with backup_dag("pg_backup_staleness", "0 * * * *", settings, doc_md=__doc__, tags=["alerts"]) as dag:
+with backup_dag(STALENESS_CHECK, "0 * * * *", settings, doc_md=__doc__, tags=["alerts"]) as dag:
     # One mapped instance per database: a stale database fails (and alerts) by name, the others stay green.
     BackupStalenessOperator.partial(
         task_id="check_backup_freshness",

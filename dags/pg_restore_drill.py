@@ -21,6 +21,7 @@ On a first deploy (nothing ever stored) each instance skips: nothing to drill ye
 
 from airflow.sdk import Param
 
+from pgbackup.config.dag_ids import RESTORE_DRILL
 from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.assets import full_backup_assets
 from pgbackup_airflow.dag_defaults import backup_dag
@@ -30,7 +31,7 @@ from pgbackup_airflow.pipeline import database_label_template, database_params
 settings = BackupSettings.from_env()
 
 with backup_dag(
-    "pg_restore_drill", settings.drill_schedule, settings, doc_md=__doc__, tags=["drill"], task_defaults={"retries": 0},
+    RESTORE_DRILL, settings.drill_schedule, settings, doc_md=__doc__, tags=["drill"], task_defaults={"retries": 0},
     after_assets=full_backup_assets(settings),
     params={
         "backup_id": Param(None, type=["null", "string"], title="Backup id", description="backup to drill; empty = the newest"),

@@ -17,6 +17,7 @@ stays the CLI's job: `backupctl restore --to ... [--replace-source NAME]`.
 
 from airflow.sdk import Param
 
+from pgbackup.config.dag_ids import RESTORE_TO_STAGING
 from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.dag_defaults import backup_dag
 from pgbackup_airflow.operators import StagingRestoreOperator
@@ -26,7 +27,7 @@ settings = BackupSettings.from_env()
 staging = list(settings.staging_conn_ids)
 
 with backup_dag(
-    "pg_restore_to_staging", None, settings, doc_md=__doc__, tags=["restore"], task_defaults={"retries": 0},
+    RESTORE_TO_STAGING, None, settings, doc_md=__doc__, tags=["restore"], task_defaults={"retries": 0},
     params={
         "target": Param(None, type=["null", "string"], enum=[None, *staging], title="Staging connection",
                         description=f"connection id to restore into ({', '.join(staging) or 'none configured: set BACKUP_STAGING_CONN_IDS'})"),

@@ -68,7 +68,6 @@ class CeleryCluster:
         self.components: list[AirflowProcess] = []
         self.env: dict[str, str] = {}
         self._admin_password = secrets.token_urlsafe(16)
-        self._token: str | None = None
         self._created_db = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -304,12 +303,7 @@ class CeleryCluster:
 
     # ------------------------------------------------------------------ REST API
     def request(self, method: str, path: str, body: dict | None = None):
-        if self._token is None:
-            self._token = self.api.token(ADMIN, self._admin_password)
-        status, result = self.api.call(method, path, self._token, body)
-        if status >= 400:
-            raise ClusterError(f"{method} {path}: HTTP {status} {str(result)[:2000]}")
-        return result
+        return self.api.request_as(ADMIN, self._admin_password, method, path, body, error=ClusterError)
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         """Unpause ``dag_id`` and start a run of it now; returns the run id."""

@@ -68,6 +68,16 @@ def shop_db(make_database) -> PgTarget:
 
 
 @pytest.fixture
+def blocked_source(shop_db) -> PgTarget:
+    """The sample shop with its "order" table locked: a pg_dump of it waits for the lock until it is killed."""
+    blocker = shop_db.connect()
+    blocker.cursor().execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')
+    yield shop_db
+    blocker.rollback()
+    blocker.close()
+
+
+@pytest.fixture
 def local_remote(tmp_path) -> RemoteConfig:
     """A local-directory remote whose root has a space and non-ASCII characters, as real ones do."""
     return RemoteConfig.from_extra("backup_remote", {"type": "local", "root": str(tmp_path / "remote root" / "Bäckups ü")})
@@ -112,15 +122,89 @@ def pytest_configure(config):
     os.environ.update(airflow_env(home))
 
 
+# Fixtures that bring up a real part: PostgreSQL, a cluster or server of its own, a server on loopback, Airflow.
+# A test that uses none of them (directly or through another fixture), carries no slower tier's marker and is
+# not in a module below is in the `unit` tier; every other test is `integration`.
+REAL_PART_FIXTURES = frozenset({"make_database", "shop_db", "capture", "airflow_home", "webdav_server", "webdav_remote", "smtp_server",
+                                "cluster", "own_server"})
+SLOWER_TIERS = ("airflow", "compose", "integration")
+# Modules whose tests reach a real part without such a fixture (or a module-level `pytestmark = pytest.mark.integration`).
+INTEGRATION_MODULES = {
+    "cli/test_import_layers.py": "a fresh Python interpreter per check",
+    "dags/test_dag_integrity.py": "Airflow's DagBag in a subprocess",
+    "differential/test_backup_points.py": "PostgreSQL",
+    "pgbackup/test_capture_locks.py": "PostgreSQL",
+    "pgbackup/test_catalog_and_prune.py": "backupctl",
+    "pgbackup/test_clock_untrusted.py": "backupctl under faketime",
+    "pgbackup/test_postgres.py": "pg_dump --version",
+    "pgbackup/test_restore_cli.py": "backupctl",
+    "pgbackup/test_restore_encoding.py": "PostgreSQL",
+    "pgbackup/test_restore_plan.py": "pg_dump --version",
+    "pgbackup/test_scratch.py": "child Pythons holding scratch folders",
+    "pgbackup/test_server_majors.py": "an embedded PostgreSQL 18",
+    "pgbackup/test_sources_cli.py": "backupctl",
+    "pgbackup/test_status_cli.py": "backupctl",
+    "pgbackup_airflow/test_alerts.py": "Airflow in a subprocess",
+    "rclone_provider/test_client.py": "rclone serve webdav (a parametrized remote)",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """The compose stack test builds images and starts seven containers: minutes the rest of the suite
+    """Mark the `unit` tier (`make test-unit`, ``-m unit``) by what each test uses.
+
+    The compose stack test builds images and starts seven containers: minutes the rest of the suite
     should not pay for, so it runs only when asked for (``-m compose``, `make test-compose`)."""
+    tests = Path(__file__).parent
+    for item in items:
+        module = item.path.relative_to(tests).as_posix() if item.path.is_relative_to(tests) else item.path.name
+        if (REAL_PART_FIXTURES.intersection(item.fixturenames) or module in INTEGRATION_MODULES
+                or any(item.get_closest_marker(m) for m in SLOWER_TIERS)):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
     if "compose" in (config.option.markexpr or ""):
         return
     skip = pytest.mark.skip(reason="the docker compose stack test runs with `make test-compose` (pytest -m compose)")
     for item in items:
         if "compose" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_stays_unit(request, monkeypatch):
+    """A `unit` test that reaches PostgreSQL, the network, a fresh Python or an Airflow/PostgreSQL program fails at
+    once, naming what it touched, instead of making the fast tier slow: mark its module ``pytest.mark.integration``
+    (or list it in INTEGRATION_MODULES, or use a real-part fixture) and it moves to the full suite."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import socket
+    import subprocess
+
+    def refuse(what):
+        raise RuntimeError(f"a `unit` test reached {what}: mark its module pytest.mark.integration (see tests/conftest.py)")
+
+    def no_connect(*args, **kwargs):
+        refuse("PostgreSQL (psycopg2.connect)")
+
+    real_connect = socket.socket.connect
+
+    def loopback_free_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            refuse(f"the network ({address})")
+        return real_connect(sock, address)
+
+    real_popen_init = subprocess.Popen.__init__
+
+    def guarded_popen(self, args, *rest, **kwargs):
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        programs = {Path(str(a)).name for a in argv[:3]}
+        if programs & {"airflow", "backupctl", "pg_dump", "pg_restore", "psql", "initdb", "pg_ctl", "runuser"} or str(argv[0]) == sys.executable:
+            refuse(f"a program of the integration tier ({' '.join(map(str, argv[:3]))})")
+        real_popen_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(psycopg2, "connect", no_connect)
+    monkeypatch.setattr(socket.socket, "connect", loopback_free_connect)
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded_popen)
 
 
 def airflow_env(home: Path) -> dict[str, str]:

@@ -1,9 +1,10 @@
-"""Build manifests for tests that need a catalog without running a backup."""
+"""Build manifests, and store them with stand-in objects, for tests that need a catalog without running a backup."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from pgbackup.model.identity import SourceIdentity
 from pgbackup.model.layout import BackupLayout, new_backup_id
@@ -35,3 +36,14 @@ def manifest(kind: str, started_at: datetime, *, parent: BackupManifest | None =
         details={"source": source.to_dict()} if source else {},
         format_version=2 if source else 1,
     )
+
+
+DEFAULT_LAYOUT = BackupLayout("database")
+
+
+def store_backups(root: Path, *manifests: BackupManifest, layout: BackupLayout = DEFAULT_LAYOUT) -> None:
+    """Write each backup under a local remote's ``root``: a stand-in object of its artifact's size, then its manifest."""
+    for m in manifests:
+        (root / m.artifact.path).parent.mkdir(parents=True, exist_ok=True)
+        (root / m.artifact.path).write_bytes(b"x" * m.artifact.bytes)
+        (root / layout.manifest_path(m.kind, m.id)).write_bytes(m.to_json())

@@ -6,8 +6,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from loopback import free_port
 from pgbackup.postgres.target import PgTarget
@@ -45,8 +47,7 @@ class PrivateCluster:
     def target(self, dbname: str = "postgres", password: str | None = None) -> PgTarget:
         return PgTarget(dbname=dbname, host="127.0.0.1", port=self.port, user="postgres", password=password or self.password)
 
-    def restart_in(self, seconds: float) -> None:
-        time.sleep(seconds)
+    def restart(self) -> None:
         # -l: without a log file the new postmaster would hold our output pipes open forever.
         self._as_postgres(str(BIN / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "-l", str(self.dir / "log"), "restart",
                           "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1")
@@ -57,3 +58,13 @@ class PrivateCluster:
         except subprocess.CalledProcessError:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def running_cluster(password: str) -> Iterator[PrivateCluster]:
+    """A fixture's body: a started cluster, stopped afterwards; the test is skipped where none can start."""
+    try:
+        running = PrivateCluster(password).start()
+    except Exception as exc:  # runuser/initdb missing: not this machine's kind
+        pytest.skip(f"cannot start a private PostgreSQL cluster: {exc}")
+    yield running
+    running.stop()

@@ -21,7 +21,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+
+from pgbackup.report.task_runs import TaskRun, parse_moment, task_label
 
 URL_VARIABLE = "BACKUP_AIRFLOW_API_URL"
 TOKEN_VARIABLE = "BACKUP_AIRFLOW_API_TOKEN"
@@ -41,34 +42,6 @@ class RunOutcome:
     run_type: str
     state: str
     seconds: float
-
-
-@dataclass(frozen=True)
-class TaskRun:
-    """One task instance as the REST API reports it (the fields ``backupctl logs`` shows)."""
-
-    dag_id: str
-    task_id: str
-    run_id: str
-    state: str | None
-    start: datetime | None
-    end: datetime | None
-    try_number: int
-    map_index: int
-    error: str | None = None
-    database: str | None = None
-
-    @property
-    def seconds(self) -> float | None:
-        return (self.end - self.start).total_seconds() if self.start and self.end else None
-
-    @property
-    def shown_state(self) -> str | None:
-        return self.state
-
-
-def _moment(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def _quote(part: str) -> str:
@@ -158,8 +131,7 @@ class AirflowApi:
                 key = (ti["task_id"], ti["map_index"])
                 if ti["state"] and seen.get(key) != ti["state"]:
                     seen[key] = ti["state"]
-                    label = ti["task_id"] + (f"[{ti.get('rendered_map_index') or ti['map_index']}]" if ti["map_index"] >= 0 else "")
-                    progress(f"  {label}: {ti['state']}")
+                    progress(f"  {task_label(ti['task_id'], ti['map_index'], ti.get('rendered_map_index'))}: {ti['state']}")
             if run["state"] in FINISHED_RUN_STATES:
                 return RunOutcome(dag_id, run_id, run["run_type"], run["state"], time.monotonic() - started)
             if timeout is not None and time.monotonic() - started > timeout:
@@ -177,8 +149,8 @@ class AirflowApi:
             rows = [ti for ti in rows if ti.get("rendered_map_index") == database]
         rows.sort(key=lambda ti: ti.get("start_date") or "", reverse=True)
         return [
-            TaskRun(ti["dag_id"], ti["task_id"], ti["dag_run_id"], ti["state"], _moment(ti.get("start_date")),
-                    _moment(ti.get("end_date")), ti.get("try_number") or 0, ti["map_index"],
+            TaskRun(ti["dag_id"], ti["task_id"], ti["dag_run_id"], ti["state"], parse_moment(ti.get("start_date")),
+                    parse_moment(ti.get("end_date")), ti.get("try_number") or 0, ti["map_index"],
                     error=self.error_line(ti) if ti["state"] == "failed" else None,
                     database=ti.get("rendered_map_index") or (str(ti["map_index"]) if ti["map_index"] >= 0 else None))
             for ti in rows[:limit]

@@ -11,6 +11,18 @@ from pgbackup_airflow.alerts import failure_notifiers
 from pgbackup_airflow.timetables import backup_timetable
 
 
+def task_defaults_of(settings: BackupSettings, **overrides) -> dict:
+    """Task defaults every DAG shares: owner, retries with backoff, a timeout that kills stuck tools."""
+    return {
+        "owner": "backup",
+        "retries": settings.task_retries,
+        "retry_delay": settings.retry_delay,
+        "retry_exponential_backoff": True,
+        "execution_timeout": settings.task_timeout,
+        **overrides,
+    }
+
+
 def backup_dag(dag_id: str, cron: str | None, settings: BackupSettings, *, doc_md: str, tags: list[str],
                task_defaults: dict | None = None, after_assets: list[Asset] | None = None, **dag_kwargs) -> DAG:
     """A DAG on ``cron`` (in ``BACKUP_TIMEZONE``) with the project's defaults; use it as ``with backup_dag(...):``.
@@ -28,6 +40,6 @@ def backup_dag(dag_id: str, cron: str | None, settings: BackupSettings, *, doc_m
         max_active_runs=1,
         tags=["backup", "postgres", *tags],
         doc_md=doc_md,
-        default_args=settings.default_args(on_failure_callback=failure_notifiers(settings), **(task_defaults or {})),
+        default_args=task_defaults_of(settings, on_failure_callback=failure_notifiers(settings), **(task_defaults or {})),
         **dag_kwargs,
     )

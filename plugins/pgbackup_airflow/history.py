@@ -1,8 +1,10 @@
 """What Airflow remembers about the backup DAGs: runs, task instances and the error line of each failure.
 
-Read straight from the metadata database (the CLI runs beside Airflow, not
-inside a task), so ``backupctl status`` and ``logs`` work with the scheduler
-stopped.
+Read straight from the metadata database, so the Backups page, and ``backupctl
+status`` and ``logs`` without an api-server, work with the scheduler stopped.
+The CLI never imports this module: it runs :func:`print_history` in a child
+process of the Airflow installation (:mod:`backupctl.airflow_history`) and reads
+its JSON, as it runs ``airflow dags test``.
 
 A task whose process was killed outright (SIGKILL, the OOM killer, a power
 cut) cannot record its own end: the database keeps it ``running``, and only a
@@ -15,9 +17,9 @@ executors write them, and from ``logs/backupctl`` for runs ``backupctl`` made.
 
 from __future__ import annotations
 
+import json
 import os
-import re
-from dataclasses import dataclass
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,33 +28,8 @@ from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
-BACKUP_DAGS = ("pg_full_backup", "pg_incremental_backup", "pg_restore_drill", "pg_backup_staleness")
-_ERROR_LINE = re.compile(r"^\s*([\w.]+(?:Error|Exception|Busy|Missing|Invalid)\w*): (.+)$")
-
-
-@dataclass(frozen=True)
-class TaskRecord:
-    dag_id: str
-    task_id: str
-    run_id: str
-    state: str | None
-    start: datetime | None
-    end: datetime | None
-    try_number: int
-    error: str | None
-    database: str | None = None  # a mapped instance's database (its rendered map index); None when not mapped
-    heartbeat: datetime | None = None  # the task's last heartbeat (its start when it never sent one)
-    stalled: bool = False  # running, but silent for longer than the heartbeat timeout: its process is probably gone
-
-    @property
-    def seconds(self) -> float | None:
-        return (self.end - self.start).total_seconds() if self.start and self.end else None
-
-    @property
-    def shown_state(self) -> str | None:
-        if self.stalled:
-            return f"running, no heartbeat since {self.heartbeat:%Y-%m-%d %H:%M:%S %Z} (killed?)"
-        return self.state
+from pgbackup.config.dag_ids import BACKUP_DAGS
+from pgbackup.report.task_runs import TaskRun, last_error_line
 
 
 def heartbeat_timeout() -> timedelta:
@@ -90,7 +67,7 @@ def paused(dag_ids=BACKUP_DAGS) -> dict[str, bool | None]:
     return {dag_id: rows.get(dag_id) for dag_id in dag_ids}
 
 
-def task_history(limit: int = 20, dag_id: str | None = None, failed_only: bool = False, database: str | None = None) -> list[TaskRecord]:
+def task_history(limit: int = 20, dag_id: str | None = None, failed_only: bool = False, database: str | None = None) -> list[TaskRun]:
     """The most recent task instances of the backup DAGs, newest first, with the error line of failures."""
     query = select(TaskInstance).where(TaskInstance.dag_id.in_([dag_id] if dag_id else BACKUP_DAGS))
     if database:
@@ -102,16 +79,16 @@ def task_history(limit: int = 20, dag_id: str | None = None, failed_only: bool =
     with create_session() as session:
         rows = session.execute(query).scalars().all()
         records = [
-            TaskRecord(ti.dag_id, ti.task_id, ti.run_id, ti.state, ti.start_date, ti.end_date, ti.try_number,
-                       error_line(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.map_index) if ti.state == "failed" else None,
-                       database=ti.rendered_map_index or (str(ti.map_index) if ti.map_index >= 0 else None),
-                       heartbeat=_stall(ti, now, timeout)[0], stalled=_stall(ti, now, timeout)[1])
+            TaskRun(ti.dag_id, ti.task_id, ti.run_id, ti.state, ti.start_date, ti.end_date, ti.try_number, ti.map_index,
+                    error=error_line(ti.dag_id, ti.run_id, ti.task_id, ti.try_number, ti.map_index) if ti.state == "failed" else None,
+                    database=ti.rendered_map_index or (str(ti.map_index) if ti.map_index >= 0 else None),
+                    heartbeat=_stall(ti, now, timeout)[0], stalled=_stall(ti, now, timeout)[1])
             for ti in rows
         ]
     return records
 
 
-def stalled_tasks(dag_ids=BACKUP_DAGS) -> list[TaskRecord]:
+def stalled_tasks(dag_ids=BACKUP_DAGS) -> list[TaskRun]:
     """Backup tasks the database says are running that have been silent past the heartbeat timeout."""
     running = [r for r in task_history(limit=50) if r.state == "running" and r.dag_id in dag_ids]
     return [r for r in running if r.stalled]
@@ -147,7 +124,35 @@ def error_line(dag_id: str, run_id: str, task_id: str, try_number: int, map_inde
         text = path.read_text(errors="replace")
         if path != task_log and run_id not in text:
             continue
-        errors = [m.group(0).strip() for m in map(_ERROR_LINE.match, text.splitlines()) if m]
-        if errors:
-            return errors[-1]
+        error = last_error_line(text)
+        if error:
+            return error
     return None
+
+
+def print_history(request: str | None = None) -> None:
+    """What ``backupctl`` asks of the metadata database, printed as one JSON line (the last line of stdout).
+
+    ``request`` (default ``sys.argv[1]``) is JSON: ``{"what": "status", "now": ISO,
+    "schedules": [[cron, tz], ...]}`` for the last outcomes, paused flags, stalled
+    tasks and each schedule's next run by the DAGs' own timetable, or ``{"what": "tasks", "limit":
+    20, "dag_id": null, "failed_only": false, "database": null}`` for task history.
+    """
+    asked = json.loads(request if request is not None else sys.argv[1])
+    if asked["what"] == "status":
+        from pgbackup_airflow.timetables import next_run
+
+        now = datetime.fromisoformat(asked["now"])
+        # The timetables need no database: their answer stands even where the metadata database is not readable.
+        answer = {"next_runs": [[cron, tz, next_run(cron, tz, now).isoformat()] for cron, tz in asked.get("schedules", [])]}
+        try:
+            outcomes = {dag_id: {state: at.isoformat() if at else None for state, at in outcome.items()}
+                        for dag_id, outcome in last_outcomes().items()}
+            answer |= {"runs": outcomes, "paused": paused(), "stalled": [r.to_dict() for r in stalled_tasks()]}
+        except Exception as exc:  # no metadata database here (or not initialized): the runs are unknown, not an error
+            answer |= {"runs": None, "paused": None, "stalled": [], "error": f"{type(exc).__name__}: {exc}"}
+    else:
+        records = task_history(limit=asked.get("limit", 20), dag_id=asked.get("dag_id"), failed_only=asked.get("failed_only", False),
+                               database=asked.get("database"))
+        answer = {"tasks": [r.to_dict() for r in records]}
+    print("\n" + json.dumps(answer), flush=True)

@@ -1,13 +1,15 @@
-"""The task chain both backup DAGs share, so the full and incremental DAG files only differ in what they say."""
+"""The task chain both backup DAGs share, and the DAG around it, so the full and incremental DAG files only differ in what they say."""
 
 from __future__ import annotations
 
 import json
 
-from airflow.sdk import Param, task_group
+from airflow.sdk import DAG, Param, task_group
 
+from pgbackup.config.dag_ids import BACKUP_DAG_OF_KIND
 from pgbackup.config.settings import BackupSettings
 from pgbackup_airflow.assets import committed_alias
+from pgbackup_airflow.dag_defaults import backup_dag
 from pgbackup_airflow.operators import (
     CaptureBackupOperator,
     CheckArchiveOperator,
@@ -18,6 +20,24 @@ from rclone_provider.operators.rclone import RcloneUploadOperator, RcloneVerifyO
 
 GROUP_ID = "backup"
 ONLY_DATABASE = "{{ params.database or '' }}"
+# What both backup DAGs' documentation says after their own paragraphs.
+TRIGGER_DOC = """
+Trigger with `{"database": "shop"}` (the Trigger form offers the configured
+names) to back up only that database. Each committed backup emits an event on
+its asset `pgbackup://<remote>/<prefix>/%s` (extra: id, kind, bytes, sha256).
+Captures share the pool `BACKUP_POOL` (default `pgbackup`, `BACKUP_POOL_SLOTS`
+slots): create it with `airflow pools set pgbackup 2 "pg_dumps at once"`, or
+the captures wait forever in state scheduled.
+"""
+
+
+def backup_kind_dag(kind: str, settings: BackupSettings, *, doc_md: str) -> DAG:
+    """The ``full`` or ``incremental`` backup DAG: its schedule from the settings, a ``database`` Param, the pipeline."""
+    cron = settings.full_schedule if kind == "full" else settings.incremental_schedule
+    with backup_dag(BACKUP_DAG_OF_KIND[kind], cron, settings, doc_md=doc_md + TRIGGER_DOC % kind, tags=[kind],
+                    params=database_params(settings, what="back up")) as dag:
+        backup_pipeline(kind, settings)
+    return dag
 
 
 def database_params(settings: BackupSettings, *, what: str) -> dict[str, Param]:

@@ -6,13 +6,12 @@ Real runs with `airflow dags test` on the real rclone local remote, then `backup
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT, airflow_cli, backup_env
+from commands import backupctl, dags_test
+from conftest import backup_env
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.layout import BackupLayout
 from rclone_provider.client import Rclone
@@ -22,16 +21,6 @@ pytestmark = pytest.mark.airflow
 LAYOUT = BackupLayout("database")
 
 
-def run_dag(dag_id, env):
-    return subprocess.run([airflow_cli(), "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=600)
-
-
-def backupctl(env, *args, clock: str | None = None):
-    faked = ["faketime", "-f", clock] if clock else []
-    return subprocess.run([*faked, sys.executable, str(PROJECT / "bin" / "backupctl"), *args],
-                          env={**env, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}, capture_output=True, text=True, timeout=300)
-
-
 def test_a_middle_incremental_without_its_manifest_is_loud_everywhere(airflow_home, shop_db, local_remote, tmp_path):
     env = backup_env(shop_db, {"type": "local", "root": local_remote.root}, tmp_path / "local")
     for dag_id, seed in (("pg_full_backup", None), ("pg_incremental_backup", 31), ("pg_incremental_backup", 32)):
@@ -39,7 +28,7 @@ def test_a_middle_incremental_without_its_manifest_is_loud_everywhere(airflow_ho
             conn = shop_db.connect()
             mutate_sample_shop(conn, 0.02, seed)
             conn.close()
-        result = run_dag(dag_id, env)
+        result = dags_test(dag_id, env)
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     remote = Rclone(local_remote)
     full, middle, tip = Catalog.load(remote, LAYOUT).backups
@@ -58,7 +47,7 @@ def test_a_middle_incremental_without_its_manifest_is_loud_everywhere(airflow_ho
     assert f"keep   orphan {middle.artifact.path}: kept backup {tip.id} needs it" in pruned.stdout
     assert remote.stat(middle.artifact.path) is not None
 
-    promoted = run_dag("pg_incremental_backup", env)
+    promoted = dags_test("pg_incremental_backup", env)
     assert promoted.returncode == 0, (promoted.stdout + promoted.stderr)[-3000:]
     newest = Catalog.load(remote, LAYOUT).backups[-1]
     reason = f"the newest backup cannot be restored (restoring {tip.id} needs {middle.id}, which is not in the catalog)"

@@ -120,3 +120,21 @@ def test_every_capture_takes_a_slot_of_the_configured_pool():
     assert default["pg_full_backup"]["pools"]["backup.dump_compress_checksum"] == "pgbackup"
     assert chosen["pg_incremental_backup"]["pools"]["backup.capture_changes"] == "dumps"
     assert chosen["pg_full_backup"]["pools"]["backup.check_archive"] == "default_pool"
+
+
+def test_the_dag_files_use_the_one_list_of_dag_ids(default_dags):
+    from pgbackup.config import dag_ids
+
+    written = {dag_ids.FULL_BACKUP, dag_ids.INCREMENTAL_BACKUP, dag_ids.RESTORE_DRILL, dag_ids.STALENESS_CHECK, dag_ids.RESTORE_TO_STAGING}
+    assert set(default_dags["dags"]) == written
+    assert set(dag_ids.BACKUP_DAGS) <= written and set(dag_ids.BACKUP_DAG_OF_KIND.values()) <= written
+
+
+def test_both_backup_dags_tell_how_to_trigger_one_database(default_dags):
+    probe = "from airflow.dag_processing.dagbag import DagBag; import json; bag = DagBag(dag_folder=%r); " \
+            "print(json.dumps({d: bag.dags[d].doc_md for d in ('pg_full_backup', 'pg_incremental_backup')}))"
+    out = subprocess.run([sys.executable, "-c", probe % str(PROJECT / "dags")], capture_output=True, text=True, check=True)
+    docs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "### Weekly full backup" in docs["pg_full_backup"] and "pgbackup://<remote>/<prefix>/full" in docs["pg_full_backup"]
+    assert "pgbackup://<remote>/<prefix>/incremental" in docs["pg_incremental_backup"]
+    assert all('Trigger with `{"database": "shop"}`' in doc for doc in docs.values())

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from email import message_from_bytes, policy
 
 import pytest
 
-from conftest import PG_SERVER_URL, PROJECT, airflow_cli, seeded_shop, smtp_connection_env
+from commands import backupctl, dags_test
+from conftest import PG_SERVER_URL, seeded_shop, smtp_connection_env
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.layout import BackupLayout
 from pgcompare import library_fingerprints
@@ -42,17 +41,9 @@ def three_databases(airflow_home, make_database, local_remote, tmp_path, smtp_se
     return {"shop": shop, "blog": blog}, env, inbox
 
 
-def run(argv, env):
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-
-
-def backupctl(env, *args):
-    return run([sys.executable, str(PROJECT / "bin" / "backupctl"), *args], env)
-
-
 def test_each_database_is_backed_up_alone_and_a_broken_one_blocks_nobody(three_databases, local_remote, make_database):
     databases, env, inbox = three_databases
-    result = run([airflow_cli(), "dags", "test", "pg_full_backup"], env)
+    result = dags_test("pg_full_backup", env)
     output = result.stdout + result.stderr
     assert result.returncode != 0, "the broken database must fail the run"
 
@@ -98,7 +89,7 @@ def test_incrementals_and_drills_chain_per_database(three_databases, local_remot
     databases, env, _ = three_databases
     env = {**env, "BACKUP_DATABASES": "shop=src_shop, blog=src_blog"}
     for dag_id in ("pg_full_backup", "pg_incremental_backup"):
-        result = run([airflow_cli(), "dags", "test", dag_id], env)
+        result = dags_test(dag_id, env)
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     remote = Rclone(local_remote)
     for name in databases:

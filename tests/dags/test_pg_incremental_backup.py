@@ -2,12 +2,12 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT, airflow_cli, backup_env
+from commands import backupctl, dags_test
+from conftest import backup_env
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.layout import BackupLayout
 from pgbackup.restore.drill import latest_drill
@@ -24,15 +24,6 @@ def env(airflow_home, shop_db, local_remote, tmp_path):
     return backup_env(shop_db, {"type": "local", "root": local_remote.root}, tmp_path / "local")
 
 
-def run_dag(dag_id, env, *extra):
-    result = subprocess.run([airflow_cli(), "dags", "test", dag_id, *extra], env=env, capture_output=True, text=True, timeout=300)
-    return result
-
-
-def backupctl(env, *args):
-    return subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), *args], env=env, capture_output=True, text=True, timeout=300)
-
-
 def mutate(target, fraction, seed):
     conn = target.connect()
     mutate_sample_shop(conn, fraction, seed)
@@ -40,7 +31,7 @@ def mutate(target, fraction, seed):
 
 
 def test_first_incremental_takes_a_full_then_chains_and_restores_at_each_point(env, shop_db, local_remote, make_database):
-    first = run_dag("pg_incremental_backup", env)
+    first = dags_test("pg_incremental_backup", env)
     assert first.returncode == 0, first.stdout[-3000:]
     assert "No full backup marker found" in first.stdout + first.stderr
     expected = {}
@@ -49,7 +40,7 @@ def test_first_incremental_takes_a_full_then_chains_and_restores_at_each_point(e
     expected[full.id] = database_content(shop_db)
     for seed in (21, 22):
         mutate(shop_db, 0.03, seed)
-        result = run_dag("pg_incremental_backup", env)
+        result = dags_test("pg_incremental_backup", env)
         assert result.returncode == 0, result.stdout[-3000:]
         newest = Catalog.load(Rclone(local_remote), LAYOUT).backups[-1]
         assert newest.kind == "incremental"
@@ -74,8 +65,8 @@ def drill_databases() -> set[str]:
 def test_drill_passes_on_a_good_backup_and_fails_on_a_wrong_fingerprint(env, shop_db, local_remote):
     # Only this test's scratch databases count: a drill another harness's cluster was stopped in may have left its own.
     before = drill_databases()
-    assert run_dag("pg_full_backup", env).returncode == 0
-    good = run_dag("pg_restore_drill", env)
+    assert dags_test("pg_full_backup", env).returncode == 0
+    good = dags_test("pg_restore_drill", env)
     assert good.returncode == 0, good.stdout[-3000:]
     record = latest_drill(Rclone(local_remote), LAYOUT)
     assert record["ok"] is True and record["seconds"] > 0 and len(record["chain"]) == 1
@@ -85,7 +76,7 @@ def test_drill_passes_on_a_good_backup_and_fails_on_a_wrong_fingerprint(env, sho
     data = json.loads(manifest_file.read_text())
     data["details"]["fingerprints"]["public.customer"]["rows"] += 1
     manifest_file.write_text(json.dumps(data))
-    bad = run_dag("pg_restore_drill", env)
+    bad = dags_test("pg_restore_drill", env)
     assert bad.returncode != 0
     record = latest_drill(Rclone(local_remote), LAYOUT)
     assert record["ok"] is False and "public.customer" in record["error"]

@@ -1,20 +1,23 @@
 """The network remote dies in the middle of an upload: the run fails after its retries, no manifest is written,
 the partial object never shows as a backup, retention removes it later, and the next run succeeds."""
 
-import subprocess
-import threading
-import time
-from pathlib import Path
+from datetime import datetime, timezone
 
 import pytest
 
-from conftest import airflow_cli, backup_env
+from commands import backupctl, dags_test, task_states
+from conftest import backup_env
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.layout import BackupLayout
 from rclone_provider.client import Rclone, RemoteConfig
+from waiting import InThread, wait_for
 
 pytestmark = pytest.mark.airflow
 LAYOUT = BackupLayout("database")
+
+
+def served_bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
 def test_remote_dying_mid_upload_loses_nothing_and_the_next_run_succeeds(airflow_home, shop_db, webdav_server, tmp_path):
@@ -23,38 +26,36 @@ def test_remote_dying_mid_upload_loses_nothing_and_the_next_run_succeeds(airflow
     env = backup_env(shop_db, extra, tmp_path / "local", BACKUP_TASK_RETRIES="1", BACKUP_RETRY_DELAY="1s", BACKUP_ZSTD_LEVEL="1")
     served = webdav_server.directory / "Backups" / "database" / "full"
 
-    def kill_when_upload_starts():
-        for _ in range(1200):
-            if served.exists() and any(served.iterdir()):
-                break
-            time.sleep(0.05)
-        time.sleep(1)
-        webdav_server.stop()
-
-    killer = threading.Thread(target=kill_when_upload_starts)
-    killer.start()
-    first = subprocess.run([airflow_cli(), "dags", "test", "pg_full_backup"], env=env, capture_output=True, text=True, timeout=600)
-    killer.join()
+    before_first = datetime.now(timezone.utc)
+    first_run = InThread(dags_test, "pg_full_backup", env)
+    wait_for(lambda: served_bytes(served) >= 64 * 1024, "the upload to have written 64 KiB on the server", timeout=300)
+    webdav_server.stop()
+    first = first_run.outcome(timeout=600)
     output = first.stdout + first.stderr
     assert first.returncode != 0
     assert "RcloneError" in output and "connection refused" in output.lower()
-    assert output.count("[DAG TEST] end task task_id=backup.upload") >= 2, "the upload was retried"
-    assert not list(served.glob("*.manifest.json"))
+    tasks = task_states("pg_full_backup", started_after=before_first)
+    upload = [state for task, state in tasks.items() if task.startswith("backup.upload")]
+    assert [(s.state, s.try_number) for s in upload] == [("failed", 2)], f"the upload failed after one retry: {tasks}"
+    assert not [t for t, s in tasks.items() if t.startswith("backup.commit_manifest") and s.state == "success"]
+    partial = [p for p in served.iterdir() if p.is_file()]
+    assert partial and not list(served.glob("*.manifest.json")), "the dead upload left a partial object and no manifest"
 
     webdav_server.start()
     remote = Rclone(RemoteConfig.from_extra("backup_remote", extra))
     assert Catalog.load(remote, LAYOUT).backups == []
 
-    second = subprocess.run([airflow_cli(), "dags", "test", "pg_full_backup"], env=env, capture_output=True, text=True, timeout=600)
+    second = dags_test("pg_full_backup", env)
     assert second.returncode == 0, second.stdout[-3000:]
     catalog = Catalog.load(remote, LAYOUT)
     assert len(catalog.backups) == 1 and catalog.problems == []
-    for orphan in catalog.orphans:  # what the dead upload left, if anything: no manifest, so not a backup
-        assert orphan.path.endswith(".dump.zst") and catalog.backups[0].artifact.path != orphan.path
-    time.sleep(2)
-    env["BACKUP_ORPHAN_GRACE"] = "1s"
-    project = Path(__file__).resolve().parents[2]
-    retention = subprocess.run([str(Path(airflow_cli()).with_name("python")), str(project / "bin" / "backupctl"), "retention"],
-                               env=env, capture_output=True, text=True, cwd=project)
+    left = {f"database/full/{p.name}" for p in partial}
+    assert {o.path for o in catalog.orphans} == left, "the partial upload is an orphan, not a backup"
+    assert catalog.backups[0].artifact.path not in left
+
+    # two hours on (backupctl's clock only), the orphan is older than the grace an upload in progress is given
+    retention = backupctl({**env, "BACKUP_ORPHAN_GRACE": "1h"}, "retention", clock="+2h")
     assert retention.returncode == 0, retention.stderr
     assert Catalog.load(remote, LAYOUT).orphans == []
+    assert not [p for p in partial if p.exists()]
+    assert len(Catalog.load(remote, LAYOUT).backups) == 1

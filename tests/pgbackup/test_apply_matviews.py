@@ -7,14 +7,8 @@ while its tables changed is restored as the source holds it — not recomputed.
 """
 
 import pytest
-from test_restore_cli import (
-    back_up_chain,
-    backupctl,
-    database_with,
-    scratch_names,
-    target_named,
-    url_of,
-)
+
+from restore_helpers import back_up_chain, database_with, query, restore_newest, scratch_names
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 
@@ -34,16 +28,8 @@ CHANGES = (
 
 
 def views(target) -> dict:
-    conn = target.connect()
-    with conn.cursor() as cur:
-        cur.execute("SELECT sales, amount FROM sale_total")
-        total = cur.fetchall()
-        cur.execute("SELECT line FROM sale_report")
-        report = cur.fetchall()
-        cur.execute("SELECT relispopulated FROM pg_class WHERE relname = 'sale_later'")
-        later = cur.fetchone()[0]
-    conn.close()
-    return {"sale_total": total, "sale_report": report, "sale_later populated": later}
+    return {"sale_total": query(target, "SELECT sales, amount FROM sale_total"), "sale_report": query(target, "SELECT line FROM sale_report"),
+            "sale_later populated": query(target, "SELECT relispopulated FROM pg_class WHERE relname = 'sale_later'")[0][0]}
 
 
 def test_materialized_views_left_stale_across_an_incremental_restore_as_the_source_holds_them(
@@ -51,9 +37,6 @@ def test_materialized_views_left_stale_across_an_incremental_restore_as_the_sour
 ):
     source = database_with(make_database, *SCHEMA)
     back_up_chain(source, local_remote, tmp_path / "local", CHANGES)
-    name = scratch_name()
-    result = backupctl(local_remote, "restore", "--to", url_of(name))
-    assert result.returncode == 0, result.stderr
-    assert views(target_named(name)) == views(source) == {
+    assert views(restore_newest(local_remote, scratch_name)) == views(source) == {
         "sale_total": [(10, 550)], "sale_report": [("10 sales, 550",)], "sale_later populated": False,
     }

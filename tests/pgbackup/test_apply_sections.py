@@ -1,25 +1,11 @@
 """Tables whose shape the incremental's sections must not trip over, restored through ``backupctl restore``."""
 
 import pytest
-from test_restore_cli import (
-    back_up_chain,
-    backupctl,
-    database_with,
-    scratch_names,
-    target_named,
-    url_of,
-)
 
 from pgcompare import database_content
+from restore_helpers import back_up_chain, database_with, restore_newest, scratch_names
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
-
-
-def restore_newest(local_remote, scratch_name):
-    name = scratch_name()
-    result = backupctl(local_remote, "restore", "--to", url_of(name))
-    assert result.returncode == 0, result.stderr
-    return target_named(name)
 
 
 def test_a_primary_key_on_a_stored_generated_column_is_updated_and_deleted_exactly(make_database, local_remote, tmp_path, scratch_name):

@@ -7,16 +7,9 @@ triggers must come out exactly as the source was, with every trigger in its mode
 """
 
 import pytest
-from test_restore_cli import (
-    back_up_chain,
-    backupctl,
-    database_with,
-    scratch_names,
-    target_named,
-    url_of,
-)
 
 from pgcompare import database_content
+from restore_helpers import back_up_chain, database_with, query, restore_newest, scratch_names
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 
@@ -49,21 +42,13 @@ CHANGES = (
 
 
 def trigger_modes(target) -> dict:
-    conn = target.connect()
-    with conn.cursor() as cur:
-        cur.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1")
-        modes = dict(cur.fetchall())
-    conn.close()
-    return modes
+    return dict(query(target, "SELECT tgname, tgenabled FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"))
 
 
 def test_always_and_replica_triggers_stay_silent_while_an_incremental_is_applied(make_database, local_remote, tmp_path, scratch_name):
     source = database_with(make_database, *SCHEMA)
     back_up_chain(source, local_remote, tmp_path / "local", CHANGES)
-    name = scratch_name()
-    result = backupctl(local_remote, "restore", "--to", url_of(name))
-    assert result.returncode == 0, result.stderr
-    restored = target_named(name)
+    restored = restore_newest(local_remote, scratch_name)
     assert database_content(restored) == database_content(source)
     assert trigger_modes(restored) == trigger_modes(source) == {
         "item_audit": "A", "item_origin": "D", "item_replica": "R", "loose_audit": "A", "loose_replica": "R",

@@ -13,19 +13,14 @@ from pgbackup.capture.promotion import continuity_reason
 from pgbackup.postgres.snapshot import SnapshotInfo
 from pgbackup.postgres.target import tools_for_server
 from pgcompare import database_content
-from private_cluster import PrivateCluster
+from private_cluster import running_cluster
 
 PASSWORD = secrets.token_urlsafe(16)  # a private throwaway cluster: never a fixed password in the repo
 
 
 @pytest.fixture
 def cluster():
-    try:
-        running = PrivateCluster(PASSWORD).start()
-    except Exception as exc:  # runuser/initdb missing: not this machine's kind
-        pytest.skip(f"cannot start a private PostgreSQL cluster: {exc}")
-    yield running
-    running.stop()
+    yield from running_cluster(PASSWORD)
 
 
 def snapshot_info(**changes) -> SnapshotInfo:

@@ -7,15 +7,11 @@ Pure planner tests with a ``now`` argument (the honest level for "what would thi
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from conftest import PROJECT
-from factories import SHOP_SOURCE, manifest
+from commands import backupctl, local_remote_env
+from factories import SHOP_SOURCE, manifest, store_backups
 from pgbackup.model.catalog import Catalog, chain_order
 from pgbackup.model.layout import BackupLayout
 from pgbackup.policy.retention import RetentionPolicy, plan_retention
@@ -88,29 +84,16 @@ def test_chain_order_follows_the_snapshots_not_a_clock_that_jumped():
     assert any(w.startswith("no successful backup since") and later.id in w for w in warnings)
 
 
-def store(root: Path, *manifests):
-    for m in manifests:
-        (root / m.artifact.path).parent.mkdir(parents=True, exist_ok=True)
-        (root / m.artifact.path).write_bytes(b"x" * m.artifact.bytes)
-        (root / LAYOUT.manifest_path(m.kind, m.id)).write_bytes(m.to_json())
-
-
 def backupctl_at(local_remote, tmp_path, offset: str, *args):
     """``backupctl`` with its clock moved by ``offset`` (faketime's "+2d", "-1d", ...), this process only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BACKUP_"))}
-    env.update(
-        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
-        BACKUP_LOCAL_DIR=str(tmp_path / "local"), AIRFLOW_HOME=str(tmp_path / "no-airflow-here"), FAKETIME_DONT_FAKE_MONOTONIC="1",
-    )
-    return subprocess.run(["faketime", "-f", offset, sys.executable, str(PROJECT / "bin" / "backupctl"), *args],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return backupctl(local_remote_env(local_remote.root, tmp_path), *args, clock=offset)
 
 
 def fresh_history(local_remote):
     now = datetime.now(timezone.utc)
     fulls = [manifest("full", now - timedelta(weeks=w, hours=1)) for w in range(10)]
     recent = manifest("incremental", now - timedelta(minutes=30), parent=fulls[0])
-    store(Path(local_remote.root), *fulls, recent)
+    store_backups(Path(local_remote.root), *fulls, recent)
     return fulls, recent
 
 

@@ -5,17 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from chain_steps import LAYOUT, publish
 from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.compression import Compression
 from pgbackup.model.catalog import Catalog
-from pgbackup.model.layout import BackupLayout
 from pgbackup.postgres.target import tools_for_server
 from pgbackup.restore.chain import ChainRestore, choose_chain
 from pgcompare import database_content
 from rclone_provider.client import Rclone, RemoteConfig, RemoteConfigError, find_rclone
 from sample_shop import mutate_sample_shop
-
-LAYOUT = BackupLayout("database")
 
 
 def obscure(secret: str) -> str:
@@ -25,13 +23,6 @@ def obscure(secret: str) -> str:
 
 def crypt_remote(base: Path, secret: str) -> RemoteConfig:
     return RemoteConfig.from_extra("backup_remote", {"type": "crypt", "password": obscure(secret), "wraps": {"type": "local", "root": str(base)}})
-
-
-def publish(captured, client):
-    client.upload(captured.path, captured.object_path)
-    manifest = captured.manifest(verified_method=client.verify(captured.object_path, size=captured.bytes, sha256=captured.sha256))
-    client.put_bytes(manifest.to_json(), LAYOUT.manifest_path(manifest.kind, manifest.id))
-    return manifest
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """Things break for real — a full local disk, the server killing pg_dump — and nothing half-written is left."""
 
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.compression import Compression
 from pgbackup.capture.dump import DumpError
 from pgbackup.postgres.target import tools_for_server
+from waiting import InThread, wait_for_lock_wait
 
 
 @pytest.fixture
@@ -48,31 +47,19 @@ def test_full_local_disk_fails_cleanly_and_leaves_older_backups(shop_db, small_d
 def test_server_killing_pg_dump_fails_cleanly(shop_db, tmp_path):
     blocker = shop_db.connect()
     blocker.cursor().execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')  # pg_dump waits here
-    outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(_run(capture_for(shop_db, tmp_path).full)))
-    worker.start()
-    admin = admin_connection()
+    worker = InThread(capture_for(shop_db, tmp_path).full)
     try:
-        for _ in range(100):
-            with admin.cursor() as cur:
-                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND datname = %s",
-                            (shop_db.dbname,))
-                if cur.fetchall():
-                    break
-            time.sleep(0.1)
-    finally:
+        (pid,) = wait_for_lock_wait(shop_db.dbname)
+        admin = admin_connection()
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            assert cur.fetchone() == (True,)
         admin.close()
-        worker.join(timeout=60)
+        outcome = worker.outcome(timeout=60)
+    finally:
         blocker.rollback()
         blocker.close()
-    assert isinstance(outcome[0], DumpError), outcome
-    assert "pg_dump" in str(outcome[0])
+    assert isinstance(outcome, DumpError), outcome
+    assert "pg_dump" in str(outcome)
     assert [f for f in files_under(tmp_path) if "state" not in f] == []
     assert not any((tmp_path / "state").rglob("COMPLETE"))
-
-
-def _run(fn):
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - inspected by the test
-        return exc

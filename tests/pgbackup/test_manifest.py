@@ -1,12 +1,15 @@
 import dataclasses
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from factories import SHOP_SOURCE, manifest
-from pgbackup.model.layout import is_backup_id, new_backup_id
-from pgbackup.model.manifest import FORMAT_VERSION, BackupManifest, ManifestError
+from pgbackup.model.identity import SourceIdentity
+from pgbackup.model.layout import KINDS, BackupLayout, is_backup_id, new_backup_id
+from pgbackup.model.manifest import DETAIL_FIELDS, FORMAT_VERSION, BackupManifest, ManifestError, StoredArtifact, utc_iso
 
 STARTED = datetime(2026, 11, 29, 2, 0, 5, tzinfo=timezone.utc)
 # Every details field of the contract (format version 2), as the capture writes them.
@@ -32,7 +35,71 @@ def complete(m: BackupManifest) -> BackupManifest:
     return dataclasses.replace(m, details=FULL_DETAILS, verified={"at": "2026-11-29T02:03:00Z", "method": "remote sha256"})
 
 
-def test_round_trip_keeps_every_field():
+# -- every field filled, by Hypothesis: the stored form must give back exactly what was written -------------
+_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+_names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=12)
+_ints = st.integers(min_value=0, max_value=2**63 - 1)
+_hash = st.tuples(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1)).map(lambda p: f"{p[0]}:{p[1]}")
+_sha256 = st.binary(min_size=32, max_size=32).map(bytes.hex)
+_moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(timezone.utc)).map(
+    lambda d: d.replace(microsecond=0))  # the stored form keeps whole seconds
+
+# One strategy per entry of DETAIL_FIELDS, optional sub-fields included.
+DETAIL_STRATEGIES = {
+    "source": st.builds(SourceIdentity, system_identifier=st.none() | st.from_regex(r"\A[0-9]{19}\Z"), database_oid=_ints,
+                        database=_names, encoding=_names, collate=_text, ctype=_text, locale_provider=st.sampled_from("cib"),
+                        icu_locale=st.none() | _names).map(SourceIdentity.to_dict),
+    "snapshot": st.fixed_dictionaries({"pg_snapshot": _text, "xmin": _ints, "xmax": _ints, "taken_at": _text,
+                                       "system_identifier": st.none() | _text, "timeline": st.none() | _ints, "wal_lsn": st.none() | _text}),
+    "tables": st.dictionaries(_names, st.fixed_dictionaries(
+        {"schema": _names, "name": _names, "oid": _ints, "relfilenode": _ints, "kind": st.sampled_from("rpm"),
+         "key_columns": st.lists(_names, max_size=3)}), min_size=1, max_size=3),
+    "fingerprints": st.dictionaries(_names, st.fixed_dictionaries({"rows": _ints, "hash": _hash}), min_size=1, max_size=3),
+    "sequences": st.dictionaries(_names, st.fixed_dictionaries({"schema": _names, "name": _names, "last_value": _ints,
+                                                                "is_called": st.booleans()}), min_size=1, max_size=3),
+    "large_objects": st.fixed_dictionaries({"count": _ints, "hash": _hash}),
+    "settings": st.fixed_dictionaries({"client_encoding": _names}, optional={"DateStyle": _names, "IntervalStyle": _names}),
+    "promoted_from_incremental": _names,
+    "schema_sha256": _sha256,
+}
+
+
+def test_the_round_trip_strategies_cover_every_detail_field():
+    assert set(DETAIL_STRATEGIES) == set(DETAIL_FIELDS)
+
+
+@st.composite
+def complete_manifests(draw) -> BackupManifest:
+    """A version-2 manifest with no field left at its default: parent and base set, verified, every detail present."""
+    kind = draw(st.sampled_from(KINDS))
+    started = draw(_moments)
+    backup_id = new_backup_id(kind, started)
+    parent_id, base_full_id = new_backup_id("incremental", started - timedelta(hours=1)), new_backup_id("full", started - timedelta(days=1))
+    details = {name: draw(strategy) for name, strategy in DETAIL_STRATEGIES.items()}
+    details["dag_id"] = draw(_names)  # a field outside the schema is kept as written
+    return BackupManifest(
+        id=backup_id, kind=kind, database=details["source"]["database"], started_at=started,
+        finished_at=started + timedelta(seconds=draw(st.integers(0, 2 * 86400))),
+        server_version=draw(_names), pg_dump_version=draw(_names),
+        artifact=StoredArtifact(path=BackupLayout("database").object_path(kind, backup_id), bytes=draw(_ints), sha256=draw(_sha256)),
+        uncompressed_bytes=draw(_ints), compression={"algorithm": draw(_names), "level": draw(st.integers(-7, 22))},
+        tool_version=draw(_names), parent_id=parent_id, base_full_id=base_full_id,
+        verified={"at": utc_iso(started), "method": draw(_names)}, details=details, format_version=FORMAT_VERSION,
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(complete_manifests())
+def test_round_trip_keeps_every_field(original):
+    assert all(getattr(original, f.name) not in (None, {}) for f in dataclasses.fields(BackupManifest))
+    read = BackupManifest.from_json(original.to_json(), source="m.json")
+    for f in dataclasses.fields(BackupManifest):
+        assert getattr(read, f.name) == getattr(original, f.name), f.name
+    assert read == original
+    assert read.source == SourceIdentity.from_dict(original.details["source"]) and read.source.to_dict() == original.details["source"]
+
+
+def test_round_trip_keeps_every_field_of_the_captures_own_details():
     full = complete(manifest("full", STARTED))
     inc = complete(manifest("incremental", STARTED.replace(hour=6), parent=full))
     for original in (full, inc):

@@ -1,7 +1,7 @@
 """Against a private cluster that requires passwords and can be restarted: a wrong password is one clear line,
 and a server restart in the middle of a backup fails it cleanly."""
 
-import threading
+import secrets
 
 import pytest
 
@@ -9,20 +9,16 @@ from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.compression import Compression
 from pgbackup.capture.dump import DumpError
 from pgbackup.postgres.target import SourceError, tools_for_server
-from private_cluster import PrivateCluster
+from private_cluster import running_cluster
 from sample_shop import seed_sample_shop
+from waiting import InThread, wait_for_lock_wait
 
-PASSWORD = "Cluster-Pw-71ce"
+PASSWORD = secrets.token_urlsafe(16)  # a private throwaway cluster: never a fixed password in the repo
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    try:
-        running = PrivateCluster(PASSWORD).start()
-    except Exception as exc:  # runuser/initdb missing: not this machine's kind
-        pytest.skip(f"cannot start a private PostgreSQL cluster: {exc}")
-    yield running
-    running.stop()
+    yield from running_cluster(PASSWORD)
 
 
 def test_a_wrong_password_is_one_clear_line_without_the_password(cluster):
@@ -49,21 +45,14 @@ def test_pg_dump_reads_the_password_from_the_private_passfile(cluster, tmp_path)
     assert captured.bytes > 0
 
     # a restart in the middle of the next backup: the capture fails, nothing is left behind
-    outcome = []
     capture = BackupCapture(shop, tools_for_server(num), Compression(level=1), local_dir=tmp_path / "second", prefix="database", server_version=version)
     blocker = shop.connect()
     blocker.cursor().execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')  # keeps pg_dump busy until the restart
-    worker = threading.Thread(target=lambda: outcome.append(_run(capture.full)))
-    worker.start()
-    cluster.restart_in(2.0)
-    worker.join(timeout=60)
-    assert isinstance(outcome[0], DumpError), outcome
+    worker = InThread(capture.full)
+    wait_for_lock_wait("shop", connect=shop.connect)
+    cluster.restart()
+    outcome = worker.outcome(timeout=60)
+    assert isinstance(outcome, DumpError), outcome
     leftovers = [p for p in (tmp_path / "second").rglob("*") if p.is_file()] if (tmp_path / "second").exists() else []
     assert leftovers == []
 
-
-def _run(fn):
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - inspected by the test
-        return exc

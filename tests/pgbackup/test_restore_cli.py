@@ -1,90 +1,18 @@
 """`backupctl restore` as an operator uses it in a disaster: no Airflow, only the remote and the connection variable.
 
-The helpers here (a chain of real backups of a small database, ``backupctl`` run
-as a subprocess, scratch database names) serve the other ``test_restore_*`` and
-``test_apply_*`` files too.
+The helpers it shares with the other restore tests are in ``tests/restore_helpers.py``.
 """
 
-import json
-import os
-import subprocess
-import sys
-import uuid
 
 import pytest
 
-from chain_steps import execute
-from conftest import PG_SERVER_URL, PROJECT, admin_connection
+from conftest import admin_connection
 from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.compression import Compression
-from pgbackup.model.layout import BackupLayout
 from pgbackup.postgres.snapshot import CaptureBusy, SnapshotSession
-from pgbackup.postgres.sources import read_source_identity
-from pgbackup.postgres.target import PgTarget, tools_for_server
+from pgbackup.postgres.target import tools_for_server
 from rclone_provider.client import Rclone
-
-LAYOUT = BackupLayout("database")
-
-
-def publish_with_source(captured, client, source: PgTarget, layout: BackupLayout = LAYOUT):
-    """Upload, verify and commit a capture; a capture that does not yet record ``details["source"]`` gets it here."""
-    client.upload(captured.path, captured.object_path)
-    method = client.verify(captured.object_path, size=captured.bytes, sha256=captured.sha256)
-    extra = {}
-    if "source" not in captured.details:
-        conn = source.connect()
-        with conn.cursor() as cur:
-            extra["source"] = read_source_identity(cur).to_dict()
-        conn.close()
-    manifest = captured.manifest(verified_method=method, extra_details=extra)
-    client.put_bytes(manifest.to_json(), layout.manifest_path(manifest.kind, manifest.id))
-    return manifest
-
-
-def back_up_chain(source: PgTarget, local_remote, local_dir, *changes, layout: BackupLayout = LAYOUT) -> list:
-    """A full backup of ``source``, then per entry of ``changes`` (a list of SQL statements) the change and an incremental."""
-    num, version = source.server_version()
-    capture = BackupCapture(source, tools_for_server(num), Compression(), local_dir=local_dir, prefix=layout.prefix, server_version=version)
-    client = Rclone(local_remote)
-    chain = [publish_with_source(capture.full(), client, source, layout)]
-    for statements in changes:
-        execute(source, *statements)
-        captured = capture.incremental(chain[-1])
-        assert captured.kind == "incremental", captured.details.get("promoted_from_incremental")
-        chain.append(publish_with_source(captured, client, source, layout))
-    return chain
-
-
-def database_with(make_database, *statements: str, prefix: str = "src") -> PgTarget:
-    """A new database (dropped after the test) holding what ``statements`` create."""
-    target = make_database(prefix)
-    execute(target, *statements)
-    return target
-
-
-def scratch_names():
-    """Body of a ``scratch_name`` fixture: names for databases the restore itself creates, each dropped after the test."""
-    names = []
-
-    def name(label: str = "restored") -> str:
-        names.append(f"pgb_{label}_{uuid.uuid4().hex[:10]}")
-        return names[-1]
-
-    yield name
-    conn = admin_connection()
-    with conn.cursor() as cur:
-        for name in names:
-            cur.execute('DROP DATABASE IF EXISTS "{}" WITH (FORCE)'.format(name.replace('"', '""')))
-    conn.close()
-
-
-def url_of(dbname: str, user: str = "postgres") -> str:
-    base = PG_SERVER_URL.replace("postgresql://postgres@", f"postgresql://{user}@")
-    return f"{base}/{dbname}"
-
-
-def target_named(dbname: str) -> PgTarget:
-    return PgTarget.from_url(url_of(dbname))
+from restore_helpers import LAYOUT, backupctl, database_exists, publish_with_source
 
 
 @pytest.fixture
@@ -92,27 +20,7 @@ def one_full(shop_db, local_remote, tmp_path):
     num, version = shop_db.server_version()
     captured = BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=tmp_path / "local",
                              prefix="database", server_version=version).full()
-    client = Rclone(local_remote)
-    client.upload(captured.path, captured.object_path)
-    manifest = captured.manifest(verified_method=client.verify(captured.object_path, size=captured.bytes, sha256=captured.sha256))
-    client.put_bytes(manifest.to_json(), LAYOUT.manifest_path("full", manifest.id))
-    return manifest
-
-
-def backupctl(local_remote, *args, **extra_env):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BACKUP_"))}
-    env["AIRFLOW_CONN_BACKUP_REMOTE"] = json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}})
-    env.update(extra_env)
-    return subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), *args], env=env, capture_output=True, text=True, timeout=300)
-
-
-def database_exists(name):
-    conn = admin_connection()
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-        found = cur.fetchone() is not None
-    conn.close()
-    return found
+    return publish_with_source(captured, Rclone(local_remote), shop_db)
 
 
 def test_restore_creates_a_missing_target_and_checks_it(one_full, local_remote, make_database):

@@ -1,16 +1,17 @@
 """A restore keeps the source's encoding and locale: it creates a missing target alike, and refuses an existing one that differs."""
 
 import pytest
-from test_restore_cli import (
+
+from chain_steps import execute
+from conftest import admin_connection
+from restore_helpers import (
     back_up_chain,
     backupctl,
+    query,
     scratch_names,
     target_named,
     url_of,
 )
-
-from chain_steps import execute
-from conftest import admin_connection
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 
@@ -30,12 +31,7 @@ def latin1_source(scratch_name, values=VALUES):
 
 def stored_bytes(target) -> list:
     """Each value as the bytes the database stores (LATIN1 to LATIN1 is no conversion at all)."""
-    conn = target.connect()
-    with conn.cursor() as cur:
-        cur.execute("SELECT id, encode(convert_to(text, 'LATIN1'), 'hex') FROM word ORDER BY id")
-        rows = cur.fetchall()
-    conn.close()
-    return rows
+    return query(target, "SELECT id, encode(convert_to(text, 'LATIN1'), 'hex') FROM word ORDER BY id")
 
 
 def database_locale(dbname: str) -> tuple:

@@ -30,6 +30,12 @@ def test_jobs_may_use_every_free_connection_but_the_one_pg_restore_keeps():
         plan_target(state(), RestoreRequest(jobs=0), DESCRIBE)
 
 
+def test_the_check_gets_the_connections_pg_restore_leaves_up_to_its_jobs():
+    assert plan_target(state(), RestoreRequest(jobs=4), DESCRIBE).check_connections == 4  # 9 usable: 4 for pg_restore, 4 of 5 left
+    assert plan_target(state(), RestoreRequest(jobs=5), DESCRIBE).check_connections == 4
+    assert plan_target(state(), RestoreRequest(jobs=9), DESCRIBE).check_connections == 0  # none left: the check follows post-data
+
+
 def test_a_missing_target_is_created_like_the_source_and_a_superuser_keeps_owners():
     plan = plan_target(state(), RestoreRequest(source=SOURCE), DESCRIBE)
     assert (plan.drop, plan.create, plan.create_like, plan.no_owner, plan.safety_dump) == (False, True, SOURCE, False, False)

@@ -4,21 +4,13 @@ import subprocess
 import uuid
 
 import pytest
-from test_restore_cli import (
-    back_up_chain,
-    backupctl,
-    database_exists,
-    database_with,
-    scratch_names,
-    target_named,
-    url_of,
-)
 
 from chain_steps import execute
 from conftest import admin_connection
 from pgbackup.model.layout import BackupLayout
 from pgbackup.postgres.target import tools_for_server
 from pgcompare import database_content
+from restore_helpers import back_up_chain, backupctl, database_exists, database_with, query, scratch_names, target_named, url_of
 
 scratch_name = pytest.fixture(scratch_names, name="scratch_name")
 
@@ -29,12 +21,7 @@ SMALL = (
 
 
 def notes(target) -> list:
-    conn = target.connect()
-    with conn.cursor() as cur:
-        cur.execute("SELECT body FROM note ORDER BY id")
-        rows = [r[0] for r in cur.fetchall()]
-    conn.close()
-    return rows
+    return [body for (body,) in query(target, "SELECT body FROM note ORDER BY id")]
 
 
 def last_line(result) -> str:

@@ -5,8 +5,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from factories import manifest
+from pgbackup.model.layout import BackupLayout
 from pgbackup.policy.retention import RetentionPolicy, plan_retention
-from rclone_provider.client import StoredObject
+from pgbackup.storage.store import LocalObject as StoredObject
 
 NOW = datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)
 POLICY = RetentionPolicy(full_max_age=timedelta(weeks=8), incremental_max_age=timedelta(days=7))
@@ -117,3 +118,16 @@ def test_a_leased_backup_is_kept_with_its_chain():
     assert plan.to_delete == []
     assert decision(plan, old_inc).reason == "in use by a running restore"
     assert decision(plan, old_full).reason == f"needed by kept backup {old_inc.id}"
+
+
+def test_leases_live_where_the_layout_says_and_retention_reads_them_there(tmp_path):
+    from pgbackup.restore.lease import Lease, leased_backups
+    from pgbackup.storage.store import LocalStore
+
+    layout = BackupLayout("shop")
+    assert layout.leases_folder() == "shop/leases" and layout.lease_path("abc") == "shop/leases/abc.json"
+    store = LocalStore(tmp_path)
+    with Lease(store, layout, ["20261129T020000Z-full-aaaaaa"], purpose="drill") as lease:
+        assert lease.path.startswith(layout.leases_folder() + "/")
+        assert leased_backups(store, layout, NOW) == {"20261129T020000Z-full-aaaaaa": "drill"}
+    assert leased_backups(store, layout, NOW) == {}

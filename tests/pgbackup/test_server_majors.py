@@ -19,12 +19,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_restore_cli import (
-    backupctl,
-    database_exists,
-    publish_with_source,
-    scratch_names,
-)
 
 from conftest import admin_connection
 from embedded_server import (
@@ -48,6 +42,12 @@ from pgbackup.postgres.embedded import (
 from pgbackup.postgres.target import PgTarget, installed_tools, tools_for_server, wheel_bin_dir
 from pgbackup.restore.chain import ChainRestore, choose_chain
 from rclone_provider.client import Rclone
+from restore_helpers import (
+    backupctl,
+    database_exists,
+    publish_with_source,
+    scratch_names,
+)
 from sample_shop import mutate_sample_shop, seed_sample_shop
 
 pytestmark = requires_wheel

@@ -2,44 +2,27 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from conftest import PROJECT
-from factories import SHOP_SOURCE, manifest
+from commands import backupctl as run_backupctl
+from commands import local_remote_env
+from factories import SHOP_SOURCE, manifest, store_backups
 from pgbackup.model.identity import SourceIdentity
-from pgbackup.model.layout import BackupLayout
 
-LAYOUT = BackupLayout("database")
 NOW = datetime.now(timezone.utc)
 OTHER = SourceIdentity("7300000000000000002", 16384, "shop", "UTF8", "C", "C")
 
 
-def store(root: Path, *manifests):
-    for m in manifests:
-        (root / m.artifact.path).parent.mkdir(parents=True, exist_ok=True)
-        (root / m.artifact.path).write_bytes(b"x" * m.artifact.bytes)
-        (root / LAYOUT.manifest_path(m.kind, m.id)).write_bytes(m.to_json())
-
-
 def backupctl(local_remote, tmp_path, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BACKUP_"))}
-    env.update(
-        AIRFLOW_CONN_BACKUP_REMOTE=json.dumps({"conn_type": "rclone", "extra": {"type": "local", "root": local_remote.root}}),
-        BACKUP_LOCAL_DIR=str(tmp_path / "local"), AIRFLOW_HOME=str(tmp_path / "no-airflow-here"),
-    )
-    return subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), *args], env=env, capture_output=True, text=True, timeout=300)
+    return run_backupctl(local_remote_env(local_remote.root, tmp_path), *args)
 
 
 def two_sources(local_remote):
     old_mine = manifest("full", NOW - timedelta(weeks=10))
     mine = manifest("full", NOW - timedelta(hours=3))
     theirs = manifest("full", NOW - timedelta(hours=1), source=OTHER)
-    store(Path(local_remote.root), old_mine, mine, theirs)
+    store_backups(Path(local_remote.root), old_mine, mine, theirs)
     return old_mine, mine, theirs
 
 

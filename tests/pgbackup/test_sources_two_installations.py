@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from conftest import PG_SERVER_URL, PROJECT, airflow_cli, seeded_shop
+from commands import backupctl
+from conftest import PG_SERVER_URL, airflow_cli, seeded_shop
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.layout import BackupLayout, backup_id_stamp
 from pgcompare import database_content
@@ -60,8 +60,7 @@ class Installation:
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
 
     def backupctl(self, *args: str, **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), *args], env={**self.env, **extra},
-                              capture_output=True, text=True, timeout=300)
+        return backupctl({**self.env, **extra}, *args)
 
 
 @pytest.fixture
@@ -121,13 +120,11 @@ def test_with_the_source_unreachable_restore_names_the_sources_and_how_to_choose
     b.full_backup_at(datetime.now(timezone.utc) - timedelta(minutes=10))
     gone = {**a.env, "AIRFLOW_CONN_BACKUP_SOURCE": f"{PG_SERVER_URL}/pgb_source_that_is_gone"}
     target = make_database("dr")
-    refused = subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), "restore", "--to", f"{PG_SERVER_URL}/{target.dbname}"],
-                             env=gone, capture_output=True, text=True, timeout=300)
+    refused = backupctl(gone, "restore", "--to", f"{PG_SERVER_URL}/{target.dbname}")
     assert refused.returncode == 1
     (line,) = [x for x in refused.stderr.splitlines() if x.startswith("backupctl: error:")]
     assert "backups of 2 sources are stored under this prefix" in line and "--source-id SYSID/OID" in line
     assert source_key(a.source) in line and source_key(b.source) in line
-    chosen = subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), "restore", "--source-id", source_key(a.source),
-                             "--to", f"{PG_SERVER_URL}/{target.dbname}", "--clean"], env=gone, capture_output=True, text=True, timeout=300)
+    chosen = backupctl(gone, "restore", "--source-id", source_key(a.source), "--to", f"{PG_SERVER_URL}/{target.dbname}", "--clean")
     assert chosen.returncode == 0, chosen.stdout + chosen.stderr
     assert database_content(target) == database_content(a.source)

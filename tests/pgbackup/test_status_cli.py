@@ -184,3 +184,23 @@ def test_status_warns_when_the_projection_outgrows_the_quota(local_remote, tmp_p
     assert result.returncode == 2
     assert "storage projection: the backups outgrow the remote's quota by" in result.stdout
     assert "over the remote's quota of 4.9 KiB by" in result.stdout
+
+
+def test_a_remote_defined_only_in_airflow_is_read_through_the_airflow_command(airflow_home, local_remote, tmp_path):
+    """No ``AIRFLOW_CONN_BACKUP_REMOTE``: the CLI asks ``airflow connections get`` (it never imports Airflow itself)."""
+    conn_id = "pgb_remote_only_in_airflow"
+    extra = json.dumps({"type": "local", "root": local_remote.root})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "BACKUP_"))}
+    env.update(AIRFLOW_HOME=str(airflow_home), BACKUP_REMOTE_CONN_ID=conn_id, BACKUP_LOCAL_DIR=str(tmp_path / "local"))
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "connections", "delete", conn_id], env=env, capture_output=True)
+    subprocess.run([airflow, "connections", "add", conn_id, "--conn-type", "rclone", "--conn-extra", extra], env=env, check=True,
+                   capture_output=True)
+    try:
+        store(Path(local_remote.root), manifest("full", NOW - timedelta(hours=1)))
+        listed = subprocess.run([sys.executable, str(PROJECT / "bin" / "backupctl"), "list", "--json"], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert listed.returncode == 0, listed.stderr
+        assert [b["kind"] for b in json.loads(listed.stdout)] == ["full"]
+    finally:
+        subprocess.run([airflow, "connections", "delete", conn_id], env=env, capture_output=True)

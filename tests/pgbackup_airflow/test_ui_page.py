@@ -16,7 +16,7 @@ from factories import manifest
 from pgbackup.model.layout import BackupLayout
 from pgbackup.model.manifest import utc_iso
 from pgbackup.restore.drill import DrillResult
-from pgbackup_airflow.ui_plugin import storage_chart_svg, time_ticks
+from pgbackup_airflow.ui_chart import storage_chart_svg, time_ticks
 
 pytestmark = pytest.mark.airflow
 NOW = datetime.now(timezone.utc)
@@ -197,7 +197,7 @@ def test_growth_chart_has_a_bar_per_week_a_point_per_projected_month_and_the_quo
     from factories import manifest
     from pgbackup.policy.retention import RetentionPolicy
     from pgbackup.report.growth import project_storage
-    from pgbackup_airflow.ui_plugin import growth_chart_svg
+    from pgbackup_airflow.ui_chart import growth_chart_svg
 
     now = datetime(2026, 12, 1, 12, 0, tzinfo=tz.utc)
     backups = [manifest("full", now - timedelta(days=15), size=1000), manifest("full", now - timedelta(days=1), size=1400)]

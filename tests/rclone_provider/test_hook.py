@@ -1,6 +1,8 @@
-"""RcloneHook as Airflow uses it: the connection type it registers, and ``test_connection`` (the UI's
-Test button and ``airflow connections test``) run against real rclone remotes."""
+"""RcloneHook as Airflow uses it: the connection type it registers, the connection's fields becoming a
+RemoteConfig, its delegations to the client, and ``test_connection`` (the UI's Test button and ``airflow
+connections test``) run against real rclone remotes."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -8,13 +10,60 @@ import airflow
 import jsonschema
 import pytest
 
+from rclone_provider.client import RemoteConfig, RemoteConfigError
 from rclone_provider.get_provider_info import get_provider_info
 from rclone_provider.hooks.rclone import RcloneHook
 
 
-def connect(monkeypatch, conn_id: str, extra: dict) -> RcloneHook:
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "rclone", "extra": extra}))
-    return RcloneHook(conn_id)
+def connect(monkeypatch, conn_id: str, extra: dict, conn_type: str = "rclone", **hook_args) -> RcloneHook:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": conn_type, "extra": extra}))
+    return RcloneHook(conn_id, **hook_args)
+
+
+def test_the_connections_fields_become_the_remote_config(monkeypatch):
+    extra = {"type": "crypt", "root": "Shop Backups", "options": {"password": "obscured", "filename_encryption": "off"},
+             "directory_name_encryption": False, "flags": ["--bwlimit=1M"], "wraps": {"type": "s3", "root": "bucket", "region": "eu-west-1"}}
+    config = connect(monkeypatch, "offsite_store", extra).remote_config()
+    assert config == RemoteConfig(
+        name="offsitestore", type="crypt", root="Shop Backups",
+        options={"directory_name_encryption": False, "password": "obscured", "filename_encryption": "off"}, flags=("--bwlimit=1M",),
+        wraps=RemoteConfig(name="offsitestorebase", type="s3", root="bucket", options={"region": "eu-west-1"}),
+    )
+    assert dict(config.options) == {"directory_name_encryption": False, "password": "obscured", "filename_encryption": "off"}
+    assert config.env()["RCLONE_CONFIG_OFFSITESTORE_REMOTE"] == "offsitestorebase:bucket"
+
+
+def test_a_connection_of_another_type_is_refused_naming_it(monkeypatch, tmp_path):
+    hook = connect(monkeypatch, "warehouse", {"type": "local", "root": str(tmp_path)}, conn_type="postgres")
+    with pytest.raises(RemoteConfigError, match="connection 'warehouse' has type 'postgres'; an rclone remote needs conn_type 'rclone'"):
+        hook.remote_config()
+    ok, message = hook.test_connection()
+    assert not ok and "has type 'postgres'" in message
+
+
+def test_the_hooks_delegations_reach_the_remote_through_one_client(monkeypatch, tmp_path):
+    root = tmp_path / "remote"
+    root.mkdir()
+    hook = connect(monkeypatch, "shelf", {"type": "local", "root": str(root)})
+    assert hook.get_conn() is hook.get_conn()
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"backup bytes" * 100)
+    hook.upload_file(str(payload), "db/full/one.bin")
+    assert (root / "db" / "full" / "one.bin").read_bytes() == payload.read_bytes()
+    assert [(o.path, o.size) for o in hook.list_objects("db", recursive=True)] == [("db/full/one.bin", 1200)]
+    assert hook.read_object("db/full/one.bin") == payload.read_bytes()
+    assert hook.verify_object("db/full/one.bin", size=1200, sha256=hashlib.sha256(payload.read_bytes()).hexdigest())
+    assert hook.storage_usage("db")["stored"]
+    hook.delete_object("db/full/one.bin")
+    assert hook.list_objects("db", recursive=True) == []
+
+
+def test_connection_test_fails_without_an_rclone_to_run(monkeypatch, tmp_path):
+    monkeypatch.delenv("RCLONE_BINARY", raising=False)
+    monkeypatch.setattr("rclone_provider.client.sys.executable", str(tmp_path / "no-python"))
+    monkeypatch.setattr("rclone_provider.client.shutil.which", lambda name: None)
+    ok, message = connect(monkeypatch, "shelf", {"type": "local", "root": str(tmp_path)}, rclone_binary=str(tmp_path / "missing")).test_connection()
+    assert not ok and message.startswith("rclone not found")
 
 
 def test_the_generic_provider_carries_no_project_name():

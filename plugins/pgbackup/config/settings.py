@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pendulum
@@ -20,7 +21,6 @@ import pendulum
 from pgbackup.capture.compression import Compression
 from pgbackup.policy.retention import RetentionPolicy
 
-PROJECT_DIR = Path(__file__).resolve().parents[3]
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # A database name is a remote folder, a local folder, a CLI argument and a Jinja literal: keep it plain.
@@ -34,6 +34,20 @@ DEFAULT_REMOTE_CONN_ID = "backup_remote"
 
 class SettingsError(ValueError):
     """A setting has a value that cannot work; the message names the variable."""
+
+
+def default_local_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where local copies go when ``BACKUP_LOCAL_DIR`` is not set: ``$XDG_DATA_HOME/pgbackup/backups``.
+
+    That is ``~/.local/share/pgbackup/backups`` unless ``XDG_DATA_HOME`` says
+    otherwise: the user's data folder, the same wherever the package is installed
+    (a checkout, a venv, an image), so the DAGs and ``backupctl`` run by the same
+    user find the same copies.  Deployments set ``BACKUP_LOCAL_DIR`` (docker
+    compose does: ``/opt/airflow/backups``); every Celery worker needs the same one.
+    """
+    env = os.environ if env is None else env
+    data_home = env.get("XDG_DATA_HOME", "").strip()
+    return (Path(data_home) if data_home else Path.home() / ".local" / "share") / "pgbackup" / "backups"
 
 
 def parse_duration(name: str, text: str) -> timedelta:
@@ -57,6 +71,33 @@ def _webhook_url(url: str) -> str | None:
         # The URL holds the webhook's secret: name the variable, never the value.
         raise SettingsError("BACKUP_ALERT_WEBHOOK_URL: must be an http:// or https:// URL")
     return url or None
+
+
+# The settings read one variable each, as it is, with the dataclass's default when unset: field -> (variable, kind).
+_PLAIN_VARIABLES = {
+    "source_conn_id": ("BACKUP_SOURCE_CONN_ID", "text"),
+    "full_schedule": ("BACKUP_FULL_SCHEDULE", "schedule"),
+    "incremental_schedule": ("BACKUP_INCREMENTAL_SCHEDULE", "schedule"),
+    "remote_full_retention": ("BACKUP_REMOTE_FULL_RETENTION", "duration"),
+    "remote_incremental_retention": ("BACKUP_REMOTE_INCREMENTAL_RETENTION", "duration"),
+    "local_full_retention": ("BACKUP_LOCAL_FULL_RETENTION", "duration"),
+    "local_incremental_retention": ("BACKUP_LOCAL_INCREMENTAL_RETENTION", "duration"),
+    "min_fulls": ("BACKUP_MIN_FULLS", "integer"),
+    "orphan_grace": ("BACKUP_ORPHAN_GRACE", "duration"),
+    "zstd_level": ("BACKUP_ZSTD_LEVEL", "integer"),
+    "zstd_threads": ("BACKUP_ZSTD_THREADS", "integer"),
+    "rpo": ("BACKUP_RPO", "duration"),
+    "rpo_grace": ("BACKUP_RPO_GRACE", "duration"),
+    "max_full_age": ("BACKUP_MAX_FULL_AGE", "duration"),
+    "drill_conn_id": ("BACKUP_DRILL_CONN_ID", "text"),
+    "drill_schedule": ("BACKUP_DRILL_SCHEDULE", "schedule"),
+    "task_retries": ("BACKUP_TASK_RETRIES", "integer"),
+    "retry_delay": ("BACKUP_RETRY_DELAY", "duration"),
+    "task_timeout": ("BACKUP_TASK_TIMEOUT", "duration"),
+    "smtp_conn_id": ("BACKUP_SMTP_CONN_ID", "text"),
+    "pool": ("BACKUP_POOL", "text"),
+    "pool_slots": ("BACKUP_POOL_SLOTS", "integer"),
+}
 
 
 @dataclass(frozen=True)
@@ -106,7 +147,7 @@ class BackupSettings:
     local_incremental_retention: timedelta = timedelta(days=3)
     min_fulls: int = 1
     orphan_grace: timedelta = timedelta(days=1)
-    local_dir: Path = PROJECT_DIR / "data" / "backups"
+    local_dir: Path = field(default_factory=default_local_dir)
     zstd_level: int = 6
     zstd_threads: int = 0
     pg_bin_dir: str | None = None
@@ -147,6 +188,10 @@ class BackupSettings:
             except ValueError:
                 raise SettingsError(f"{name}={raw!r}: must be a whole number") from None
 
+        def names(name: str, default: str = "") -> tuple[str, ...]:
+            """A comma-separated list (``a, b``), blanks dropped."""
+            return tuple(part.strip() for part in text(name, default).split(",") if part.strip())
+
         def schedule(name: str, default: str) -> str:
             return parse_schedule(name, text(name, default))
 
@@ -171,39 +216,20 @@ class BackupSettings:
                         f"{single} and BACKUP_DATABASES are both set: BACKUP_DATABASES names each database's connection "
                         f"and folder (name=connection_id, stored under <name>/); remove {single}"
                     )
+        readers: dict[str, Callable[[str, Any], Any]] = {"text": text, "integer": integer, "duration": duration, "schedule": schedule}
+        plain = {name: readers[kind](variable, getattr(defaults, name)) for name, (variable, kind) in _PLAIN_VARIABLES.items()}
         settings = cls(
-            source_conn_id=text("BACKUP_SOURCE_CONN_ID", defaults.source_conn_id),
-            remote_conn_ids=tuple(c.strip() for c in text("BACKUP_REMOTE_CONN_ID", ",".join(defaults.remote_conn_ids)).split(",") if c.strip()),
+            **plain,
+            remote_conn_ids=names("BACKUP_REMOTE_CONN_ID", ",".join(defaults.remote_conn_ids)),
             prefix=prefix,
             timezone=timezone,
-            full_schedule=schedule("BACKUP_FULL_SCHEDULE", defaults.full_schedule),
-            incremental_schedule=schedule("BACKUP_INCREMENTAL_SCHEDULE", defaults.incremental_schedule),
-            remote_full_retention=duration("BACKUP_REMOTE_FULL_RETENTION", defaults.remote_full_retention),
-            remote_incremental_retention=duration("BACKUP_REMOTE_INCREMENTAL_RETENTION", defaults.remote_incremental_retention),
-            local_full_retention=duration("BACKUP_LOCAL_FULL_RETENTION", defaults.local_full_retention),
-            local_incremental_retention=duration("BACKUP_LOCAL_INCREMENTAL_RETENTION", defaults.local_incremental_retention),
-            min_fulls=integer("BACKUP_MIN_FULLS", defaults.min_fulls),
-            orphan_grace=duration("BACKUP_ORPHAN_GRACE", defaults.orphan_grace),
-            local_dir=Path(text("BACKUP_LOCAL_DIR", str(defaults.local_dir))).expanduser(),
-            zstd_level=integer("BACKUP_ZSTD_LEVEL", defaults.zstd_level),
-            zstd_threads=integer("BACKUP_ZSTD_THREADS", defaults.zstd_threads),
+            local_dir=Path(text("BACKUP_LOCAL_DIR", str(default_local_dir(env)))).expanduser(),
             pg_bin_dir=env.get("BACKUP_PG_BIN_DIR") or None,
-            rpo=duration("BACKUP_RPO", defaults.rpo),
-            rpo_grace=duration("BACKUP_RPO_GRACE", defaults.rpo_grace),
-            max_full_age=duration("BACKUP_MAX_FULL_AGE", defaults.max_full_age),
-            drill_conn_id=text("BACKUP_DRILL_CONN_ID", defaults.drill_conn_id),
-            drill_schedule=schedule("BACKUP_DRILL_SCHEDULE", defaults.drill_schedule),
-            task_retries=integer("BACKUP_TASK_RETRIES", defaults.task_retries),
-            retry_delay=duration("BACKUP_RETRY_DELAY", defaults.retry_delay),
-            task_timeout=duration("BACKUP_TASK_TIMEOUT", defaults.task_timeout),
-            alert_emails=tuple(a.strip() for a in env.get("BACKUP_ALERT_EMAILS", "").split(",") if a.strip()),
-            smtp_conn_id=text("BACKUP_SMTP_CONN_ID", defaults.smtp_conn_id),
+            alert_emails=names("BACKUP_ALERT_EMAILS"),
             alert_from=env.get("BACKUP_ALERT_FROM", "").strip() or None,
             alert_webhook_url=_webhook_url(env.get("BACKUP_ALERT_WEBHOOK_URL", "").strip()),
             databases=databases,
-            staging_conn_ids=tuple(c.strip() for c in env.get("BACKUP_STAGING_CONN_IDS", "").split(",") if c.strip()),
-            pool=text("BACKUP_POOL", defaults.pool),
-            pool_slots=integer("BACKUP_POOL_SLOTS", defaults.pool_slots),
+            staging_conn_ids=names("BACKUP_STAGING_CONN_IDS"),
             remote_quota_bytes=integer("BACKUP_REMOTE_QUOTA_BYTES", 0) or None,
         )
         if settings.pool_slots < 1:
@@ -211,14 +237,15 @@ class BackupSettings:
         for staging in settings.staging_conn_ids:
             if staging in {d.conn_id for d in settings.databases}:
                 raise SettingsError(f"BACKUP_STAGING_CONN_IDS names {staging!r}, a backup source's connection: a source is never a staging target")
-        try:
-            settings.compression()
-        except ValueError as exc:
-            raise SettingsError(f"BACKUP_ZSTD_LEVEL={settings.zstd_level} / BACKUP_ZSTD_THREADS={settings.zstd_threads}: {exc}") from None
-        try:
-            settings.remote_policy()
-        except ValueError as exc:
-            raise SettingsError(f"BACKUP_MIN_FULLS={settings.min_fulls}: {exc}") from None
+        checks = [
+            (settings.compression, f"BACKUP_ZSTD_LEVEL={settings.zstd_level} / BACKUP_ZSTD_THREADS={settings.zstd_threads}"),
+            (settings.remote_policy, f"BACKUP_MIN_FULLS={settings.min_fulls}"),
+        ]
+        for build, variables in checks:  # the objects the settings make refuse what cannot work: say which variables
+            try:
+                build()
+            except ValueError as exc:
+                raise SettingsError(f"{variables}: {exc}") from None
         return settings
 
     def database(self, name: str | None) -> SourceDatabase:
@@ -244,22 +271,14 @@ class BackupSettings:
         """The primary remote: incrementals chain on its catalog, drills and status read it first."""
         return self.remote_conn_ids[0]
 
-    def default_args(self, **overrides) -> dict:
-        """Task defaults every DAG shares: owner, retries with backoff, a timeout that kills stuck tools."""
-        return {
-            "owner": "backup",
-            "retries": self.task_retries,
-            "retry_delay": self.retry_delay,
-            "retry_exponential_backoff": True,
-            "execution_timeout": self.task_timeout,
-            **overrides,
-        }
-
     def compression(self) -> Compression:
         return Compression(level=self.zstd_level, threads=self.zstd_threads)
 
     def remote_policy(self) -> RetentionPolicy:
-        return RetentionPolicy(self.remote_full_retention, self.remote_incremental_retention, min_fulls=self.min_fulls, orphan_grace=self.orphan_grace)
+        return self._policy(self.remote_full_retention, self.remote_incremental_retention)
 
     def local_policy(self) -> RetentionPolicy:
-        return RetentionPolicy(self.local_full_retention, self.local_incremental_retention, min_fulls=self.min_fulls, orphan_grace=self.orphan_grace)
+        return self._policy(self.local_full_retention, self.local_incremental_retention)
+
+    def _policy(self, full: timedelta, incremental: timedelta) -> RetentionPolicy:
+        return RetentionPolicy(full, incremental, min_fulls=self.min_fulls, orphan_grace=self.orphan_grace)

@@ -33,8 +33,7 @@ from datetime import datetime
 from pgbackup.model.identity import SourceIdentity
 from pgbackup.model.layout import KINDS, MANIFEST_SUFFIX, BackupLayout
 from pgbackup.model.manifest import BackupManifest, ManifestError
-from pgbackup.storage.store import BackupStore
-from rclone_provider.client import StoredObject
+from pgbackup.storage.store import BackupStore, StoredObject
 
 log = logging.getLogger(__name__)
 

@@ -69,6 +69,13 @@ class BackupLayout:
         """Where a restore drill's result is recorded, so status can show the latest."""
         return f"{self.drills_folder()}/{at.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-drill.json"
 
+    def leases_folder(self) -> str:
+        """Where running restores and drills mark the backups they read (:mod:`pgbackup.restore.lease`)."""
+        return f"{self.prefix.strip('/')}/leases"
+
+    def lease_path(self, name: str) -> str:
+        return f"{self.leases_folder()}/{name}.json"
+
     def backup_id_of(self, path: str) -> str | None:
         """The backup id a stored file belongs to (its object or manifest), or None for a foreign file."""
         name = path.rsplit("/", 1)[-1]

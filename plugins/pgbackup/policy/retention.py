@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from pgbackup.model.catalog import chain_order
 from pgbackup.model.layout import BackupLayout
 from pgbackup.model.manifest import BackupManifest, parse_utc, utc_iso
-from rclone_provider.client import StoredObject
+from pgbackup.storage.store import StoredObject
 
 log = logging.getLogger(__name__)
 # Clocks of the machine that took a backup and of the one planning may differ by this much without alarm.

@@ -79,10 +79,9 @@ def relation_fingerprint(cur, table: TableInfo) -> TableFingerprint:
     return table_fingerprint(cur, table.schema, table.name)
 
 
-_HASH_SUMS = (
-    "coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text"
-    " || ':' || coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text"
-)
+# A row's md5 ``h`` as two signed 64-bit halves; a fingerprint's hash is "<sum of first>:<sum of second>".
+HASH_HALVES_SQL = ("('x' || substr(h, 1, 16))::bit(64)::bigint", "('x' || substr(h, 17, 16))::bit(64)::bigint")
+_HASH_SUMS = " || ':' || ".join(f"coalesce(sum({half}::numeric), 0)::text" for half in HASH_HALVES_SQL)
 
 
 def table_fingerprint(cur, schema: str, table: str) -> TableFingerprint:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from pgbackup.config.dag_ids import FULL_BACKUP, INCREMENTAL_BACKUP, RESTORE_DRILL
 from pgbackup.config.settings import BackupSettings
 from pgbackup.model.catalog import Catalog, SourceAmbiguous
 from pgbackup.model.identity import SourceIdentity
@@ -28,9 +29,9 @@ LOCAL_DISK_WARN_FREE = 0.10  # warn below 10 % free on the local backup disk
 def schedules(settings: BackupSettings) -> dict[str, str]:
     """Each DAG's cron, as the DAG files build their timetables from the same settings."""
     return {
-        "pg_full_backup": settings.full_schedule,
-        "pg_incremental_backup": settings.incremental_schedule,
-        "pg_restore_drill": settings.drill_schedule,
+        FULL_BACKUP: settings.full_schedule,
+        INCREMENTAL_BACKUP: settings.incremental_schedule,
+        RESTORE_DRILL: settings.drill_schedule,
     }
 
 

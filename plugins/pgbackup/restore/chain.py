@@ -11,14 +11,23 @@ it or refuses — too many ``--jobs``, a non-empty target without ``--clean``, t
 backups' own source database, a right the role lacks, an encoding or locale other
 than the source's.  A missing target is created like the source (encoding,
 collation, ctype, locale provider) from template0.
+
+A chain of one full is restored section by section (``ArchiveRestore``) and its
+check (``RestoreCheck``) reads the tables on spare connections while pg_restore
+builds the indexes and constraints; a chain with incrementals is checked once
+the last one is applied.  Either way the check is ``RestoreCheck``'s.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,9 +49,10 @@ from pgbackup.restore.apply import (
     IncrementalApplyError,
     apply_incremental,
 )
-from pgbackup.restore.check import check_restored, restore_sequences
+from pgbackup.restore.check import RestoreCheck, restore_sequences
+from pgbackup.restore.check import check_restored as check_restored  # where callers have imported it from
 from pgbackup.restore.lease import Lease
-from rclone_provider.child_process import ChildRegistry
+from rclone_provider.child_process import ChildProcess, ChildRegistry
 from rclone_provider.client import RcloneError
 
 log = logging.getLogger(__name__)
@@ -127,39 +137,38 @@ class TargetState:
 
     @classmethod
     def read(cls, target: PgTarget) -> TargetState:
-        maintenance = target.with_database("postgres")
-        try:
-            conn = maintenance.connect(application_name="pgbackup restore check")
-        except SourceError as exc:
-            raise RestoreError(f"restore target: {exc}") from None
-        try:
-            with conn.cursor() as cur:
-                cur.execute(TARGET_SERVER_SQL)
-                version_num, superuser, createdb, free = cur.fetchone()
-                can_set = superuser
-                if not superuser and version_num >= 150000:
-                    cur.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
-                    can_set = cur.fetchone()[0]
-                cur.execute("SELECT pg_get_userbyid(datdba), pg_has_role(datdba, 'MEMBER') FROM pg_database WHERE datname = %s",
-                            (target.dbname,))
-                row = cur.fetchone()
-        finally:
-            conn.close()
+        with _reading(target.with_database("postgres")) as cur:
+            cur.execute(TARGET_SERVER_SQL)
+            version_num, superuser, createdb, free = cur.fetchone()
+            can_set = superuser
+            if not superuser and version_num >= 150000:
+                cur.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+                can_set = cur.fetchone()[0]
+            cur.execute("SELECT pg_get_userbyid(datdba), pg_has_role(datdba, 'MEMBER') FROM pg_database WHERE datname = %s",
+                        (target.dbname,))
+            row = cur.fetchone()
         state = cls(target.dbname, version_num, row is not None, superuser=superuser, createdb=createdb,
                     can_set_replication_role=can_set, free_connections=free)
         if row is None:
             return state
-        try:
-            conn = target.connect(application_name="pgbackup restore check")
-        except SourceError as exc:
-            raise RestoreError(f"restore target: {exc}") from None
-        try:
-            with conn.cursor() as cur:
-                tables = len(user_tables(cur))
-                identity = read_source_identity(cur)
-        finally:
-            conn.close()
+        with _reading(target) as cur:
+            tables = len(user_tables(cur))
+            identity = read_source_identity(cur)
         return replace(state, tables=tables, identity=identity, owner=row[0], owns_database=row[1])
+
+
+@contextmanager
+def _reading(target: PgTarget):
+    """A cursor on ``target`` for the checks before the restore; a target that cannot be reached is a ``RestoreError``."""
+    try:
+        conn = target.connect(application_name="pgbackup restore check")
+    except SourceError as exc:
+        raise RestoreError(f"restore target: {exc}") from None
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
 
 
 TARGET_SERVER_SQL = """
@@ -193,6 +202,7 @@ class TargetPlan:
     create_like: SourceIdentity | None  # the encoding and locale to create it with; None: the server's defaults
     safety_dump: bool
     no_owner: bool  # pg_restore --no-owner: a role that is not a superuser cannot give objects to others
+    check_connections: int = 0  # connections left beside pg_restore's for the check to run during post-data
 
 
 def plan_target(state: TargetState, request: RestoreRequest, describe: str) -> TargetPlan:
@@ -240,7 +250,7 @@ def plan_target(state: TargetState, request: RestoreRequest, describe: str) -> T
             )
     return TargetPlan(drop=drop, create=create, create_like=request.source if create else None,
                       safety_dump=bool(source_name) or request.replace_source == state.database and state.exists,
-                      no_owner=not state.superuser)
+                      no_owner=not state.superuser, check_connections=max(0, min(request.jobs, usable - request.jobs)))
 
 
 def _protected_name(state: TargetState, request: RestoreRequest) -> str | None:
@@ -320,9 +330,12 @@ class ChainRestore:
         self.pg_bin_dir = pg_bin_dir
         self.log = logger or log
         self.children = ChildRegistry()
+        self.check: RestoreCheck | None = None
 
     def terminate(self) -> None:
         self.children.terminate_all()
+        if self.check is not None:
+            self.check.cancel()
         terminate = getattr(self.store, "terminate", None)
         if terminate:
             terminate()
@@ -360,17 +373,10 @@ class ChainRestore:
         path = safety_dir / f"{target.dbname}-before-restore-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.dump"
         argv = [tools.pg_dump, "--no-password", "--format=custom", f"--file={path}", f"--dbname={target.conninfo()}"]
         self.log.warning("Taking a safety dump of %s into %s before replacing it", target.describe(), path)
-        with target.libpq_env() as env:
-            child = self.children.start(argv, env=env, log=self.log, stdout=None)
-            try:
-                with child:
-                    code = child.wait()
-            finally:
-                self.children.forget(child)
-        if code != 0:
+        child = run_to_exit(self.children, argv, target, self.log)
+        if child.returncode != 0:
             path.unlink(missing_ok=True)
-            last = child.stderr_tail.splitlines()[-1:] or [f"exit code {code}"]
-            raise RestoreRefused(f"the safety dump of {target.describe()} failed ({last[0]}); nothing was changed")
+            raise RestoreRefused(f"the safety dump of {target.describe()} failed ({last_error_line(child)}); nothing was changed")
         self.log.warning("Safety dump of %s: %s (undo with: pg_restore --clean --create --dbname=postgres %s)", target.describe(), path, path)
         return path
 
@@ -410,8 +416,12 @@ class ChainRestore:
             files = [fetch_verified(self.store, m, Path(tmp, f"{m.id}{Path(m.artifact.path).suffix}"), self.log) for m in chain]
             steps["download and verify"] = time.monotonic() - clock
             clock = time.monotonic()
+            # A full alone has its tables checked beside pg_restore's post-data; incrementals change them first.
+            alone = len(chain) == 1
+            self.check = RestoreCheck(target, point, jobs=(plan.check_connections or jobs) if alone else jobs)
             ArchiveRestore(tools, logger=self.log, children=self.children).run(
-                files[0], target, expected_uncompressed=chain[0].uncompressed_bytes, jobs=jobs, work_dir=tmp, no_owner=plan.no_owner
+                files[0], target, expected_uncompressed=chain[0].uncompressed_bytes, jobs=jobs, work_dir=tmp, no_owner=plan.no_owner,
+                after_data=self.check.check_tables if alone else None, beside_post_data=plan.check_connections > 0,
             )
             steps[f"pg_restore {chain[0].id}"] = time.monotonic() - clock
             try:
@@ -422,9 +432,11 @@ class ChainRestore:
             except IncrementalApplyError as exc:
                 raise RestoreError(str(exc)) from None
         clock = time.monotonic()
+        if not alone:
+            self.check.check_tables()
         restore_sequences(target, point)
-        tables, rows = check_restored(target, point, jobs=jobs)
-        steps["check fingerprints"] = time.monotonic() - clock
+        tables, rows = self.check.finish()
+        steps["check fingerprints"] = time.monotonic() - clock  # with a full alone: only what could not overlap pg_restore
         report = RestoreReport(point.id, [m.id for m in chain], time.monotonic() - started, tables, rows, steps, safety_dump=safety)
         self.log.info("Restored %s: %s tables, %s rows, fingerprints match, %.1fs", point.id, tables, rows, report.seconds)
         return report
@@ -439,6 +451,11 @@ class ArchiveRestore:
     them, as the owner of the database it restores into.  Privileges are still
     restored: an owner may grant on its own objects, and dropping the GRANTs would
     silently open or close access the source had.
+
+    With ``after_data`` the archive is restored one section at a time (pre-data,
+    data, then post-data: what one pg_restore does, in its order) and ``after_data`` runs
+    once the data is in — in a thread beside post-data when ``beside_post_data``
+    (the check reads tables, it needs none of their indexes), else after it.
     """
 
     def __init__(self, tools: PgTools, *, logger: logging.Logger | None = None, children: ChildRegistry | None = None) -> None:
@@ -450,23 +467,50 @@ class ArchiveRestore:
         self.children.terminate_all()
 
     def run(self, archive: str | Path, target: PgTarget, *, expected_uncompressed: int | None = None, jobs: int = 1,
-            work_dir: str | None = None, no_owner: bool = False) -> None:
+            work_dir: str | None = None, no_owner: bool = False, after_data: Callable[[], None] | None = None,
+            beside_post_data: bool = True) -> None:
         with tempfile.NamedTemporaryFile(prefix="pgbackup-", suffix=".dump", dir=work_dir) as plain, open(archive, "rb") as compressed:
             for chunk in decompressed_chunks(compressed, expected_bytes=expected_uncompressed, source=str(archive)):
                 plain.write(chunk)
             plain.flush()
-            # --dbname takes a connection string: the name goes in quoted, so "shop=restored" stays a name.
-            argv = [self.tools.pg_restore, "--no-password", "--exit-on-error", f"--jobs={jobs}", f"--dbname={target.conninfo()}",
-                    *(["--no-owner"] if no_owner else []), plain.name]
             self.log.info("pg_restore %s of %s into %s (%s jobs%s)", self.tools.version, archive, target.describe(), jobs,
                           ", --no-owner" if no_owner else "")
-            with target.libpq_env() as env:
-                child = self.children.start(argv, env=env, log=self.log, stdout=None)
-                try:
-                    with child:
-                        code = child.wait()
-                finally:
-                    self.children.forget(child)
-        if code != 0:
-            last = child.stderr_tail.splitlines()[-1:] or [f"exit code {code}"]
-            raise RestoreError(f"pg_restore into {target.describe()} failed: {last[0]}")
+            restore = functools.partial(self._pg_restore, plain.name, target, jobs=jobs, no_owner=no_owner)
+            if after_data is None:
+                restore()
+                return
+            restore("pre-data", "data")
+            if not beside_post_data:
+                restore("post-data")
+                after_data()
+                return
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-check") as pool:
+                checked = pool.submit(after_data)
+                restore("post-data")  # on failure the pool still waits for the check before raising
+            checked.result()
+
+    def _pg_restore(self, path: str, target: PgTarget, *sections: str, jobs: int, no_owner: bool) -> None:
+        # --dbname takes a connection string: the name goes in quoted, so "shop=restored" stays a name.
+        argv = [self.tools.pg_restore, "--no-password", "--exit-on-error", f"--jobs={jobs}", f"--dbname={target.conninfo()}",
+                *(["--no-owner"] if no_owner else []), *(f"--section={section}" for section in sections), path]
+        child = run_to_exit(self.children, argv, target, self.log)
+        if child.returncode != 0:
+            part = f" ({', '.join(sections)})" if sections else ""
+            raise RestoreError(f"pg_restore into {target.describe()} failed{part}: {last_error_line(child)}")
+
+
+def run_to_exit(children: ChildRegistry, argv: list[str], target: PgTarget, logger: logging.Logger) -> ChildProcess:
+    """Run a client tool against ``target`` (its password in the environment, never in ``argv``) under ``children``, to its exit."""
+    with target.libpq_env() as env:
+        child = children.start(argv, env=env, log=logger, stdout=None)
+        try:
+            with child:
+                child.wait()
+        finally:
+            children.forget(child)
+    return child
+
+
+def last_error_line(child: ChildProcess) -> str:
+    """The tool's last line of error output, for a message that says in its words what failed."""
+    return (child.stderr_tail.splitlines()[-1:] or [f"exit code {child.returncode}"])[0]

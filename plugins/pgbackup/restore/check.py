@@ -13,19 +13,38 @@ unquoted and stored sequences as ``[last_value, is_called]``; they are still
 compared under those keys.  A version-1 sequence is found in the target by that
 text, never by splitting it: a name that matches no sequence, or more than one,
 is refused.
+
+The restore of a full alone does not wait for pg_restore to finish: ``RestoreCheck``
+fingerprints every table as soon as the data section is in, beside the post-data
+section (indexes, constraints, triggers), and counts the transactions that wrote
+each table's rows (their ``xmin``).  Once post-data is done it counts them again: a
+row written since its table's fingerprint (by a post-data function with side
+effects, or another client) has a transaction the first count did not see, and a
+row deleted lowers a count — either way the table is refused as changed.  So the
+overlapped check proves exactly what the check after the restore proves.
 """
 
 from __future__ import annotations
 
+import threading
+
+import psycopg2
+import psycopg2.extensions
 from psycopg2 import sql
 
 from pgbackup.model.manifest import BackupManifest
 from pgbackup.postgres.fingerprint import (
+    HASH_HALVES_SQL,
+    TableFingerprint,
     large_objects_fingerprint,
     pin_output_settings,
+    read_sequences,
+    relation_fingerprint,
     snapshot_fingerprints,
 )
 from pgbackup.postgres.naming import Identifier
+from pgbackup.postgres.parallel import spread_over_connections
+from pgbackup.postgres.tables import TableInfo, list_tables
 from pgbackup.postgres.target import PgTarget
 
 
@@ -82,6 +101,7 @@ def _matview_keys(point: BackupManifest) -> set[str]:
 def check_restored(target: PgTarget, point: BackupManifest, *, jobs: int = 1) -> tuple[int, int]:
     """Compare the target with the fingerprints, large objects and sequences recorded at ``point``; raise on any difference.
 
+    The check of a target nothing else writes to, in one snapshot (``ChainRestore`` uses ``RestoreCheck``).
     The tables are fingerprinted on up to ``jobs`` connections sharing one snapshot:
     the same check as in one transaction, in a fraction of the time.
     """
@@ -89,6 +109,15 @@ def check_restored(target: PgTarget, point: BackupManifest, *, jobs: int = 1) ->
     if expected is None:
         raise _error(f"backup {point.id} records no fingerprints; the restore cannot be checked")
     fingerprints, sequences = snapshot_fingerprints(target, jobs=max(1, jobs))
+    return compare_with_backup(target, point, fingerprints, sequences)
+
+
+def compare_with_backup(target: PgTarget, point: BackupManifest, fingerprints: dict[str, TableFingerprint],
+                        sequences: dict[str, dict]) -> tuple[int, int]:
+    """Raise on any difference between what was read from the target and what ``point`` recorded; ``(tables, rows)``."""
+    expected = point.details.get("fingerprints")
+    if expected is None:
+        raise _error(f"backup {point.id} records no fingerprints; the restore cannot be checked")
     old = _is_v1(point)
     if old:
         # Version 1 knew tables only, keyed "schema.name".
@@ -141,3 +170,133 @@ def _check_large_objects(target: PgTarget, point: BackupManifest) -> None:
         return  # version 1 did not record large objects
     if actual != expected:
         raise _error(f"restored large objects differ from backup {point.id}: expected {expected or 'none'}, found {actual or 'none'}")
+
+
+def _writers(cur, table: TableInfo) -> dict[str, int]:
+    """``{xmin: rows}``: how many of the table's visible rows each transaction wrote (a scan without rendering a row)."""
+    cur.execute(sql.SQL("SELECT t.xmin::text, count(*) FROM ONLY {} AS t GROUP BY t.xmin").format(Identifier(table.schema, table.name)))
+    return dict(cur.fetchall())
+
+
+# One scan gives a table's fingerprint (the sums of its rows' hash halves, as fingerprint.table_fingerprint) and its writers.
+# md5 is called in FROM (a function scan: once a row) — as a subquery's column it would be pulled up into both
+# halves and every row rendered and hashed twice.
+_FINGERPRINT_BY_WRITER_SQL = (
+    "SELECT t.xmin::text, count(*), " + ", ".join(f"coalesce(sum({half}), 0)" for half in HASH_HALVES_SQL)
+    + " FROM ONLY {} AS t CROSS JOIN LATERAL pg_catalog.md5(t::text) AS h GROUP BY t.xmin"
+)
+
+
+def fingerprint_and_writers(cur, table: TableInfo) -> tuple[TableFingerprint, dict[str, int]]:
+    """A table's fingerprint, the same as ``table_fingerprint``'s, and its ``{xmin: rows}``, in one read of its rows."""
+    cur.execute(sql.SQL(_FINGERPRINT_BY_WRITER_SQL).format(Identifier(table.schema, table.name)))
+    groups = cur.fetchall()
+    high, low = sum(int(g[2]) for g in groups), sum(int(g[3]) for g in groups)
+    return TableFingerprint(rows=sum(g[1] for g in groups), hash=f"{high}:{low}"), {g[0]: g[1] for g in groups}
+
+
+class RestoreCheck:
+    """The check of a restored full in two parts: the tables once the data section is in, the rest once pg_restore is done.
+
+    ``check_tables()`` runs beside the post-data section, on up to ``jobs`` connections of
+    its own; each table is read in a short transaction of its own, because one long
+    transaction would hold every table's ACCESS SHARE lock until its end and stall
+    post-data's ``ALTER TABLE ... ADD CONSTRAINT`` on them.  ``finish()`` runs after
+    pg_restore: it refuses a table written since its fingerprint (see the module
+    docstring), fingerprints the materialized views (post-data fills them) and any
+    table not seen yet, then compares everything with ``point`` as ``check_restored`` does.
+    ``cancel()`` (from another thread) stops the queries still running.
+    """
+
+    def __init__(self, target: PgTarget, point: BackupManifest, *, jobs: int = 1) -> None:
+        self.target = target
+        self.point = point
+        self.jobs = max(1, jobs)
+        self.early: dict[int, tuple[TableFingerprint, dict[str, int]]] = {}  # by oid: post-data adds keys, not tables
+        self._lock = threading.Lock()
+        self._open: list = []
+        self._cancelled = False
+
+    def _connect(self):
+        with self._lock:
+            if self._cancelled:
+                raise _error(f"the check of the restore of {self.point.id} was cancelled")
+            conn = self.target.connect(application_name="pgbackup restore check")
+            self._open.append(conn)
+        conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+        return conn
+
+    def _close_all(self) -> None:
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            conn.close()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            for conn in self._open:
+                conn.cancel()
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancelled:
+            raise _error(f"the check of the restore of {self.point.id} was cancelled")
+
+    def _read_table(self, cur, table: TableInfo) -> tuple[TableFingerprint, dict[str, int]]:
+        pin_output_settings(cur)
+        found = fingerprint_and_writers(cur, table)
+        cur.connection.commit()  # one table, one transaction: its lock is released at once
+        return found
+
+    def _tables_by_size(self, cur, kinds: tuple[str, ...]) -> list[TableInfo]:
+        tables = list_tables(cur, kinds=kinds)
+        sizes = {}
+        for table in tables:
+            cur.execute("SELECT pg_catalog.pg_table_size(%s)", (table.oid,))
+            sizes[table.oid] = cur.fetchone()[0]
+        return sorted(tables, key=lambda t: -sizes[t.oid])  # the longest read starts first
+
+    def check_tables(self) -> None:
+        """Fingerprint every table (not the materialized views) and count its rows' writers."""
+        try:
+            main = self._connect()
+            with main.cursor() as cur:
+                tables = self._tables_by_size(cur, ("r",))
+            main.commit()
+            conns = [main, *(self._connect() for _ in range(min(self.jobs, len(tables)) - 1))]
+            found = spread_over_connections(conns, tables, self._read_table, before_each=self._raise_if_cancelled,
+                                            on_error=self.cancel)
+            self.early = {table.oid: read for table, read in found.items()}
+        except psycopg2.Error as exc:
+            raise _error(f"checking the restore of {self.point.id}: {str(exc).strip().splitlines()[0]}") from None
+        finally:
+            self._close_all()
+
+    def finish(self) -> tuple[int, int]:
+        """After pg_restore and ``restore_sequences``: refuse a table changed since its fingerprint, then compare all."""
+        try:
+            conn = self._connect()
+            try:
+                with conn.cursor() as cur:
+                    pin_output_settings(cur)
+                    fingerprints: dict[str, TableFingerprint] = {}
+                    changed = []
+                    for table in list_tables(cur):
+                        if table.oid in self.early:
+                            fingerprint, writers = self.early[table.oid]
+                            if _writers(cur, table) != writers:
+                                changed.append(table.qualified)
+                        else:
+                            fingerprint = relation_fingerprint(cur, table)
+                        fingerprints[table.qualified] = fingerprint
+                    sequences = read_sequences(cur)
+            finally:
+                conn.rollback()
+                self._close_all()
+        except psycopg2.Error as exc:
+            raise _error(f"checking the restore of {self.point.id}: {str(exc).strip().splitlines()[0]}") from None
+        if changed:
+            raise _error(f"restored table(s) {', '.join(changed[:5])} were written after their fingerprint was checked (by a "
+                         f"function with side effects that pg_restore's post-data section ran, or by another client connected "
+                         f"to the target); the target does not hold backup {self.point.id} exactly")
+        return compare_with_backup(self.target, self.point, fingerprints, sequences)

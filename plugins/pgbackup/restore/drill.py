@@ -4,6 +4,15 @@ It restores into a scratch database on a server of the operator's choosing,
 lets the restore's own fingerprint check compare every table with the
 manifest, drops the scratch database whatever happened, and records the result
 on the remote (``<prefix>/drills/``) where ``backupctl status`` reads it.
+
+A drill that is killed (its worker lost, the task stopped with SIGKILL) cannot
+drop its scratch database, so each drill first sweeps those left behind.  Only a
+proven orphan goes: a running drill holds a session-level advisory lock named
+after its scratch database, on the server's maintenance database, from before it
+creates the database until after it drops it — PostgreSQL releases that lock when
+the drill's connection ends, however the drill ended.  A scratch database whose
+lock is free and which no session is connected to (a plain ``DROP DATABASE``, which
+refuses one in use) is an orphan; the sweeper holds the lock while it drops it.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import json
 import logging
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -26,6 +36,11 @@ from pgbackup.postgres.target import PgTarget
 from pgbackup.restore.chain import ChainRestore, RestoreError, choose_chain
 
 log = logging.getLogger(__name__)
+
+SCRATCH_PREFIX = "pgbackup_drill_"
+SCRATCH_NAME_PATTERN = "^pgbackup_drill_[0-9]{14}_[0-9a-f]{8}$"  # what run() names them, and nothing else
+# The key of a scratch database's advisory lock, from its name (on the maintenance database, where every drill locks).
+_SCRATCH_LOCK_KEY = "pg_catalog.hashtextextended(%s, 0)"
 
 
 class NothingToDrill(LookupError):
@@ -73,7 +88,7 @@ class RestoreDrill:
         now = datetime.now(timezone.utc)
         # Unique, not only per second: the drills of several databases run at once on one scratch server
         # (mapped task instances), and one must never drop the other's scratch database.
-        scratch = self.server.with_database(f"pgbackup_drill_{now:%Y%m%d%H%M%S}_{secrets.token_hex(4)}")
+        scratch = self.server.with_database(f"{SCRATCH_PREFIX}{now:%Y%m%d%H%M%S}_{secrets.token_hex(4)}")
         started = time.monotonic()
         chain: list[str] = []
         point = None
@@ -82,26 +97,70 @@ class RestoreDrill:
         # A first deploy has nothing to drill; a backup asked for by id that is not there is a failed drill.
         if catalog_never_used(loaded) and not backup_id:
             raise NothingToDrill(f"no backup has been taken under {self.layout.prefix}/ yet: nothing to drill (first deploy)")
-        try:
-            manifests = choose_chain(loaded.for_source(self.source), backup_id=backup_id)
-            chain = [m.id for m in manifests]
-            point = manifests[-1].id
-            self.log.info("Drill: restoring %s into scratch database %s", point, scratch.describe())
-            self.restore.run(manifests, scratch, jobs=jobs)
-        except (RestoreError, LookupError) as exc:  # a backup not found, or several sources and none chosen
-            error = str(exc)
-            self.log.error("Drill failed: %s", error)
-        finally:
-            self._drop(scratch)
+        with self._holding_scratch(scratch.dbname):
+            self.sweep_orphaned_scratch()
+            try:
+                manifests = choose_chain(loaded.for_source(self.source), backup_id=backup_id)
+                chain = [m.id for m in manifests]
+                point = manifests[-1].id
+                self.log.info("Drill: restoring %s into scratch database %s", point, scratch.describe())
+                self.restore.run(manifests, scratch, jobs=jobs)
+            except (RestoreError, LookupError) as exc:  # a backup not found, or several sources and none chosen
+                error = str(exc)
+                self.log.error("Drill failed: %s", error)
+            finally:
+                self._drop(scratch)
         result = DrillResult(utc_iso(now), point or backup_id, chain, error is None, round(time.monotonic() - started, 1), error, scratch.dbname,
                              requested=backup_id)
         self.store.put_bytes(result.to_json(), self.layout.drill_path(now))
         self.log.info("Drill %s in %.1fs (recorded at %s)", "passed" if result.ok else "FAILED", result.seconds, self.layout.drill_path(now))
         return result
 
-    def _drop(self, scratch: PgTarget) -> None:
-        conn = scratch.with_database("postgres").connect()
+    def _maintenance(self):
+        conn = self.server.with_database("postgres").connect(application_name="pgbackup drill")
         conn.autocommit = True
+        return conn
+
+    @contextmanager
+    def _holding_scratch(self, name: str):
+        """This drill's claim on its scratch database: the advisory lock a sweep must get before it drops one."""
+        conn = self._maintenance()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT pg_catalog.pg_advisory_lock({_SCRATCH_LOCK_KEY})", (name,))
+            yield
+        finally:
+            conn.close()  # releases the lock
+
+    def sweep_orphaned_scratch(self) -> list[str]:
+        """Drop the scratch databases of drills that ended without dropping their own; returns their names."""
+        swept = []
+        conn = self._maintenance()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT d.datname FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.~) %s"
+                    " AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.datid = d.oid) ORDER BY 1",
+                    (SCRATCH_NAME_PATTERN,),
+                )
+                for (name,) in cur.fetchall():
+                    cur.execute(f"SELECT pg_catalog.pg_try_advisory_lock({_SCRATCH_LOCK_KEY})", (name,))
+                    if not cur.fetchone()[0]:
+                        continue  # its drill is running
+                    try:
+                        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(Identifier(name)))  # not FORCE: never one in use
+                        swept.append(name)
+                        self.log.warning("Dropped scratch database %s, left behind by a drill that did not finish", name)
+                    except psycopg2.Error as exc:
+                        self.log.warning("Left scratch database %s in place: %s", name, str(exc).strip().splitlines()[0])
+                    finally:
+                        cur.execute(f"SELECT pg_catalog.pg_advisory_unlock({_SCRATCH_LOCK_KEY})", (name,))
+        finally:
+            conn.close()
+        return swept
+
+    def _drop(self, scratch: PgTarget) -> None:
+        conn = self._maintenance()
         try:
             with conn.cursor() as cur:
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(Identifier(scratch.dbname)))

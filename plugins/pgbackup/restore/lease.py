@@ -23,7 +23,7 @@ DEFAULT_TTL = timedelta(hours=12)
 class Lease:
     def __init__(self, store, layout: BackupLayout, backup_ids: Iterable[str], *, purpose: str, ttl: timedelta = DEFAULT_TTL) -> None:
         self.store = store
-        self.path = f"{layout.prefix.strip('/')}/leases/{uuid.uuid4().hex}.json"
+        self.path = layout.lease_path(uuid.uuid4().hex)
         self.body = {"backup_ids": sorted(backup_ids), "purpose": purpose, "expires_at": utc_iso(datetime.now(timezone.utc) + ttl)}
 
     def __enter__(self) -> Lease:
@@ -40,8 +40,7 @@ class Lease:
 def leased_backups(store, layout: BackupLayout, now: datetime) -> dict[str, str]:
     """``{backup_id: purpose}`` for every unexpired lease."""
     leased: dict[str, str] = {}
-    folder = f"{layout.prefix.strip('/')}/leases"
-    paths = [o.path for o in store.list(folder) if o.path.endswith(".json")]
+    paths = [o.path for o in store.list(layout.leases_folder()) if o.path.endswith(".json")]
     for path, raw in store.read_many(paths).items():
         try:
             body = json.loads(raw)

@@ -1,23 +1,51 @@
-"""The local copy as a store with the same reading/deleting surface as :class:`rclone_provider.client.Rclone`.
+"""The store protocol (what catalog and retention need of a place holding backups) and the local copy.
 
-Catalog and retention take either, so the local and the remote copies are
-planned and pruned by the very same code.
+:class:`rclone_provider.client.Rclone` and :class:`LocalStore` both satisfy
+:class:`BackupStore`, so the local and the remote copies are planned and pruned
+by the very same code.  The library types against :class:`StoredObject` (a
+Protocol) and never imports the rclone client's own listing type.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Protocol
 
-from rclone_provider.client import StoredObject
+
+class StoredObject(Protocol):
+    """One file a store lists: what catalog and retention read of it."""
+
+    @property
+    def path(self) -> str: ...  # relative to the store's root, ``/``-separated
+
+    @property
+    def size(self) -> int: ...  # bytes; negative when the backend does not know
+
+    @property
+    def mod_time(self) -> str: ...  # ISO 8601 as the backend reports it; "" when unknown
+
+    @property
+    def hashes(self) -> Mapping[str, str]: ...  # {"sha256": "..."} where the backend computed them
+
+
+@dataclass(frozen=True)
+class LocalObject:
+    """A file of the :class:`LocalStore` (a :class:`StoredObject`)."""
+
+    path: str
+    size: int
+    mod_time: str
+    hashes: Mapping[str, str] = field(default_factory=dict)
 
 
 class BackupStore(Protocol):
-    def list(self, relative: str = "", *, recursive: bool = False, hashes: bool = False) -> list[StoredObject]: ...
+    # Sequence, not list: a store may list its own object type (read-only, so covariant).
+    def list(self, relative: str = "", *, recursive: bool = False, hashes: bool = False) -> Sequence[StoredObject]: ...
     def read_bytes(self, relative: str) -> bytes: ...
     def read_many(self, relatives: list[str]) -> dict[str, bytes]: ...
     def put_bytes(self, data: bytes, relative: str) -> None: ...
@@ -48,7 +76,7 @@ class LocalStore:
             if entry.is_file():
                 stat = entry.stat()
                 found.append(
-                    StoredObject(
+                    LocalObject(
                         path=entry.relative_to(self.root).as_posix(),
                         size=stat.st_size,
                         mod_time=datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat(),

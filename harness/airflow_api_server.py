@@ -1,5 +1,8 @@
-"""Real, long-running Airflow components on 127.0.0.1 for tests: any ``airflow <command>`` as an
-:class:`AirflowProcess`, and the api-server with SimpleAuthManager users the test chooses."""
+"""Real, long-running Airflow components on 127.0.0.1 for tests and the bench: any ``airflow <command>`` as an
+:class:`AirflowProcess`, and the api-server with SimpleAuthManager users the caller chooses.
+
+A dev-only module of its own distribution (harness/pyproject.toml, installed by `make venv`), so that tests/ and
+bench/ import it by name; the ``airflow`` it runs is the one beside this venv's Python."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,9 +19,12 @@ from pathlib import Path
 
 import psutil
 
-from conftest import airflow_cli
-
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+def airflow_cli() -> str:
+    """The ``airflow`` console script of the venv running this Python."""
+    return str(Path(sys.executable).with_name("airflow"))
 
 
 def free_port() -> int:
@@ -143,6 +150,7 @@ class ApiServer:
             "AIRFLOW__API__WORKERS": "1",
             **(env or {}),
         }
+        self._tokens: dict[str, str] = {}
         self.component = AirflowProcess(
             "api-server",
             ["api-server", "--apps", apps, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
@@ -205,6 +213,17 @@ class ApiServer:
                 return response.status, json.loads(text) if text else None
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode(errors="replace")
+
+
+    def request_as(self, username: str, password: str, method: str, path: str, body: dict | None = None, *,
+                   error: type[Exception] = RuntimeError):
+        """:meth:`call` as ``username`` (a token got once per user): the parsed body; ``error`` for an HTTP error status."""
+        if username not in self._tokens:
+            self._tokens[username] = self.token(username, password)
+        status, result = self.call(method, path, self._tokens[username], body)
+        if status >= 400:
+            raise error(f"{method} {path}: HTTP {status} {str(result)[:2000]}")
+        return result
 
 
 def get(url: str, *, headers: dict[str, str] | None = None, timeout: float = 60):

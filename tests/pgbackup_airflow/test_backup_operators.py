@@ -24,6 +24,9 @@ from pgbackup_airflow import operators
 from pgbackup_airflow.operators import CaptureBackupOperator, CheckArchiveOperator
 from rclone_provider.child_process import ProcessCancelled
 
+# A stand-in pg_restore and real PostgreSQL: the full suite's tier, not the unit one.
+pytestmark = pytest.mark.integration
+
 
 def wait_until(condition, what: str, timeout: float = 60):
     """Poll ``condition`` (observable state: a process, a catalog row) until it holds, or fail naming ``what``."""

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from rclone_provider.child_process import ChildProcess, ChildRegistry, ProcessCancelled
+from rclone_provider.child_process import ChildProcess, ChildRegistry, ProcessCancelled, StopsChildrenOnKill
 
 log = logging.getLogger("test")
 
@@ -30,9 +30,11 @@ def test_terminate_stops_the_whole_process_group(tmp_path):
         time.sleep(0.05)
     grandchild = int(pidfile.read_text())
     child.terminate(grace=5)
-    time.sleep(0.2)
-    assert child.proc.poll() is not None
-    assert not _alive(grandchild)
+    assert child.proc.poll() is not None  # terminate returns once the child has exited
+    deadline = time.monotonic() + 10
+    while _alive(grandchild):  # not our child: its exit is seen in /proc
+        assert time.monotonic() < deadline, "the grandchild outlived its process group's SIGTERM"
+        time.sleep(0.05)
 
 
 def test_stderr_is_streamed_to_the_log_and_kept_for_errors(caplog):
@@ -57,3 +59,33 @@ def test_registry_refuses_new_children_after_terminate_all():
     assert child.proc.poll() is not None
     with pytest.raises(ProcessCancelled):
         registry.start(["true"], env=None, log=log)
+
+
+def test_a_registry_is_itself_terminable_and_lists_its_running_children():
+    registry = ChildRegistry()
+    child = registry.start(["sleep", "30"], env=None, log=log, stdout=subprocess.DEVNULL)
+    assert registry.running() == [child]
+    registry.terminate()  # the name StopsChildrenOnKill calls
+    assert child.proc.poll() is not None and registry.cancelled
+    registry.forget(child)
+    assert registry.running() == []
+
+
+class _Work:
+    def __init__(self) -> None:
+        self.terminations = 0
+
+    def terminate(self) -> None:
+        self.terminations += 1
+
+
+def test_work_handed_over_after_the_kill_is_stopped_at_once():
+    """on_kill came between two steps of execute: what the next step hands over must not run unstopped."""
+    task = StopsChildrenOnKill()
+    first = task.stoppable(_Work())
+    task.on_kill()
+    assert first.terminations == 1
+    second = task.stoppable(_Work())
+    assert second.terminations == 1
+    with pytest.raises(ProcessCancelled, match="was killed"):
+        task.fail_if_killed()

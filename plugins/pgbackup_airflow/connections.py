@@ -5,13 +5,17 @@ from __future__ import annotations
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from pgbackup.config.connections import ConnectionMissing, connection_fields, pg_target_from_fields
+from pgbackup.config.connections import (
+    ConnectionMissing,
+    ConnectionNotSet,
+    check_postgres_type,
+    connection_fields,
+    pg_target_from_fields,
+)
 from pgbackup.model.identity import SourceIdentity
 from pgbackup.postgres.sources import reachable_source_identity
 from pgbackup.postgres.target import PgTarget
 from rclone_provider.client import RemoteConfig
-
-POSTGRES_TYPES = ("postgres", "postgresql")
 
 
 def source_target(conn_id: str) -> PgTarget:
@@ -19,7 +23,7 @@ def source_target(conn_id: str) -> PgTarget:
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
-        raise ConnectionMissing(
+        raise ConnectionNotSet(
             f"connection {conn_id!r} is not defined: set AIRFLOW_CONN_{conn_id.upper()} or add it in Admin > Connections"
         ) from None
     return _target(conn, conn_id)
@@ -46,8 +50,7 @@ def drill_server(drill_conn_id: str, source_conn_id: str) -> PgTarget:
 
 
 def _target(conn, conn_id: str) -> PgTarget:
-    if conn.conn_type not in POSTGRES_TYPES:
-        raise ConnectionMissing(f"connection {conn_id!r} has type {conn.conn_type!r}; the backup source must be a 'postgres' connection")
+    check_postgres_type(conn.conn_type, conn_id)
     fields = {
         "host": conn.host, "port": conn.port, "login": conn.login, "password": conn.password,
         "schema": conn.schema, "extra": conn.extra_dejson,

@@ -19,7 +19,7 @@ from pgbackup.capture.archive import check_archive, check_delta
 from pgbackup.capture.capture import BackupCapture
 from pgbackup.capture.captured import CapturedBackup
 from pgbackup.capture.compression import Compression
-from pgbackup.config.connections import ConnectionMissing, connection_fields, env_var
+from pgbackup.config.connections import ConnectionMissing, ConnectionNotSet, connection_fields, env_var
 from pgbackup.config.settings import DEFAULT_REMOTE_CONN_ID
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.identity import SourceIdentity
@@ -35,12 +35,17 @@ from pgbackup.storage.store import LocalStore
 from pgbackup_airflow import metrics
 from pgbackup_airflow.assets import backup_asset
 from pgbackup_airflow.connections import drill_server, source_identity, source_target
-from rclone_provider.child_process import StopsChildrenOnKill
+from rclone_provider.child_process import ChildRegistry, StopsChildrenOnKill
 from rclone_provider.hooks.rclone import RcloneHook
 
 
 class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
-    """An operator of this package: ``on_kill`` stops what ``self._running`` runs, a kill is never a success."""
+    """An operator of this package: ``on_kill`` stops what ``execute`` handed to ``stoppable()``, a kill is never a success.
+
+    Every child process an operator runs is started through a ``ChildRegistry`` of the
+    object it hands over (the capture's, the rclone client's behind a hook, the restore's,
+    or a registry of its own), so nothing it starts escapes the kill.
+    """
 
     def __init__(self, **kwargs) -> None:
         # Not redundant: without an __init__ of its own, Airflow's metaclass puts BaseOperator.__init__ in this
@@ -104,17 +109,22 @@ class CaptureBackupOperator(_KillAwareOperator):
         version_num, version = target.server_version()
         tools = tools_for_server(version_num, self.pg_bin_dir)
         self.log.info("Source %s runs PostgreSQL %s; using pg_dump %s from %s", target.describe(), version, tools.version, tools.bin_dir)
-        self._running = BackupCapture(
+        parent, reason = self._parent(remote, identity) if self.kind == "incremental" else (None, None)
+        capture = self.stoppable(BackupCapture(
             target, tools, Compression(self.zstd_level, self.zstd_threads),
             local_dir=Path(self.local_dir), prefix=self.prefix, server_version=version, logger=self.log,
-        )
-        if self.kind == "full":
-            captured = self._running.full()
-        else:
-            parent, reason = self._parent(remote, identity)
-            if reason:
+        ))
+        try:
+            if self.kind == "full":
+                captured = capture.full()
+            elif reason:
                 self.log.warning("Taking a full backup instead of an incremental: %s", reason)
-            captured = self._running.full_instead_of_incremental(reason) if reason else self._running.incremental(parent)
+                captured = capture.full_instead_of_incremental(reason)
+            else:
+                captured = capture.incremental(parent)
+        except Exception:
+            self.fail_if_killed()  # pg_dump stopped by the kill fails as it may: the task says it was killed
+            raise
         self.fail_if_killed()
         result = captured.to_dict()
         # The capture records the source itself; this covers a capture that does not (yet).
@@ -124,7 +134,7 @@ class CaptureBackupOperator(_KillAwareOperator):
     def _checked_remote(self):
         """The remote, listed once before anything is dumped: a broken connection fails here, naming its cause, not after pg_dump."""
         try:
-            remote = RcloneHook(self.rclone_conn_id).get_conn()
+            remote = self.stoppable(RcloneHook(self.rclone_conn_id)).get_conn()
             remote.check_readable()
         except Exception as exc:
             cause = str(exc)
@@ -159,8 +169,9 @@ class CheckArchiveOperator(_KillAwareOperator):
         if backup.kind == "full":
             tools = tools_for_server(_version_num(backup.server_version), self.pg_bin_dir)
             nothing_captured = not backup.details.get("tables") and not backup.details.get("sequences")
+            # pg_restore stopped by the kill would read as a corrupt archive: the check raises ProcessCancelled instead.
             check = check_archive(backup.path, tools, expected_uncompressed=backup.uncompressed_bytes, logger=self.log,
-                                  may_be_empty=nothing_captured)
+                                  may_be_empty=nothing_captured, children=self.stoppable(ChildRegistry()))
         else:
             check = check_delta(backup.path, expected_uncompressed=backup.uncompressed_bytes, logger=self.log)
         self.fail_if_killed()
@@ -205,9 +216,7 @@ class CommitManifestOperator(_KillAwareOperator):
         )
         path = layout.manifest_path(manifest.kind, manifest.id)
         body = manifest.to_json()
-        hook = RcloneHook(self.rclone_conn_id)
-        self._running = hook
-        client = hook.get_conn()
+        client = self.stoppable(RcloneHook(self.rclone_conn_id)).get_conn()
         if client.stat(path) is not None:
             # Never replace a manifest: a retried commit finds its own (same object), anything else is another writer's.
             stored = BackupManifest.from_json(client.read_bytes(path), source=path)
@@ -271,7 +280,7 @@ class RetentionOperator(_KillAwareOperator):
         if self.target not in ("remote", "local"):
             raise AirflowException(f"retention target must be 'remote' or 'local', not {self.target!r}")
         layout = BackupLayout(self.prefix)
-        store = RcloneHook(self.rclone_conn_id).get_conn() if self.target == "remote" else LocalStore(self.local_dir)
+        store = self.stoppable(RcloneHook(self.rclone_conn_id)).get_conn() if self.target == "remote" else LocalStore(self.local_dir)
         # Only this source's backups are planned: another installation's are never deleted.  Unreachable source
         # with several sources stored: Catalog.for_source refuses (SourceAmbiguous) rather than guess.
         catalog = Catalog.load(store, layout).for_source(source_identity(self.postgres_conn_id))
@@ -332,11 +341,11 @@ class RestoreDrillOperator(_KillAwareOperator):
             # Backup ids repeat across databases; drilling "the same id" everywhere would record false failures.
             raise AirflowFailException(f"backup_id {self.backup_id!r} given without database: with several databases, name both")
         server = drill_server(self.drill_conn_id, self.source_conn_id)
-        store = RcloneHook(self.rclone_conn_id).get_conn()
-        self._running = RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log,
-                                     source=source_identity(self.source_conn_id))
+        store = self.stoppable(RcloneHook(self.rclone_conn_id)).get_conn()
+        drill = self.stoppable(RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log,
+                                            source=source_identity(self.source_conn_id)))
         try:
-            result = self._running.run(backup_id=self.backup_id or None, jobs=self.jobs)
+            result = drill.run(backup_id=self.backup_id or None, jobs=self.jobs)
         except NothingToDrill as exc:
             self.log.info("Nothing to drill yet for %s: %s", self.database, exc)
             raise AirflowSkipException(str(exc)) from None
@@ -351,8 +360,10 @@ def _undefined_connection_cause(conn_id: str) -> str | None:
     """Why Airflow says a connection "isn't defined" when its ``AIRFLOW_CONN_*`` variable is set (bad JSON, say); None if it is unset."""
     try:
         connection_fields(conn_id)
+    except ConnectionNotSet:
+        return None
     except ConnectionMissing as exc:
-        return None if "is not set" in str(exc) else str(exc)
+        return str(exc)
     except ValueError as exc:
         return f"{env_var(conn_id)} cannot be read: {exc}"
     return None
@@ -405,16 +416,16 @@ class StagingRestoreOperator(_KillAwareOperator):
     def execute(self, context) -> dict[str, Any]:
         name, source_conn_id, prefix = self._source()
         target = self._checked_target()
-        store = RcloneHook(self.rclone_conn_id).get_conn()
+        store = self.stoppable(RcloneHook(self.rclone_conn_id)).get_conn()
         catalog = Catalog.load(store, BackupLayout(prefix)).for_source(source_identity(source_conn_id))
         try:
             chain = choose_chain(catalog, backup_id=self.backup_id or None)
         except LookupError as exc:
             raise AirflowFailException(f"{name}: {exc}; nothing was changed on {target.describe()}") from None
         protected = tuple((n, identity) for n, conn_id, _ in self.sources if (identity := source_identity(conn_id)) is not None)
-        self._running = ChainRestore(store, BackupLayout(prefix), pg_bin_dir=self.pg_bin_dir, logger=self.log)
+        restore = self.stoppable(ChainRestore(store, BackupLayout(prefix), pg_bin_dir=self.pg_bin_dir, logger=self.log))
         try:
-            report = self._running.run(chain, target, jobs=self.jobs, clean=self.clean in (True, "True", "true", "1"), protected=protected)
+            report = restore.run(chain, target, jobs=self.jobs, clean=self.clean in (True, "True", "true", "1"), protected=protected)
         except RestoreRefused as exc:
             raise AirflowFailException(f"restore into staging {self.target_conn_id!r} refused: {exc}") from None
         self.fail_if_killed()

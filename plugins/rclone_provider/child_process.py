@@ -127,12 +127,23 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 class ChildRegistry:
-    """The children a long-lived object (a hook, an operator) has running, so ``on_kill`` can stop them all."""
+    """The children a long-lived object (a hook, an operator) has running, so ``on_kill`` can stop them all.
+
+    The one way children are tracked: :meth:`start` a child, :meth:`forget` it once it
+    has exited, and :meth:`terminate_all` (or :meth:`terminate`, the name
+    :class:`StopsChildrenOnKill` calls) from any thread stops those running and
+    refuses any started afterwards.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._live: set[ChildProcess] = set()
         self.cancelled = False
+
+    def running(self) -> list[ChildProcess]:
+        """The children started and not yet forgotten, as of now."""
+        with self._lock:
+            return list(self._live)
 
     def start(self, argv: Sequence[str], **kwargs) -> ChildProcess:
         with self._lock:
@@ -153,27 +164,47 @@ class ChildRegistry:
         for child in live:
             child.terminate()
 
+    terminate = terminate_all  # a registry is itself what an operator's ``_running`` may hold
+
 
 class ProcessCancelled(RuntimeError):
     """Raised instead of starting a new child once ``terminate_all`` was called."""
 
 
+# Guards every operator's (_running, _killed) pair: on_kill runs in another thread than execute.  One lock for all
+# operators, held for two assignments: an operator is copied and pickled by Airflow, a lock of its own could not be.
+_KILL_LOCK = threading.Lock()
+
+
 class StopsChildrenOnKill:
     """Mixin for an Airflow operator whose work runs in child processes: ``on_kill`` stops them, and a kill is never a success.
 
-    ``execute`` puts what it runs in ``self._running`` (anything with ``terminate()``:
-    a capture, a hook, a drill) and calls ``fail_if_killed()`` when it returns,
-    because a child stopped by the kill may still exit 0 with half its work done.
+    ``execute`` hands what it runs to :meth:`stoppable` (anything with ``terminate()``
+    whose children go through a :class:`ChildRegistry`: a capture, a hook, a drill,
+    a registry itself) and calls ``fail_if_killed()`` when it returns, because a
+    child stopped by the kill may still exit 0 with half its work done.  Work handed
+    over after the kill came is stopped at once (its registry then starts nothing).
     Kept here, free of Airflow, so the rclone provider and the backup operators share it.
     """
 
     _running = None
     _killed = False
 
+    def stoppable(self, work):
+        """Make ``work`` what ``on_kill`` stops, and return it."""
+        with _KILL_LOCK:
+            self._running = work
+            killed = self._killed
+        if killed:
+            work.terminate()
+        return work
+
     def on_kill(self) -> None:
-        self._killed = True
-        if self._running is not None:
-            self._running.terminate()
+        with _KILL_LOCK:
+            self._killed = True
+            running = self._running
+        if running is not None:
+            running.terminate()
 
     def fail_if_killed(self) -> None:
         if self._killed:

@@ -3,12 +3,19 @@ then a restore at each point must equal the database as it was at that point, ta
 
 import logging
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from chain_steps import execute, publish, restore
+from conftest import admin_connection
+from pgbackup.capture.capture import BackupCapture
+from pgbackup.capture.compression import Compression
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.layout import BackupLayout
+from pgbackup.model.manifest import parse_utc
+from pgbackup.postgres.target import tools_for_server
 from pgbackup.restore.chain import ChainRestore, RestoreError, choose_chain
 from pgcompare import database_content
 from sample_shop import mutate_sample_shop
@@ -182,28 +189,56 @@ def test_missing_link_in_the_chain_is_named(shop_db, capture, client, local_remo
         choose_chain(Catalog.load(client, LAYOUT), backup_id=inc2.id)
 
 
-def test_full_and_incremental_started_together_capture_one_after_the_other(shop_db, capture, client):
-    """The capture lock serialises them; both finish, and the second reads a snapshot taken after the first ended."""
-    parent = publish(capture.full(), client)
-    blocker = shop_db.connect()
-    blocker.cursor().execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')  # holds the first capture's pg_dump for a moment
-    results = {}
-    full_thread = threading.Thread(target=lambda: results.__setitem__("full", capture.full()))
-    full_thread.start()
-    import time
+def waiting_backends(dbname: str, condition: str) -> int:
+    """Sessions of ``dbname`` matching ``condition`` (SQL over pg_stat_activity ``a``), as the server sees them now."""
+    conn = admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM pg_catalog.pg_stat_activity a WHERE a.datname = %s AND {condition}", (dbname,))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
 
-    time.sleep(1.0)
-    inc_thread = threading.Thread(target=lambda: results.__setitem__("incremental", capture.incremental(parent)))
-    inc_thread.start()
-    time.sleep(2.0)
-    assert "incremental" not in results, "the incremental must wait for the full's capture"
-    blocker.rollback()
-    blocker.close()
-    full_thread.join(timeout=120)
-    inc_thread.join(timeout=120)
-    full, inc = results["full"], results["incremental"]
-    assert full.kind == "full" and inc.kind == "incremental"
-    assert inc.details["snapshot"]["taken_at"] >= full.finished_at.replace("+00:00", "Z")[:19]
+
+def wait_until(condition, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f}s"
+        time.sleep(0.05)
+
+
+PG_DUMP_WAITING_FOR_A_LOCK = "a.application_name = 'pg_dump' AND a.wait_event_type = 'Lock'"
+# A capture session that has asked for the capture lock and does not hold it: it is in SnapshotSession's wait loop.
+WAITING_FOR_THE_CAPTURE_LOCK = (
+    "a.application_name = 'pgbackup capture' AND a.query LIKE '%%pg_try_advisory_lock%%' AND NOT EXISTS "
+    "(SELECT 1 FROM pg_catalog.pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)"
+)
+
+
+def test_full_and_incremental_started_together_capture_one_after_the_other(shop_db, capture, client):
+    """Two workers' captures of one database: the capture lock makes the incremental wait for the full's session to
+    end, and its snapshot is taken after the full finished."""
+    parent = publish(capture.full(), client)
+    num, version = shop_db.server_version()
+    other_worker = BackupCapture(shop_db, tools_for_server(num), Compression(), local_dir=capture.local_dir, prefix="database",
+                                 server_version=version)
+    blocker = shop_db.connect()
+    blocker.cursor().execute('LOCK TABLE "order" IN ACCESS EXCLUSIVE MODE')  # holds the full's pg_dump until released
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        full_run = pool.submit(capture.full)
+        wait_until(lambda: waiting_backends(shop_db.dbname, PG_DUMP_WAITING_FOR_A_LOCK), "the full's pg_dump waiting for order")
+        incremental_run = pool.submit(other_worker.incremental, parent)
+        wait_until(lambda: waiting_backends(shop_db.dbname, WAITING_FOR_THE_CAPTURE_LOCK), "the incremental waiting for the capture lock")
+        assert not incremental_run.done(), "the incremental must wait for the full's capture"
+        assert waiting_backends(shop_db.dbname, PG_DUMP_WAITING_FOR_A_LOCK) == 1, "one pg_dump only: the incremental started none"
+    finally:
+        blocker.rollback()
+        blocker.close()
+        pool.shutdown(wait=True)
+    full, incremental = full_run.result(), incremental_run.result()
+    assert full.kind == "full" and incremental.kind == "incremental"
+    assert parse_utc(incremental.details["snapshot"]["taken_at"]) >= parse_utc(full.finished_at)
 
 
 def test_a_chain_whose_ids_sort_before_their_parents_keeps_building_incrementals(shop_db, capture, client, make_database, monkeypatch):

@@ -15,7 +15,7 @@ from pgbackup.capture.compression import (
 )
 from pgbackup.capture.delta import DeltaFormatError, DeltaReader
 from pgbackup.postgres.target import PgTools
-from rclone_provider.child_process import ChildProcess
+from rclone_provider.child_process import ChildRegistry, ProcessCancelled
 
 log = logging.getLogger(__name__)
 
@@ -28,35 +28,45 @@ class ArchiveCheck:
 
 
 def check_archive(path: str | Path, tools: PgTools, *, expected_uncompressed: int | None = None, logger: logging.Logger | None = None,
-                  may_be_empty: bool = False) -> ArchiveCheck:
+                  may_be_empty: bool = False, children: ChildRegistry | None = None) -> ArchiveCheck:
     """Decompress the whole object (zstd checksum and length checked) and have ``pg_restore --list`` read its TOC.
 
     pg_restore stops reading after the table of contents; the rest of the stream
     is still decompressed so that damage anywhere in the file is found now, not
     during a restore.  An empty table of contents is damage unless ``may_be_empty``:
     the capture saw no relation and no sequence (a database not yet given its
-    schema, as on a first deploy), whose pg_dump archive lists nothing.
+    schema, as on a first deploy), whose pg_dump archive lists nothing.  pg_restore
+    runs through ``children`` (the caller's registry, so ``on_kill`` stops it); a
+    check stopped that way raises :class:`ProcessCancelled`, never "corrupt".
     """
     logger = logger or log
+    children = children if children is not None else ChildRegistry()
     with tempfile.TemporaryFile() as listing, open(path, "rb") as compressed:
-        child = ChildProcess([tools.pg_restore, "--list"], env=None, log=logger, stdin=subprocess.PIPE, stdout=listing)
+        child = children.start([tools.pg_restore, "--list"], env=None, log=logger, stdin=subprocess.PIPE, stdout=listing)
         total = 0
-        with child:
-            feeding = True
-            try:
-                for chunk in decompressed_chunks(compressed, expected_bytes=expected_uncompressed, source=str(path)):
-                    total += len(chunk)
-                    if feeding:
-                        try:
-                            child.stdin.write(chunk)
-                        except BrokenPipeError:
-                            feeding = False  # pg_restore has read the TOC and exited
-            finally:
+        try:
+            with child:
+                feeding = True
                 try:
-                    child.stdin.close()
-                except BrokenPipeError:
-                    pass
-            code = child.wait()
+                    for chunk in decompressed_chunks(compressed, expected_bytes=expected_uncompressed, source=str(path)):
+                        if children.cancelled:
+                            break  # the task is being killed: reading on proves nothing
+                        total += len(chunk)
+                        if feeding:
+                            try:
+                                child.stdin.write(chunk)
+                            except BrokenPipeError:
+                                feeding = False  # pg_restore has read the TOC and exited
+                finally:
+                    try:
+                        child.stdin.close()
+                    except BrokenPipeError:
+                        pass
+                code = child.wait()
+        finally:
+            children.forget(child)
+        if children.cancelled:
+            raise ProcessCancelled(f"the check of {path} was stopped before it finished; nothing is known of the archive")
         if code != 0:
             raise CorruptArchiveError(f"pg_restore --list cannot read {path}: {child.stderr_tail.splitlines()[-1:] or code}")
         listing.seek(0)

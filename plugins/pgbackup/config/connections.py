@@ -17,9 +17,27 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pgbackup.postgres.target import PgTarget
 from rclone_provider.client import RemoteConfig
 
+POSTGRES_TYPES = ("postgres", "postgresql")
+
 
 class ConnectionMissing(LookupError):
-    """The connection is not defined where this process can see it."""
+    """A connection this process needs cannot be used; each cause is a subclass, so callers may catch them all as one."""
+
+
+class ConnectionNotSet(ConnectionMissing):
+    """The connection is not defined where this process can see it (no ``AIRFLOW_CONN_*`` variable, not in Airflow)."""
+
+
+class ConnectionUnreadable(ConnectionMissing, ValueError):
+    """The connection is defined but cannot be parsed: its JSON, or the JSON of its ``extra``, is malformed."""
+
+
+class ConnectionWrongType(ConnectionMissing):
+    """The connection is of another type than the one asked for (say, an HTTP connection given as the backup source)."""
+
+
+class ConnectionNamesNoDatabase(ConnectionMissing):
+    """A PostgreSQL connection without a database name: the backup would not know which database to read."""
 
 
 def env_var(conn_id: str) -> str:
@@ -31,21 +49,18 @@ def connection_fields(conn_id: str, env: Mapping[str, str] | None = None) -> dic
     env = os.environ if env is None else env
     raw = env.get(env_var(conn_id), "").strip()
     if not raw:
-        raise ConnectionMissing(
+        raise ConnectionNotSet(
             f"connection {conn_id!r} is not set: define {env_var(conn_id)} (see .env.example) or create it in Airflow"
         )
     if raw.startswith("{"):
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise ConnectionMissing(f"{env_var(conn_id)} is not valid JSON") from None
+        data = _json(raw, f"{env_var(conn_id)}")
         extra = data.get("extra") or {}
         if isinstance(extra, str):
-            extra = json.loads(extra)
+            extra = _json(extra, f"the extra field of {env_var(conn_id)}")
         return {**data, "extra": extra}
     parts = urlsplit(raw)
     query = dict(parse_qsl(parts.query))
-    extra = json.loads(query.pop("__extra__")) if "__extra__" in query else query
+    extra = _json(query.pop("__extra__"), f"the __extra__ parameter of {env_var(conn_id)}") if "__extra__" in query else query
     return {
         "conn_type": parts.scheme.replace("-", "_"),
         "host": unquote(parts.hostname or ""),
@@ -57,9 +72,29 @@ def connection_fields(conn_id: str, env: Mapping[str, str] | None = None) -> dic
     }
 
 
+def _json(text: str, what: str) -> Any:
+    """``text`` parsed, or :class:`ConnectionUnreadable` naming ``what`` and where parsing stopped (never the text: it may hold a password)."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        where = f" (line {exc.lineno}, column {exc.colno}: {exc.msg})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ConnectionUnreadable(f"{what} is not valid JSON{where}: fix the variable, or write it as a URI") from None
+
+
+def check_postgres_type(conn_type: str | None, conn_id: str) -> None:
+    """:class:`ConnectionWrongType` unless ``conn_type`` is PostgreSQL's."""
+    if conn_type not in POSTGRES_TYPES:
+        raise ConnectionWrongType(
+            f"connection {conn_id!r} has type {conn_type!r}; a backup source or restore target must be a 'postgres' connection: "
+            "recreate it with type postgres"
+        )
+
+
 def pg_target_from_fields(fields: Mapping[str, Any], conn_id: str) -> PgTarget:
     if not fields.get("schema"):
-        raise ConnectionMissing(f"connection {conn_id!r} names no database (the connection's schema/database field)")
+        raise ConnectionNamesNoDatabase(
+            f"connection {conn_id!r} names no database: set its database (schema) field, e.g. postgresql://user@host:5432/shop"
+        )
     extra = fields.get("extra") or {}
     return PgTarget(
         dbname=fields["schema"],

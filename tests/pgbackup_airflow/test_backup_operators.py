@@ -77,7 +77,7 @@ def test_killing_the_capture_mid_dump_stops_pg_dump_and_fails_the_task_as_killed
     try:
         run = pool.submit(operator.execute, {})
         wait_until(lambda: backends(source.dbname, "pg_dump", waiting_for_lock=True), "pg_dump waiting for the lock on order")
-        (dump,) = operator._running.context.children.running()
+        (dump,) = operator._running.children.running()
         operator.on_kill()
         with pytest.raises(ProcessCancelled, match="dump was killed; its work is discarded"):
             run.result(timeout=60)

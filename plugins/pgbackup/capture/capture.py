@@ -13,63 +13,34 @@ operator keeps one object to run and to ``terminate()`` from ``on_kill``:
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 from pgbackup.capture.captured import CapturedBackup
-from pgbackup.capture.compression import Compression
 from pgbackup.capture.context import CaptureContext
 from pgbackup.capture.full import capture_full, capture_promoted_full
 from pgbackup.capture.incremental import capture_incremental
 from pgbackup.model.manifest import BackupManifest
-from pgbackup.postgres.target import PgTarget, PgTools
 
 __all__ = ["BackupCapture", "CapturedBackup"]
 
 
-class BackupCapture:
-    """Captures full and incremental backups of one source into ``<local_dir>/<prefix>/<kind>/``."""
+class BackupCapture(CaptureContext):
+    """Captures full and incremental backups of one source into ``<local_dir>/<prefix>/<kind>/``.
 
-    def __init__(
-        self,
-        target: PgTarget,
-        tools: PgTools,
-        compression: Compression,
-        *,
-        local_dir: Path,
-        prefix: str,
-        server_version: str,
-        logger: logging.Logger | None = None,
-        readers: int = 2,
-    ) -> None:
-        self.context = CaptureContext(target, tools, compression, local_dir=local_dir, prefix=prefix,
-                                      server_version=server_version, logger=logger, readers=readers)
-
-    @property
-    def local_dir(self) -> Path:
-        return self.context.local_dir
-
-    @property
-    def state_root(self) -> Path:
-        """Where the row-key states of this source's backups are kept."""
-        return self.context.state_root
+    The context (paths, tools, ids, the children and reader connections ``terminate()`` stops,
+    from ``on_kill``'s thread) with the entry points of each kind of capture.
+    """
 
     def full(self) -> CapturedBackup:
         """A full backup in a snapshot of its own."""
-        return capture_full(self.context)
+        return capture_full(self)
 
     def full_instead_of_incremental(self, reason: str) -> CapturedBackup:
         """A full taken where an incremental was asked for; the manifest records ``reason``."""
-        session = self.context.open_snapshot()
+        session = self.open_snapshot()
         try:
-            return capture_promoted_full(self.context, session, reason)
+            return capture_promoted_full(self, session, reason)
         finally:
             session.close()
 
     def incremental(self, parent: BackupManifest | None) -> CapturedBackup:
         """An incremental on top of ``parent``, or a full when one cannot be proved right (``promotion.py``)."""
-        return capture_incremental(self.context, parent)
-
-    def terminate(self) -> None:
-        """Stop the running capture (from ``on_kill``'s thread): its pg_dump children and its table reads."""
-        self.context.terminate()
+        return capture_incremental(self, parent)

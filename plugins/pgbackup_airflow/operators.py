@@ -54,7 +54,30 @@ class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
         super().__init__(**kwargs)
 
 
-class CaptureBackupOperator(_KillAwareOperator):
+class _BackupStoreOperator(_KillAwareOperator):
+    """An operator that works on one source's backups: where they are (the rclone remote and the local copies)
+    and whose they are (the source connection, which tells this installation's backups from another's).
+
+    The fields every such operator takes, declared once; each subclass lists them in its ``template_fields``.
+    """
+
+    def __init__(
+        self,
+        *,
+        postgres_conn_id: str = "backup_source",
+        rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
+        local_dir: str,
+        prefix: str = "database",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.postgres_conn_id = postgres_conn_id
+        self.rclone_conn_id = rclone_conn_id
+        self.local_dir = local_dir
+        self.prefix = prefix
+
+
+class CaptureBackupOperator(_BackupStoreOperator):
     """Capture a backup of the source into the local directory: ``kind="full"`` or ``kind="incremental"``.
 
     The remote is listed first, so a broken remote connection fails before
@@ -74,10 +97,6 @@ class CaptureBackupOperator(_KillAwareOperator):
         self,
         *,
         kind: str = "full",
-        postgres_conn_id: str = "backup_source",
-        rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
-        local_dir: str,
-        prefix: str = "database",
         zstd_level: int = 6,
         zstd_threads: int = 0,
         pg_bin_dir: str | None = None,
@@ -90,10 +109,6 @@ class CaptureBackupOperator(_KillAwareOperator):
         self.database = database
         self.only_database = only_database
         self.kind = kind
-        self.postgres_conn_id = postgres_conn_id
-        self.rclone_conn_id = rclone_conn_id
-        self.local_dir = local_dir
-        self.prefix = prefix
         self.zstd_level = zstd_level
         self.zstd_threads = zstd_threads
         self.pg_bin_dir = pg_bin_dir
@@ -178,7 +193,7 @@ class CheckArchiveOperator(_KillAwareOperator):
         return {"toc_entries": check.toc_entries, "table_data_entries": check.table_data_entries}
 
 
-class CommitManifestOperator(_KillAwareOperator):
+class CommitManifestOperator(_BackupStoreOperator):
     """Write the backup's manifest, last: to the remote (read back and compared), then beside the local copy.
 
     Only now does the backup exist; a run that stops before this step leaves an
@@ -194,9 +209,6 @@ class CommitManifestOperator(_KillAwareOperator):
         *,
         captured: dict[str, Any] | Any,
         verification: dict[str, Any] | Any,
-        rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
-        local_dir: str,
-        prefix: str = "database",
         database: str | None = None,
         **kwargs,
     ) -> None:
@@ -204,9 +216,6 @@ class CommitManifestOperator(_KillAwareOperator):
         self.database = database
         self.captured = captured
         self.verification = verification
-        self.rclone_conn_id = rclone_conn_id
-        self.local_dir = local_dir
-        self.prefix = prefix
 
     def execute(self, context) -> dict[str, Any]:
         backup = CapturedBackup.from_dict(self.captured)
@@ -246,7 +255,7 @@ class CommitManifestOperator(_KillAwareOperator):
         metrics.backup_committed(self.database or self.prefix, manifest.kind, manifest.artifact.bytes, manifest.finished_at - manifest.started_at)
 
 
-class RetentionOperator(_KillAwareOperator):
+class RetentionOperator(_BackupStoreOperator):
     """Apply a retention policy to the remote (``target="remote"``) or to the local copies (``target="local"``).
 
     The plan, with a reason for every backup, is logged before anything is
@@ -260,20 +269,12 @@ class RetentionOperator(_KillAwareOperator):
         *,
         target: str,
         policy: RetentionPolicy,
-        postgres_conn_id: str = "backup_source",
-        rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
-        local_dir: str,
-        prefix: str = "database",
         dry_run: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.target = target
-        self.postgres_conn_id = postgres_conn_id
         self.policy = policy
-        self.rclone_conn_id = rclone_conn_id
-        self.local_dir = local_dir
-        self.prefix = prefix
         self.dry_run = dry_run
 
     def execute(self, context) -> dict[str, Any]:

@@ -169,10 +169,15 @@ def test_the_image_installs_the_project_package_with_backupctl_and_the_provider(
                and "airflow providers list | grep -q rclone" in args for args in runs)
 
 
-def test_default_host_folder_for_backups_is_the_one_backupctl_uses_without_docker():
+def test_env_example_points_backupctl_on_the_host_at_the_compose_stacks_backup_folder():
+    """backupctl's own default (the user's data folder) is not the stack's: .env.example says to set BACKUP_LOCAL_DIR
+    to the host folder the containers write, and names the same folder as the compose file's default."""
     source = volume_targets(compose()["x-airflow-common"])["/opt/airflow/backups"]
     default = re.fullmatch(r"\$\{BACKUP_HOST_DIR:-(.+)\}", source).group(1)
-    assert (PROJECT / default).resolve() == BackupSettings.from_env({}).local_dir.resolve()
+    example = (PROJECT / ".env.example").read_text()
+    assert f"# BACKUP_LOCAL_DIR={default}" in example.splitlines()
+    assert f"BACKUP_HOST_DIR={default}" in example.splitlines()
+    assert BackupSettings.from_env({"BACKUP_LOCAL_DIR": default}).local_dir == Path(default)
 
 
 def test_every_line_of_env_reaches_every_airflow_container():

@@ -47,11 +47,18 @@ class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
     or a registry of its own), so nothing it starts escapes the kill.
     """
 
-    def __init__(self, **kwargs) -> None:
-        # Not redundant: without an __init__ of its own, Airflow's metaclass puts BaseOperator.__init__ in this
+    def __init__(self, *, database: str | None = None, only_database: str | None = None, **kwargs) -> None:
+        # An __init__ of its own is needed anyway: without one, Airflow's metaclass puts BaseOperator.__init__ in this
         # class's __dict__, and .partial() then takes its inlets=None/outlets=None as this class's defaults —
         # a mapped subclass (the drill) then fails before it starts ('NoneType' object is not iterable).
         super().__init__(**kwargs)
+        self.database = database  # which of the configured databases this instance works for (logs, alerts, metrics)
+        self.only_database = only_database
+
+    def skip_unless_asked_for(self, doing: str) -> None:
+        """Mapped over the databases, an instance skips itself when the run asks for another one (``only_database``)."""
+        if self.only_database and self.only_database != self.database:
+            raise AirflowSkipException(f"this run {doing} database {self.only_database!r}, not {self.database!r}")
 
 
 class _BackupStoreOperator(_KillAwareOperator):
@@ -100,14 +107,10 @@ class CaptureBackupOperator(_BackupStoreOperator):
         zstd_level: int = 6,
         zstd_threads: int = 0,
         pg_bin_dir: str | None = None,
-        database: str | None = None,
-        only_database: str | None = None,
         **kwargs,
     ) -> None:
         kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
-        self.database = database
-        self.only_database = only_database
         self.kind = kind
         self.zstd_level = zstd_level
         self.zstd_threads = zstd_threads
@@ -116,8 +119,7 @@ class CaptureBackupOperator(_BackupStoreOperator):
     def execute(self, context) -> dict[str, Any]:
         if self.kind not in ("full", "incremental"):
             raise AirflowException(f"kind must be 'full' or 'incremental', not {self.kind!r}")
-        if self.only_database and self.only_database != self.database:
-            raise AirflowSkipException(f"this run backs up database {self.only_database!r}, not {self.database!r}")
+        self.skip_unless_asked_for("backs up")
         remote = self._checked_remote()
         target = source_target(self.postgres_conn_id)
         identity = source_identity_of(target)  # read first: it decides whose backups the capture builds on
@@ -209,11 +211,9 @@ class CommitManifestOperator(_BackupStoreOperator):
         *,
         captured: dict[str, Any] | Any,
         verification: dict[str, Any] | Any,
-        database: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.database = database
         self.captured = captured
         self.verification = verification
 
@@ -312,8 +312,6 @@ class RestoreDrillOperator(_KillAwareOperator):
         self,
         *,
         backup_id: str | None = None,
-        database: str = "database",
-        only_database: str | None = None,
         several_databases: bool = False,
         drill_conn_id: str = "backup_drill",
         source_conn_id: str = "backup_source",
@@ -323,10 +321,9 @@ class RestoreDrillOperator(_KillAwareOperator):
         pg_bin_dir: str | None = None,
         **kwargs,
     ) -> None:
+        kwargs.setdefault("database", "database")
         super().__init__(**kwargs)
         self.backup_id = backup_id
-        self.database = database
-        self.only_database = only_database
         self.several_databases = several_databases
         self.drill_conn_id = drill_conn_id
         self.source_conn_id = source_conn_id
@@ -336,8 +333,7 @@ class RestoreDrillOperator(_KillAwareOperator):
         self.pg_bin_dir = pg_bin_dir
 
     def execute(self, context) -> dict[str, Any]:
-        if self.only_database and self.only_database != self.database:
-            raise AirflowSkipException(f"this run drills database {self.only_database!r}, not {self.database!r}")
+        self.skip_unless_asked_for("drills")
         if self.backup_id and self.several_databases and not self.only_database:
             # Backup ids repeat across databases; drilling "the same id" everywhere would record false failures.
             raise AirflowFailException(f"backup_id {self.backup_id!r} given without database: with several databases, name both")
@@ -394,7 +390,6 @@ class StagingRestoreOperator(_KillAwareOperator):
         confirm: str | None,
         allowed_conn_ids: Sequence[str],
         sources: Sequence[tuple[str, str, str]],
-        database: str | None = None,
         backup_id: str | None = None,
         clean: bool | str = False,
         rclone_conn_id: str = DEFAULT_REMOTE_CONN_ID,
@@ -407,7 +402,6 @@ class StagingRestoreOperator(_KillAwareOperator):
         self.confirm = confirm
         self.allowed_conn_ids = tuple(allowed_conn_ids)
         self.sources = tuple(tuple(s) for s in sources)  # (name, connection id, prefix) of every configured database
-        self.database = database
         self.backup_id = backup_id
         self.clean = clean
         self.rclone_conn_id = rclone_conn_id

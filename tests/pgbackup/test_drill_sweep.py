@@ -18,6 +18,8 @@ from pgbackup.restore.drill import RestoreDrill
 from rclone_provider.client import Rclone
 from restore_helpers import LAYOUT, back_up_chain, database_exists, database_with, query
 
+pytestmark = pytest.mark.integration  # creates and drops databases on the test server
+
 SERVER = PgTarget.from_url(f"{PG_SERVER_URL}/postgres")
 
 # A drill in a process of its own that stops, before pg_restore's post-data section, until it is killed.

@@ -39,6 +39,12 @@ from rclone_provider.child_process import ChildRegistry, StopsChildrenOnKill
 from rclone_provider.hooks.rclone import RcloneHook
 
 
+def require_one_of(what: str, value: Any, choices: tuple[str, ...]) -> None:
+    """A templated choice field is only known at run time: refuse anything else there, saying what is allowed."""
+    if value not in choices:
+        raise AirflowException(f"{what} must be {' or '.join(repr(c) for c in choices)}, not {value!r}")
+
+
 class _KillAwareOperator(StopsChildrenOnKill, BaseOperator):
     """An operator of this package: ``on_kill`` stops what ``execute`` handed to ``stoppable()``, a kill is never a success.
 
@@ -117,8 +123,7 @@ class CaptureBackupOperator(_BackupStoreOperator):
         self.pg_bin_dir = pg_bin_dir
 
     def execute(self, context) -> dict[str, Any]:
-        if self.kind not in ("full", "incremental"):
-            raise AirflowException(f"kind must be 'full' or 'incremental', not {self.kind!r}")
+        require_one_of("kind", self.kind, ("full", "incremental"))
         self.skip_unless_asked_for("backs up")
         remote = self._checked_remote()
         target = source_target(self.postgres_conn_id)
@@ -278,8 +283,7 @@ class RetentionOperator(_BackupStoreOperator):
         self.dry_run = dry_run
 
     def execute(self, context) -> dict[str, Any]:
-        if self.target not in ("remote", "local"):
-            raise AirflowException(f"retention target must be 'remote' or 'local', not {self.target!r}")
+        require_one_of("retention target", self.target, ("remote", "local"))
         layout = BackupLayout(self.prefix)
         store = self.stoppable(RcloneHook(self.rclone_conn_id)).get_conn() if self.target == "remote" else LocalStore(self.local_dir)
         # Only this source's backups are planned: another installation's are never deleted.  Unreachable source

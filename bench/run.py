@@ -256,7 +256,7 @@ def op_incremental(spec: dict) -> dict:
     manifest = _publish(captured, client)
     return {
         "backup_id": manifest.id, "bytes": manifest.artifact.bytes, "uncompressed_bytes": manifest.uncompressed_bytes,
-        "parent_xmin": parent.details["snapshot"]["xmin"], "xmax": manifest.details["snapshot"]["xmax"],
+        "parent_xmin": parent.details["snapshot"]["xmin"],
         "tables": manifest.details.get("captured"),
     }
 
@@ -528,7 +528,7 @@ class Bench:
         finally:
             conn.close()
         result = self.measure("incremental", work.dbname, **self.source_spec(work, out))
-        raw = raw_changed_bytes(work, result.pop("parent_xmin"), result.pop("xmax"))
+        raw = raw_changed_bytes(work, result.pop("parent_xmin"))
         return result | {"fraction": fraction, "rows_changed": sum(changed.values()), "raw_changed_bytes": raw}
 
     def restore(self, out: Path, backup_id: str) -> dict:
@@ -600,16 +600,16 @@ def _seed_in_child(target: PgTarget, scale: int) -> None:
         conn.close()
 
 
-def raw_changed_bytes(work: PgTarget, parent_xmin: int, xmax: int) -> int | None:
+def raw_changed_bytes(work: PgTarget, parent_xmin: int) -> int | None:
     """``sum(pg_column_size(row))`` of the rows the incremental captured as changed.
 
     Uses the capture's own test for "written since the parent's snapshot"; nothing
     writes between the incremental and this query, so it counts exactly those rows.
     """
-    condition = changed_rows_condition(xmax, parent_xmin)
     conn = work.connect()
     try:
         with conn.cursor() as cur:
+            condition = changed_rows_condition(cur, parent_xmin)
             total = 0
             for table in list_tables(cur):
                 cur.execute(sql.SQL("SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM {} AS t WHERE {}").format(table.ident, condition))

@@ -62,6 +62,29 @@ def test_incremental_stores_changed_rows_not_tables(shop_db, capture, client):
     assert captured.uncompressed_bytes < 10_000 < full.uncompressed_bytes
 
 
+def test_a_changed_table_is_read_once_for_its_state_lines_and_its_upserts(shop_db, capture, client, monkeypatch):
+    """One ``COPY`` with the changed-rows filter per table: the upserts are the rows the merge read, not a second scan."""
+    import psycopg2.extensions
+
+    from pgbackup.postgres.snapshot import SnapshotSession
+
+    statements = []
+
+    class Recording(psycopg2.extensions.cursor):
+        def copy_expert(self, sql, file, *args, **kwargs):
+            statements.append(sql)
+            return super().copy_expert(sql, file, *args, **kwargs)
+
+    monkeypatch.setattr(SnapshotSession, "cursor", lambda self, name=None: self.conn.cursor(cursor_factory=Recording))
+    full = publish(capture.full(), client)
+    statements.clear()
+    execute(shop_db, "UPDATE customer SET last_name = last_name || ' (moved)' WHERE id IN (SELECT id FROM customer ORDER BY id LIMIT 3)")
+    captured = capture.incremental(full)
+    assert captured.details["captured"]["public.customer"] == {"mode": "rows", "upserted": 3, "deleted": 0}
+    filtered = [s for s in statements if "age(t.xmin)" in s and '"public"."customer" AS t' in s]
+    assert len(filtered) == 1, filtered
+
+
 def test_table_without_primary_key_is_copied_whole_and_said_so(shop_db, capture, client):
     full = publish(capture.full(), client)
     execute(shop_db, "DELETE FROM search_index_item WHERE ctid IN (SELECT ctid FROM search_index_item LIMIT 1)")

@@ -278,3 +278,15 @@ def test_an_incremental_after_a_few_deletes_reads_only_the_buckets_that_lost_row
     state = RowKeyState(capture.state_root, inc.id)
     assert state.damage() is None and state.recorded_fingerprint("public.big") == inc.details["fingerprints"]["public.big"]
     assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)
+
+
+def test_a_changed_line_splits_into_its_state_line_and_its_row():
+    """The key ends at the first tab after the label (COPY prints a key's tab as \\t); the row is all after the hash."""
+    from pgbackup.capture.rowstate import StateDamaged, split_changed_line
+
+    digest = b"0123456789abcdef" * 2
+    line = b'01f\t("a\\tb",7)\t' + digest + b"\ta\\tb\t7\t\\N"
+    assert split_changed_line(line) == (b'01f\t("a\\tb",7)\t' + digest, b"a\\tb\t7\t\\N")
+    for damaged in (b'01f\t("a",7)\t' + digest, b'01f\t("a",7)\t' + digest[:-1] + b"\tx", b"01f\tno tabs"):
+        with pytest.raises(StateDamaged):
+            split_changed_line(damaged)

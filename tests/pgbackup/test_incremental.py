@@ -63,7 +63,8 @@ def test_incremental_stores_changed_rows_not_tables(shop_db, capture, client):
 
 
 def test_a_changed_table_is_read_once_for_its_state_lines_and_its_upserts(shop_db, capture, client, monkeypatch):
-    """One ``COPY`` with the changed-rows filter per table: the upserts are the rows the merge read, not a second scan."""
+    """One ``COPY`` with the changed-rows filter per changed table, none for an unchanged one (its rows are counted, not read):
+    the upserts are the rows the merge read, not a second scan."""
     import psycopg2.extensions
 
     from pgbackup.postgres.snapshot import SnapshotSession
@@ -81,8 +82,8 @@ def test_a_changed_table_is_read_once_for_its_state_lines_and_its_upserts(shop_d
     execute(shop_db, "UPDATE customer SET last_name = last_name || ' (moved)' WHERE id IN (SELECT id FROM customer ORDER BY id LIMIT 3)")
     captured = capture.incremental(full)
     assert captured.details["captured"]["public.customer"] == {"mode": "rows", "upserted": 3, "deleted": 0}
-    filtered = [s for s in statements if "age(t.xmin)" in s and '"public"."customer" AS t' in s]
-    assert len(filtered) == 1, filtered
+    filtered = [s for s in statements if "age(t.xmin)" in s]
+    assert len(filtered) == 1 and '"public"."customer" AS t' in filtered[0], filtered  # no COPY of an unchanged table's
 
 
 def test_table_without_primary_key_is_copied_whole_and_said_so(shop_db, capture, client):

@@ -12,7 +12,7 @@ from chain_steps import execute, publish
 from pgbackup.capture import rowstate
 from pgbackup.capture.rowstate import CHECKSUMS, FileChecksum, RowKeyState, TableFingerprintSums
 
-LINES = b"".join(b"000\t(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 500))
+LINES = b"".join(b"0000\t(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 500))
 
 
 def no_rehashing(monkeypatch):
@@ -68,8 +68,10 @@ def test_a_listing_whose_fingerprint_disagrees_with_the_manifest_promotes_to_ful
     state = RowKeyState(capture.state_root, full.id)
     listing = json.loads((state.dir / CHECKSUMS).read_text())
     # One bucket and the table, one row more: the listing adds up (no damage), but not with the manifest.
-    for entry in (listing["files"][state.bucket_paths("public.payment")[0].name], listing["tables"]["public.payment"]):
+    bucket = listing["files"][state.bucket_paths("public.payment")[0].name]
+    for entry in (bucket, listing["tables"]["public.payment"]):
         entry["fingerprint"] = {"rows": entry["fingerprint"]["rows"] + 1, "hash": entry["fingerprint"]["hash"]}
+    bucket["cells"][0] += 1
     (state.dir / CHECKSUMS).write_text(json.dumps(listing))
     assert state.damage() is None
     execute(shop_db, "DELETE FROM payment WHERE id = (SELECT max(id) FROM payment)")
@@ -79,9 +81,9 @@ def test_a_listing_whose_fingerprint_disagrees_with_the_manifest_promotes_to_ful
 
 def test_a_state_of_the_previous_format_promotes_to_full_once(shop_db, capture, client):
     full = publish(capture.full(), client)
-    (RowKeyState(capture.state_root, full.id).dir / "FORMAT").write_text("pgbackup-rowstate-4\n")
+    (RowKeyState(capture.state_root, full.id).dir / "FORMAT").write_text("pgbackup-rowstate-5\n")
     promoted = publish(capture.incremental(full), client)
     assert promoted.kind == "full" and "older format" in promoted.details["promoted_from_incremental"]
     execute(shop_db, "DELETE FROM payment WHERE id = (SELECT max(id) FROM payment)")
     assert capture.incremental(promoted).kind == "incremental"
-    assert rowstate.FORMAT == "pgbackup-rowstate-5"
+    assert rowstate.FORMAT == "pgbackup-rowstate-6"

@@ -58,7 +58,7 @@ def parent():
 def state(tmp_path, parent) -> RowKeyState:
     """The parent's complete row-key state: one file, for its one keyed table."""
     written = RowKeyState(tmp_path / "state", parent.id)
-    written.write_buckets("public.item", 0, [[b"000\t(1)\t" + ROW_HASH]])
+    written.write_buckets("public.item", 0, [[b"0001\t(1)\t" + ROW_HASH]])
     written.mark_complete()
     return RowKeyState(tmp_path / "state", parent.id)
 

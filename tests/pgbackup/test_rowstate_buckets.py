@@ -1,5 +1,5 @@
-"""The bucketed row-key state: a stable bucket function, the count algebra that picks the buckets an incremental reads,
-and the per-bucket merge — against a model of plain dicts, and on the real PostgreSQL."""
+"""The bucketed row-key state: a stable bucket and cell function, the count algebra that picks the cells an incremental
+compares, and the per-bucket merge — against a model of plain dicts, and on the real PostgreSQL."""
 
 import hashlib
 import os
@@ -15,20 +15,24 @@ from psycopg2 import sql
 from chain_steps import execute, publish, restore
 from pgbackup.capture import rowstate
 from pgbackup.capture.rowstate import (
+    CELL_BITS,
     MAX_BITS,
     RowKeyState,
     StateMismatch,
     TableListing,
     bits_for,
-    bucket_counts_query,
     bucket_function,
     bucket_of,
     bucket_of_printed,
     bucket_sql,
+    cell_counts_query,
+    cell_label,
+    cell_of,
+    cell_of_printed,
+    cell_sql,
     copy_unescape,
-    deleted_by_bucket,
+    deleted_by_cell,
     keys_query,
-    label,
     merge_change,
     printed_key_order,
     rows_query,
@@ -44,6 +48,9 @@ def test_the_bucket_function_is_the_top_bits_of_the_key_text_s_md5_and_never_cha
     assert [bucket_of(b"(42)", bits) for bits in (0, 1, 4, 12)] == [0, 27017 >> 15, 27017 >> 12, 27017 >> 4]
     assert bucket_of(b'("a b")', 12) == 16298 >> 4 and bucket_of(b"(7,x)", 16) == 50807
     assert all(int.from_bytes(hashlib.md5(key).digest()[:2], "big") >> (16 - 9) == bucket_of(key, 9) for key in (b"", b"(1)", "ä".encode()))
+    # A cell is its bucket and the next 4 bits of the same md5: a bucket's cells are 16 consecutive numbers.
+    assert [cell_of(b"(42)", bits) for bits in (0, 1, 4, 12)] == [27017 >> 12, 27017 >> 11, 27017 >> 8, 27017]
+    assert all(cell_of(key, bits) >> CELL_BITS == bucket_of(key, bits) for key in (b"", b"(1)", b"(7,x)") for bits in range(MAX_BITS + 1))
 
 
 TRICKY = ["a\nb", "a\tb", "a\\b", "a\rb", "a\bb", "a\x0bb", "a\x0cb", "a\x01b", "aAb", "a b", 'a"b', "a,b", "a(b)", "ä", "", "€x", "a" * 300]
@@ -59,12 +66,12 @@ def test_the_server_and_python_put_every_key_in_the_same_bucket(make_database):
     try:
         with conn.cursor() as cur:
             for bits in (0, 1, 7, MAX_BITS):
-                query = sql.SQL("SELECT {k}, {b} FROM k AS t ORDER BY {o}").format(
+                query = sql.SQL("SELECT {k}, {b}, {c} FROM k AS t ORDER BY {o}").format(
                     k=sql.SQL("ROW(t.s, t.n)::text"), b=bucket_sql(sql.SQL("ROW(t.s, t.n)::text"), bits),
-                    o=printed_key_order(sql.SQL("ROW(t.s, t.n)::text")))
+                    c=cell_sql(sql.SQL("ROW(t.s, t.n)::text"), bits), o=printed_key_order(sql.SQL("ROW(t.s, t.n)::text")))
                 cur.execute(query)
-                for text, bucket in cur.fetchall():
-                    assert bucket == bucket_of(text.encode(), bits), (text, bits)
+                for text, bucket, cell in cur.fetchall():
+                    assert (bucket, cell) == (bucket_of(text.encode(), bits), cell_of(text.encode(), bits)), (text, bits)
                 printed = _copy_out(cur, sql.SQL("COPY (SELECT ROW(t.s, t.n)::text FROM k AS t) TO STDOUT"))
                 cur.execute("SELECT ROW(t.s, t.n)::text FROM k AS t")
                 assert sorted(copy_unescape(line) for line in printed) == sorted(row[0].encode() for row in cur.fetchall())
@@ -104,10 +111,13 @@ def test_an_integer_key_s_bucket_is_its_low_bits_and_any_other_key_s_the_md5_of_
     assert bucket_function(table("23", ("id", "v"))) == "md5"
     assert [bucket_of_printed(k, 4, "int") for k in (b"(42)", b"(-1)", b"(0)", b"(9223372036854775807)")] == [10, 15, 0, 15]
     assert bucket_of_printed(b'("a\\tb")', 12, "md5") == bucket_of(b'("a\tb")', 12)
+    # An integer key's cell in its bucket: the 4 bits above the bucket's (42 = 0b10_1010: bucket 0b1010, then 0b10).
+    assert [cell_of_printed(k, 4, "int") for k in (b"(42)", b"(-1)", b"(0)", b"(16)")] == [0xA2, 0xFF, 0x00, 0x01]
+    assert cell_of_printed(b'("a\\tb")', 12, "md5") == cell_of(b'("a\tb")', 12)
 
 
 def test_the_server_s_bucket_labels_are_python_s_for_both_functions(make_database):
-    """What the server writes before every line (rows_query, keys_query) and counts (bucket_counts_query) is bucket_of_printed."""
+    """What the server writes before every line (rows_query, keys_query) and counts (cell_counts_query) is cell_of_printed."""
     db = make_database("labels")
     execute(db, "CREATE DOMAIN small AS int2", "CREATE TABLE i (id small PRIMARY KEY)", "CREATE TABLE b (id int8 PRIMARY KEY)",
             "CREATE TABLE s (id text PRIMARY KEY)",
@@ -122,13 +132,15 @@ def test_the_server_s_bucket_labels_are_python_s_for_both_functions(make_databas
                 assert function == ("md5" if info.name == "s" else "int")
                 for bits in (0, 3, MAX_BITS):
                     lines = _copy_out(cur, rows_query(info, bits))
-                    expected = sorted(label(bucket_of_printed(line.split(b"\t")[1], bits, function)) + b"\t" + line.split(b"\t")[1]
+                    expected = sorted(cell_label(cell_of_printed(line.split(b"\t")[1], bits, function)) + b"\t" + line.split(b"\t")[1]
                                       for line in lines)
                     assert [line.rsplit(b"\t", 1)[0] for line in lines] == expected, (info.name, bits)
-                    cur.execute(bucket_counts_query(info, bits))
-                    assert dict(cur.fetchall()) == dict(Counter(int(line[:3], 16) for line in lines))
-                    some = sorted({int(line[:3], 16) for line in lines})[::3]
-                    assert _copy_out(cur, keys_query(info, bits, some)) == [e for e in expected if int(e[:3], 16) in some]
+                    cur.execute(cell_counts_query(info, bits))
+                    assert dict(cur.fetchall()) == dict(Counter(int(line[:4], 16) for line in lines))
+                    some = sorted({int(line[:4], 16) for line in lines})[::3]
+                    assert _copy_out(cur, keys_query(info, bits, some)) == [e for e in expected if int(e[:4], 16) in some]
+                    every = range(1 << (bits + CELL_BITS))
+                    assert _copy_out(cur, keys_query(info, bits, every)) == expected
     finally:
         conn.close()
 
@@ -164,8 +176,12 @@ def bucket(key, bits):
     return bucket_of(copy_unescape(key), bits)
 
 
+def cell(key, bits):
+    return cell_of(copy_unescape(key), bits)
+
+
 def lines(rows, bits):
-    return sorted(label(bucket(k, bits)) + b"\t" + k + b"\t" + h for k, h in rows.items())
+    return sorted(cell_label(cell(k, bits)) + b"\t" + k + b"\t" + h for k, h in rows.items())
 
 
 def model_fingerprint(rows):
@@ -175,7 +191,7 @@ def model_fingerprint(rows):
 
 
 class ModelTable:
-    """The source as a dict: what a ServerTable would read, and which buckets' keys were asked for."""
+    """The source as a dict: what a ServerTable would read, and which cells' keys were asked for."""
 
     def __init__(self, current, changed, bits, *, counts_off=None):
         self.current, self.bits = current, bits
@@ -190,15 +206,15 @@ class ModelTable:
     def count(self):
         return len(self.current)
 
-    def bucket_counts(self):
-        counts = Counter(bucket(k, self.bits) for k in self.current)
+    def cell_counts(self):
+        counts = Counter(cell(k, self.bits) for k in self.current)
         if self.counts_off is not None:
-            counts[self.counts_off[0] % (1 << self.bits)] += self.counts_off[1]
+            counts[self.counts_off[0] % (1 << (self.bits + CELL_BITS))] += self.counts_off[1]
         return dict(counts)
 
-    def key_blocks(self, buckets):
-        self.asked.extend(buckets)
-        return iter([sorted(label(bucket(k, self.bits)) + b"\t" + k for k in self.current if bucket(k, self.bits) in set(buckets))])
+    def key_blocks(self, cells):
+        self.asked.extend(cells)
+        return iter([sorted(cell_label(cell(k, self.bits)) + b"\t" + k for k in self.current if cell(k, self.bits) in set(cells))])
 
 
 def run(parent, source, bits, root):
@@ -213,7 +229,7 @@ def run(parent, source, bits, root):
 
 @settings(max_examples=300, deadline=None)
 @given(scenario=scenarios())
-def test_the_merged_buckets_equal_the_model_and_only_buckets_that_lost_rows_are_compared(scenario):
+def test_the_merged_buckets_equal_the_model_and_only_cells_that_lost_rows_are_compared(scenario):
     parent, current, changed, bits = scenario
     gone = set(parent) - set(current)
     source = ModelTable(current, changed, bits)
@@ -223,10 +239,12 @@ def test_the_merged_buckets_equal_the_model_and_only_buckets_that_lost_rows_are_
         assert [line for block in child.blocks("public.t") for line in block] == lines(current, bits)
         assert sorted(deleted) == sorted(gone) and result.deleted == len(gone)
         assert result.fingerprint == model_fingerprint(current) == child.recorded_fingerprint("public.t")
+        lost_cells = sorted({cell(k, bits) for k in gone})
         lost = sorted({bucket(k, bits) for k in gone})
         touched = {bucket(k, bits) for k in changed} | set(lost)
-        assert source.asked == lost, "the current keys of exactly the buckets that lost rows are read"
-        assert result.compared == len(lost) and result.keys_read == sum(1 for k in current if bucket(k, bits) in lost)
+        assert source.asked == lost_cells, "the current keys of exactly the cells that lost rows are read"
+        assert result.compared == len(lost) and result.cells_compared == len(lost_cells)
+        assert result.keys_read == sum(1 for k in current if cell(k, bits) in lost_cells)
         assert result.rewritten == (len(touched) if changed or gone else 0)
         assert result.counted == bool(gone)
         for path in child.bucket_paths("public.t"):  # every other bucket is the parent's file, linked
@@ -236,26 +254,31 @@ def test_the_merged_buckets_equal_the_model_and_only_buckets_that_lost_rows_are_
 
 
 @settings(max_examples=200, deadline=None)
-@given(scenario=scenarios(), off=st.tuples(st.integers(min_value=0, max_value=15), st.sampled_from([-2, -1, 1, 2])))
-def test_bucket_counts_that_do_not_add_up_are_a_mismatch(scenario, off):
-    """One bucket's count off (a wrong state, a bucket function that moved): never a silently wrong state."""
+@given(scenario=scenarios(), off=st.tuples(st.integers(min_value=0, max_value=255), st.sampled_from([-2, -1, 1, 2])))
+def test_cell_counts_that_do_not_add_up_are_a_mismatch(scenario, off):
+    """One cell's count off (a wrong state, a cell function that moved): never a silently wrong state."""
     parent, current, changed, bits = scenario
     if not set(parent) - set(current):
-        return  # no deletes: the buckets are not counted at all
+        return  # no deletes: the cells are not counted at all
     with tempfile.TemporaryDirectory() as root, pytest.raises(StateMismatch):
         run(parent, ModelTable(current, changed, bits, counts_off=off), bits, Path(root))
 
 
-def test_deleted_by_bucket_is_parent_minus_now_plus_new_rows():
+def test_deleted_by_cell_is_parent_minus_now_plus_new_rows():
+    def cells(*counts):
+        return tuple(counts) + (0,) * (16 - len(counts))
+
     listing = TableListing(2, {"rows": 12, "hash": "0:0"},
-                           {b: rowstate.FileChecksum(1, "x", {"rows": p, "hash": "0:0"}) for b, p in ((0, 5), (1, 3), (2, 4))})
-    # bucket 0: 2 updated, 1 insert, 1 delete -> 5 - 1 + 1 = 5; bucket 1: untouched, 2 deleted; bucket 3: 2 new rows only
-    changes = {0: (3, 2), 3: (2, 0)}
-    assert deleted_by_bucket("t", listing, changes, {0: 5, 1: 1, 2: 4, 3: 2}, 12) == {0: 1, 1: 2}
-    with pytest.raises(StateMismatch, match="bucket 2 holds 5"):
-        deleted_by_bucket("t", listing, changes, {0: 5, 1: 1, 2: 5, 3: 1}, 12)
-    with pytest.raises(StateMismatch, match="buckets hold"):
-        deleted_by_bucket("t", listing, changes, {0: 5, 1: 1, 2: 4, 3: 2}, 13)
+                           {b: rowstate.FileChecksum(1, "x", {"rows": sum(c), "hash": "0:0"}, c)
+                            for b, c in ((0, cells(4, 1)), (1, cells(0, 0, 3)), (2, cells(4)))})
+    # cell 0x00: 2 updated, 1 insert, 1 delete -> 4 - 1 + 1 = 4; cell 0x12: untouched, 2 deleted; cell 0x35: 2 new rows only
+    changes = {0x00: (3, 2), 0x35: (2, 0)}
+    now = {0x00: 4, 0x01: 1, 0x12: 1, 0x20: 4, 0x35: 2}
+    assert deleted_by_cell("t", listing, changes, now, 12) == {0x00: 1, 0x12: 2}
+    with pytest.raises(StateMismatch, match="cell 0020 holds 5"):
+        deleted_by_cell("t", listing, changes, {**now, 0x20: 5, 0x35: 1}, 12)
+    with pytest.raises(StateMismatch, match="cells hold"):
+        deleted_by_cell("t", listing, changes, now, 13)
 
 
 # -- on the real PostgreSQL: an incremental after a small delete reads only the buckets that lost rows ----------
@@ -273,7 +296,8 @@ def test_an_incremental_after_a_few_deletes_reads_only_the_buckets_that_lost_row
     big, work = inc.details["captured"]["public.big"], inc.details["row_state"]["public.big"]
     assert big["deleted"] == 3 and big["upserted"] >= 1
     per_bucket = 100_000 / 64
-    assert work["buckets"] == 64 and work["compared"] <= 3 and work["keys_read"] < 3 * 2 * per_bucket, work
+    assert work["buckets"] == 64 and work["compared"] <= 3 and work["cells_compared"] <= 3, work
+    assert work["keys_read"] < 3 * 2 * per_bucket / 16, work  # a cell's keys, not a bucket's
     assert work["rewritten"] <= 4 + big["upserted"] - 1, work
     state = RowKeyState(capture.state_root, inc.id)
     assert state.damage() is None and state.recorded_fingerprint("public.big") == inc.details["fingerprints"]["public.big"]
@@ -285,8 +309,8 @@ def test_a_changed_line_splits_into_its_state_line_and_its_row():
     from pgbackup.capture.rowstate import StateDamaged, split_changed_line
 
     digest = b"0123456789abcdef" * 2
-    line = b'01f\t("a\\tb",7)\t' + digest + b"\ta\\tb\t7\t\\N"
-    assert split_changed_line(line) == (b'01f\t("a\\tb",7)\t' + digest, b"a\\tb\t7\t\\N")
-    for damaged in (b'01f\t("a",7)\t' + digest, b'01f\t("a",7)\t' + digest[:-1] + b"\tx", b"01f\tno tabs"):
+    line = b'01f3\t("a\\tb",7)\t' + digest + b"\ta\\tb\t7\t\\N"
+    assert split_changed_line(line) == (b'01f3\t("a\\tb",7)\t' + digest, b"a\\tb\t7\t\\N")
+    for damaged in (b'01f3\t("a",7)\t' + digest, b'01f3\t("a",7)\t' + digest[:-1] + b"\tx", b"01f3\tno tabs"):
         with pytest.raises(StateDamaged):
             split_changed_line(damaged)

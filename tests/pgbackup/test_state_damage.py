@@ -101,7 +101,7 @@ def test_damage_found_while_merging_promotes_to_full(shop_db, capture, client, m
 
 # -- the state on its own, without a capture ----------------------------------------------
 
-LINES = b"".join(b"000\t(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 2000))
+LINES = b"".join(b"0000\t(%05d)\t%032x\n" % (n, n * 7919) for n in range(1, 2000))
 
 
 def written_state(tmp_path, complete=True):
@@ -124,6 +124,19 @@ def test_an_intact_complete_state_has_no_damage_and_reads_back(tmp_path):
     assert state.damage() is None
     assert b"".join(line + b"\n" for line in read_back(state)) == LINES
 
+
+
+def test_cells_that_do_not_add_up_to_their_bucket_are_damage(tmp_path):
+    """The per-cell counts are the count algebra's parent rows: a listing whose cells miss a row is never trusted."""
+    import json
+
+    state = written_state(tmp_path)
+    listing = json.loads((state.dir / CHECKSUMS).read_text())
+    entry = listing["files"][state.path("public.t", 0).name]
+    assert sum(entry["cells"]) == 1999 and entry["cells"][0] == 1999
+    entry["cells"][0], entry["cells"][3] = 1998, 0
+    (state.dir / CHECKSUMS).write_text(json.dumps(listing))
+    assert "cells" in state.damage() and "do not add up to its 1999 rows" in state.damage()
 
 @pytest.mark.parametrize("cut", [1, 5, 13, 100, -4, -1])
 def test_reading_a_truncated_file_raises_state_damaged_not_a_decoding_error(tmp_path, cut):

@@ -4,53 +4,59 @@ An incremental finds deleted rows and keeps fingerprints up to date from its
 parent's state, without re-reading whole tables.  Each table's rows are split into
 ``2**bits`` *buckets* by a fixed function of the key (:func:`bucket_function`): for a
 primary key of one integer column, the value's low ``bits`` bits; for any other key, the
-top ``bits`` bits of the first 16 of ``md5(key text)`` (:func:`bucket_of`).  The server
-computes them (:func:`bucket_sql`) and Python alike (:func:`bucket_of_printed`) — never
-``hashtext()`` or another internal hash, whose values are no contract across majors.
-``bits`` is chosen per table by the full (about ``ROWS_PER_BUCKET`` rows a bucket, at
-most ``2**MAX_BITS`` buckets) and kept, with the function, along its chain.  One zstd
-file per non-empty bucket, ``<table>+<bucket, 3 hex digits>.rows.zst``, holds lines
-``<bucket>\\t<key>\\t<md5>``:
+top ``bits`` bits of the first 16 of ``md5(key text)`` (:func:`bucket_of`).  Each bucket
+is cut the same way into ``CELLS`` (16) *cells*: the 4 bits above the bucket's of the
+integer, or the next 4 bits of the md5 (:func:`cell_of_printed`).  The server computes
+them (:func:`cell_sql`) and Python alike — never ``hashtext()`` or another internal
+hash, whose values are no contract across majors.  ``bits`` is chosen per table by the
+full (about ``ROWS_PER_BUCKET`` rows a bucket, at most ``2**MAX_BITS`` buckets) and kept,
+with the function, along its chain.  A bucket is the unit a file is rewritten in, a
+cell (about 128 rows) the unit a delete is looked for in.  One zstd file per non-empty
+bucket, ``<table>+<bucket, 3 hex digits>.rows.zst``, holds lines ``<label>\\t<key>\\t<md5>``:
 
-- ``<bucket>`` is the bucket number in 3 lowercase hex digits (fixed width, so bytewise
-  order of lines is bucket order, then key order);
+- ``<label>`` is the bucket number in 3 lowercase hex digits and the cell in it in one
+  more (fixed width, so bytewise order of lines is bucket order, then cell, then key);
 - ``<key>`` is the primary key as a row text (``ROW(id)::text``, e.g. ``(42)``), exactly
   as ``COPY ... TO STDOUT`` prints it — so the delete sections of the incremental
   object are the key bytes themselves;
 - ``<md5>`` is ``md5(t::text)`` of the row, the per-row term of the table fingerprint
   (``fingerprint.py``): the fingerprint is the line count and the sums of the hashes' halves.
 
-Lines are sorted by the server on (bucket, *printed* key) (``COPY``'s escapes reproduced
+Lines are sorted by the server on (cell, *printed* key) (``COPY``'s escapes reproduced
 in SQL, ``COLLATE "C"``), so bytewise order of the lines is their order: merging two
 states is byte comparisons, never decoding.  Whatever comes from the server (a full's
 lines, an incremental's changed rows and current keys) is checked in that order block
 by block (``sorted`` on sorted input is linear, in C) and fails loudly if it does not
 hold: a wrongly ordered merge would hide deletes.
 
-**What an incremental reads.**  Per bucket ``b`` of a table: ``p`` parent rows (the
-listing records each bucket's fingerprint, so its row count), ``c`` changed rows (xmin
-since the parent; re-sent unchanged rows included), ``u`` of them whose key was in the
-parent bucket (updates, re-sends, deleted-and-inserted-again), ``n`` current rows.
-Rows not changed since the parent were all in the parent, so the parent rows deleted
-are ``g = p − n + c − u`` — never negative, else the state does not add up
+**What an incremental reads.**  Per cell of a table: ``p`` parent rows (the listing
+records each bucket's row count per cell), ``c`` changed rows (xmin since the parent;
+re-sent unchanged rows included), ``u`` of them whose key was in the parent
+(updates, re-sends, deleted-and-inserted-again), ``n`` current rows.  Rows not changed
+since the parent were all in the parent, so the parent rows deleted are
+``g = p − n + c − u`` — never negative, else the state does not add up
 (:class:`StateMismatch`).  The table's total ``g`` comes from one ``count(*)``; only when
-it is positive are the per-bucket ``n`` counted (one ``GROUP BY`` pass on the server),
-and only buckets with ``g > 0`` have their current keys read and compared.  A bucket
-with neither changes nor deletes is carried: its file hard-linked, its checksum and
-fingerprint taken from the proven parent's listing.  After the merge each rewritten
-bucket must hold ``n`` rows and have lost exactly ``g``: anything else is a mismatch.
+it is positive are the per-cell ``n`` counted (one ``GROUP BY`` pass on the server), and
+only cells with ``g > 0`` have their current keys read and compared — a few deletes
+spread over a table read a sixteenth of the keys a per-bucket comparison would.  A
+bucket with neither changes nor deletes is carried: its file hard-linked, its checksum,
+fingerprint and cell counts taken from the proven parent's listing.  After the merge
+each rewritten bucket must have lost exactly its cells' ``g`` and, when counted, hold
+each cell's ``n``: anything else is a mismatch.
 
 A state proves itself before it is trusted.  Each file is one zstd frame with its
 content checksum; ``mark_complete`` writes ``CHECKSUMS.json`` (the format, every
 file's size, sha256 — taken while the file was written, or carried from its proven
-parent — and the fingerprint of its lines; per table its ``bits`` and fingerprint,
-which must be the sum of its buckets'), then ``COMPLETE``.  :meth:`RowKeyState.damage`
+parent —, the fingerprint of its lines and their count per cell, which must sum to the
+fingerprint's rows; per table its ``bits`` and fingerprint, which must be the sum of its
+buckets'), then ``COMPLETE``.  :meth:`RowKeyState.damage`
 re-checks all of it in one line of text, and reading a file that is truncated,
 changed, missing or not listed raises :class:`StateDamaged` — a :class:`StateMismatch`,
 on which the capture promotes to a full — never a zstd or hex decoding error.
 
-States of an older format (one file per table, ``pgbackup-rowstate-4`` and before)
-are not read: the capture promotes to a full backup, which writes this format.
+States of an older format (``pgbackup-rowstate-5``: buckets without cells; ``-4`` and
+before: one file per table) are not read: the capture promotes to a full backup, which
+writes this format.
 """
 
 from __future__ import annotations
@@ -79,12 +85,15 @@ from pgbackup.postgres.naming import Identifier
 from pgbackup.postgres.tables import TableInfo
 from pgbackup.storage.store import write_replacing
 
-FORMAT = "pgbackup-rowstate-5"
+FORMAT = "pgbackup-rowstate-6"
 CHECKSUMS = "CHECKSUMS.json"
 SUFFIX = ".rows.zst"
 HASH_HEX = 32
-BUCKET_HEX = 3  # the bucket's width in a line: 3 hex digits, then a tab
-PREFIX = BUCKET_HEX + 1
+BUCKET_HEX = 3  # a bucket's label (its file's name): 3 hex digits
+CELL_BITS = 4  # each bucket is cut into 16 cells: the unit a delete is looked for in
+CELLS = 1 << CELL_BITS
+LABEL_HEX = BUCKET_HEX + 1  # a line's label: its bucket, then its cell in the bucket (one hex digit), then a tab
+PREFIX = LABEL_HEX + 1
 MAX_BITS = 12  # 4096 buckets at most: files a table has, links an incremental makes
 ROWS_PER_BUCKET = 2048  # creating a file costs more than rewriting thousands of lines: few, fair-sized buckets
 # COPY text format escapes these bytes (backslash first); ordering by the escaped text orders the printed lines.
@@ -137,13 +146,28 @@ def copy_unescape(printed: bytes) -> bytes:
 
 
 def label(bucket: int) -> bytes:
-    """A bucket as its lines begin: 3 lowercase hex digits (their bytewise order is numeric order)."""
+    """A bucket as its lines begin and its file is named: 3 lowercase hex digits (their bytewise order is numeric order)."""
     return b"%03x" % bucket
+
+
+def cell_label(cell: int) -> bytes:
+    """A cell (``bucket << CELL_BITS | cell in the bucket``) as its lines begin: the bucket's label and one more hex digit."""
+    return b"%04x" % cell
+
+
+def cell_of(key_text: bytes, bits: int) -> int:
+    """The cell of a key's text: the top ``bits + CELL_BITS`` bits of the first 16 of its md5 (its bucket's bits, then 4 more)."""
+    return int.from_bytes(hashlib.md5(key_text).digest()[:2], "big") >> (16 - bits - CELL_BITS)
 
 
 def bucket_sql(key: sql.Composable, bits: int) -> sql.Composable:
     """The bucket of ``key`` (a text expression) on the server: the top ``bits`` of the first 16 bits of its md5."""
     return sql.SQL("(('x' || left(md5({}), 4))::bit(16)::int >> {})").format(key, sql.Literal(16 - bits))
+
+
+def cell_sql(key: sql.Composable, bits: int) -> sql.Composable:
+    """The cell of ``key`` (a text expression) on the server: :func:`cell_of`."""
+    return sql.SQL("(('x' || left(md5({}), 4))::bit(16)::int >> {})").format(key, sql.Literal(16 - bits - CELL_BITS))
 
 
 def printed_key_order(key: sql.Composable, function: str = "md5") -> sql.Composable:
@@ -187,21 +211,35 @@ def bucket_function(table: TableInfo) -> str:
 
 def bucket_of_printed(printed_key: bytes, bits: int, function: str) -> int:
     """The bucket of a key as ``COPY`` printed it (``(42)``, ``("a\\tb",7)``), under the table's bucket function."""
-    if function == "int":
-        return int(printed_key[1:-1]) & ((1 << bits) - 1)
-    return bucket_of(copy_unescape(printed_key), bits)
+    return cell_of_printed(printed_key, bits, function) >> CELL_BITS
 
 
-def _bucket_expr(table: TableInfo, bits: int, function: str, key_text: sql.Composable) -> sql.Composable:
-    """The row's bucket on the server (alias ``t``): from the key column for ``"int"``, else from ``key_text``."""
+def cell_of_printed(printed_key: bytes, bits: int, function: str) -> int:
+    """The cell of a key as ``COPY`` printed it: its bucket, then 4 bits more of the same function.
+
+    For ``"int"``, the bucket is the value's low ``bits`` bits and the cell in it the 4
+    bits above them (so consecutive keys fill every bucket, then every cell); for ``"md5"``,
+    the top ``bits + 4`` bits of the first 16 of the md5 of the key's text.
+    """
     if function == "int":
-        return sql.SQL("({}::int8 & {})").format(Identifier("t", table.key_columns[0]), sql.Literal((1 << bits) - 1))
-    return bucket_sql(key_text, bits)
+        value = int(printed_key[1:-1])
+        return ((value & ((1 << bits) - 1)) << CELL_BITS) | ((value >> bits) & (CELLS - 1))
+    return cell_of(copy_unescape(printed_key), bits)
+
+
+def _cell_expr(table: TableInfo, bits: int, function: str, key_text: sql.Composable | None) -> sql.Composable:
+    """The row's cell on the server (alias ``t``): from the key column for ``"int"``, else from ``key_text``."""
+    if function == "int":
+        column = sql.SQL("{}::int8").format(Identifier("t", table.key_columns[0]))
+        return sql.SQL("((({c} & {m}) << {n}) | (({c} >> {b}) & {f}))").format(
+            c=column, m=sql.Literal((1 << bits) - 1), n=sql.Literal(CELL_BITS), b=sql.Literal(bits), f=sql.Literal(CELLS - 1))
+    assert key_text is not None
+    return cell_sql(key_text, bits)
 
 
 def rows_query(table: TableInfo, bits: int, where: sql.Composable | None = None, function: str | None = None,
                with_rows: bool = False) -> sql.Composable:
-    """``COPY`` of every (or every ``where``) row's bucket, key and hash, in state order.
+    """``COPY`` of every (or every ``where``) row's cell label, key and hash, in state order.
 
     ``OFFSET 0`` keeps the subquery apart, so the key's text is computed once a row
     (not once for the bucket, once for the output and once for the sort).  ``with_rows``
@@ -215,14 +253,14 @@ def rows_query(table: TableInfo, bits: int, where: sql.Composable | None = None,
     def passed(alias: str) -> sql.Composable:
         return sql.SQL("").join(sql.SQL(", {}.{}").format(sql.Identifier(alias), a) for a in aliases)
 
-    bucket = _bucket_expr(table, bits, function, sql.SQL("r.k") if function == "md5" else None)
-    if function == "int":  # the bucket from the column, in the same scan
+    bucket = _cell_expr(table, bits, function, sql.SQL("r.k") if function == "md5" else None)
+    if function == "int":  # the cell from the column, in the same scan
         inner = sql.SQL("SELECT {b} AS b, {k} AS k, md5(t::text) AS h{c} FROM ONLY {t} AS t{w} OFFSET 0").format(
             b=bucket, k=table.key_text(), c=columns, t=table.ident, w=_where(where))
     else:
         inner = sql.SQL("SELECT {b} AS b, r.k, r.h{p} FROM (SELECT {k} AS k, md5(t::text) AS h{c} FROM ONLY {t} AS t{w} OFFSET 0) AS r"
                         " OFFSET 0").format(b=bucket, p=passed("r"), k=table.key_text(), c=columns, t=table.ident, w=_where(where))
-    return sql.SQL("COPY (SELECT lpad(to_hex(s.b), 3, '0'), s.k, s.h{p} FROM ({inner}) AS s ORDER BY s.b, {o}) TO STDOUT").format(
+    return sql.SQL("COPY (SELECT lpad(to_hex(s.b), 4, '0'), s.k, s.h{p} FROM ({inner}) AS s ORDER BY s.b, {o}) TO STDOUT").format(
         p=passed("s"), inner=inner, o=printed_key_order(sql.SQL("s.k"), function))
 
 
@@ -238,27 +276,28 @@ def split_changed_line(line: bytes) -> tuple[bytes, bytes]:
     return line[:end], line[end + 1 :]
 
 
-def bucket_counts_query(table: TableInfo, bits: int, function: str | None = None) -> sql.Composable:
-    """Per non-empty bucket, its current row count: one pass over the table, nothing sorted, nothing shipped but counts."""
+def cell_counts_query(table: TableInfo, bits: int, function: str | None = None) -> sql.Composable:
+    """Per non-empty cell, its current row count: one pass over the table, nothing sorted, nothing shipped but counts."""
     function = function or bucket_function(table)
-    return sql.SQL("SELECT {b}, count(*) FROM ONLY {t} AS t GROUP BY 1").format(
-        b=_bucket_expr(table, bits, function, table.key_text()), t=table.ident)
+    return sql.SQL("SELECT {c}, count(*) FROM ONLY {t} AS t GROUP BY 1").format(
+        c=_cell_expr(table, bits, function, table.key_text()), t=table.ident)
 
 
-def keys_query(table: TableInfo, bits: int, buckets: Iterable[int], function: str | None = None) -> sql.Composable:
-    """``COPY`` of the current keys of ``buckets`` only (bucket label, key), in state order.
+def keys_query(table: TableInfo, bits: int, cells: Iterable[int], function: str | None = None) -> sql.Composable:
+    """``COPY`` of the current keys of ``cells`` only (cell label, key), in state order.
 
-    The filter is evaluated first, so only the chosen buckets' keys are rendered (an
-    integer key's bucket needs no text at all) and sorted; asked for every bucket, there is no filter.
+    The filter is evaluated first, so only the chosen cells' keys are rendered (an
+    integer key's cell needs no text at all) and sorted; asked for every cell, there is no filter.
     """
     function = function or bucket_function(table)
-    bucket = _bucket_expr(table, bits, function, table.key_text())
-    wanted = sorted(set(buckets))
-    where = sql.SQL("") if len(wanted) == 1 << bits else sql.SQL(" WHERE {b} = ANY({l}::int[])").format(b=bucket, l=sql.Literal(wanted))
+    cell = _cell_expr(table, bits, function, table.key_text())
+    wanted = sorted(set(cells))
+    where = (sql.SQL("") if len(wanted) == 1 << (bits + CELL_BITS)
+             else sql.SQL(" WHERE {c} = ANY({l}::int[])").format(c=cell, l=sql.Literal(wanted)))
     return sql.SQL(
-        "COPY (SELECT lpad(to_hex(s.b), 3, '0'), s.k FROM (SELECT {b} AS b, {k} AS k FROM ONLY {t} AS t{w}"
+        "COPY (SELECT lpad(to_hex(s.b), 4, '0'), s.k FROM (SELECT {c} AS b, {k} AS k FROM ONLY {t} AS t{w}"
         " OFFSET 0) AS s ORDER BY s.b, {o}) TO STDOUT"
-    ).format(b=bucket, k=table.key_text(), t=table.ident, w=where, o=printed_key_order(sql.SQL("s.k"), function))
+    ).format(c=cell, k=table.key_text(), t=table.ident, w=where, o=printed_key_order(sql.SQL("s.k"), function))
 
 
 def hash_sums(lines: list[bytes]) -> tuple[int, int]:
@@ -281,16 +320,18 @@ def _is_state_line(line: bytes) -> bool:
 
 @dataclass(frozen=True)
 class FileChecksum:
-    """What ``CHECKSUMS.json`` records of one bucket file: its size, the sha256 of its bytes and the fingerprint of its lines.
+    """What ``CHECKSUMS.json`` records of one bucket file: its size, the sha256 of its bytes, the fingerprint of its lines
+    and their count per cell.
 
     The fingerprint (``{"rows", "hash"}``, as ``table_fingerprint`` gives it) is the
-    bucket's row count for the count algebra and its share of the table's fingerprint:
-    the sha256 ties the lines to this listing.  None when not known.
+    bucket's share of the table's fingerprint; the cells' counts are the count algebra's
+    parent rows, cell by cell: the sha256 ties the lines to this listing.  None when not known.
     """
 
     bytes: int
     sha256: str
     fingerprint: dict | None = None
+    cells: tuple[int, ...] | None = None  # the bucket's row count in each of its CELLS cells
 
     def same_file(self, other: FileChecksum) -> bool:
         return (self.bytes, self.sha256) == (other.bytes, other.sha256)
@@ -318,6 +359,11 @@ class TableListing:
         entry = self.buckets.get(bucket)
         return entry.fingerprint["rows"] if entry is not None and entry.fingerprint else 0
 
+    def cell_rows(self, cell: int) -> int:
+        """The parent rows in one cell (``bucket << CELL_BITS | cell in the bucket``)."""
+        entry = self.buckets.get(cell >> CELL_BITS)
+        return entry.cells[cell & (CELLS - 1)] if entry is not None and entry.cells else 0
+
 
 @dataclass(frozen=True)
 class StateChecksums:
@@ -328,7 +374,8 @@ class StateChecksums:
     tables: dict[str, dict] = field(default_factory=dict)  # {"bits": int, "function": str, "fingerprint": {...}}
 
     def to_json(self) -> str:
-        files = {name: {"bytes": c.bytes, "sha256": c.sha256, **({"fingerprint": c.fingerprint} if c.fingerprint else {})}
+        files = {name: {"bytes": c.bytes, "sha256": c.sha256, **({"fingerprint": c.fingerprint} if c.fingerprint else {}),
+                        **({"cells": list(c.cells)} if c.cells is not None else {})}
                  for name, c in sorted(self.files.items())}
         tables = {name: {"bits": t["bits"], "function": t["function"], "fingerprint": t["fingerprint"]} for name, t in sorted(self.tables.items())}
         return json.dumps({"format": self.format, "files": files, "tables": tables}, indent=1, sort_keys=True) + "\n"
@@ -337,7 +384,7 @@ class StateChecksums:
     def parse(cls, text: str) -> StateChecksums:
         """Raises ValueError (or KeyError, TypeError) unless ``text`` is a whole checksum file."""
         data = json.loads(text)
-        files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"]), _fingerprint(c.get("fingerprint")))
+        files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"]), _fingerprint(c.get("fingerprint")), _cells(c.get("cells")))
                  for name, c in data["files"].items()}
         tables = {str(name): {"bits": int(t["bits"]), "function": str(t["function"]), "fingerprint": _fingerprint(t["fingerprint"])}
                   for name, t in data.get("tables", {}).items()}
@@ -356,6 +403,14 @@ class StateChecksums:
                 index.setdefault(owner, {})[bucket] = checksum
             object.__setattr__(self, "_by_table", index)
         return TableListing(entry["bits"], entry["fingerprint"], dict(index.get(name, {})), entry["function"])
+
+
+def _cells(data) -> tuple[int, ...] | None:
+    if data is None:
+        return None
+    if not isinstance(data, list) or len(data) != CELLS:
+        raise ValueError(f"a bucket's cells are {data!r}, not {CELLS} counts")
+    return tuple(int(count) for count in data)
 
 
 def _fingerprint(data) -> dict | None:
@@ -453,23 +508,42 @@ def bucket_runs(blocks: Iterable[list[bytes]]) -> Iterator[tuple[int, list[bytes
     for block in blocks:
         at = 0
         while at < len(block):
-            bucket = _parse_label(block[at])
+            bucket = _parse_label(block[at]) >> CELL_BITS
             end = len(block) if bucket >= (1 << MAX_BITS) - 1 else bisect.bisect_left(block, label(bucket + 1), at)
             yield bucket, block[at:end]
             at = end
 
 
 def _parse_label(line: bytes) -> int:
+    """The cell a line's label names."""
     head = line[:PREFIX]
-    if len(head) != PREFIX or head[BUCKET_HEX:] != b"\t":
-        raise StateDamaged(f"a line does not start with its bucket: {line[:80]!r}")
+    if len(head) != PREFIX or head[LABEL_HEX:] != b"\t":
+        raise StateDamaged(f"a line does not start with its bucket and cell: {line[:80]!r}")
     try:
-        bucket = int(head[:BUCKET_HEX], 16)
+        cell = int(head[:LABEL_HEX], 16)
     except ValueError:
-        bucket = -1
-    if bucket < 0 or label(bucket) != head[:BUCKET_HEX]:
-        raise StateDamaged(f"a line does not start with its bucket: {line[:80]!r}")
-    return bucket
+        cell = -1
+    if cell < 0 or cell_label(cell) != head[:LABEL_HEX]:
+        raise StateDamaged(f"a line does not start with its bucket and cell: {line[:80]!r}")
+    return cell
+
+
+def cell_runs(lines: list[bytes]) -> Iterator[tuple[int, int]]:
+    """``(cell, lines in it)`` of sorted, cell-labelled lines, found by bisection on the labels: no per-line work."""
+    at = 0
+    while at < len(lines):
+        cell = _parse_label(lines[at])
+        end = len(lines) if cell >= (1 << (MAX_BITS + CELL_BITS)) - 1 else bisect.bisect_left(lines, cell_label(cell + 1), at)
+        yield cell, end - at
+        at = end
+
+
+def count_cells(lines: list[bytes], bucket: int, cells: list[int]) -> None:
+    """Add the lines of ``bucket`` (sorted) to its per-cell counts; a line of another bucket is damage."""
+    for cell, count in cell_runs(lines):
+        if cell >> CELL_BITS != bucket:
+            raise StateDamaged(f"a line of cell {cell:04x} among the lines of bucket {bucket:03x}")
+        cells[cell & (CELLS - 1)] += count
 
 
 class _BucketStream:
@@ -488,8 +562,8 @@ class _BucketStream:
 
     def take(self, bucket: int) -> Iterator[bytes]:
         """The lines of ``bucket``; raises :class:`StateMismatch` if lines of an earlier bucket were left behind."""
-        prefix = label(bucket) + b"\t"
-        if self._next is not None and self._next[:PREFIX] < prefix:
+        prefix = label(bucket)
+        if self._next is not None and self._next[:BUCKET_HEX] < prefix:
             raise StateMismatch(f"lines of bucket {self._next[:BUCKET_HEX]!r} were not merged")
         while self._next is not None and self._next.startswith(prefix):
             yield self._next
@@ -534,6 +608,7 @@ class RowKeyState:
         # Checksums known without reading the files again: taken while writing, or carried from a proven parent.
         self._known: dict[str, FileChecksum] = {}
         self._fingerprints: dict[str, dict] = {}  # by file name: the fingerprint of the lines written
+        self._cells: dict[str, tuple[int, ...]] = {}  # by file name: its lines per cell
         self._tables: dict[str, dict] = {}  # by table: {"bits", "function", "fingerprint"}
         # By changed table, what an incremental read and wrote of it (TableChange.summary): the manifest's details["row_state"].
         self.work: dict[str, dict] = {}
@@ -604,13 +679,13 @@ class RowKeyState:
             scratch.unlink(missing_ok=True)
 
     def write_buckets(self, table: str, bits: int, blocks: Iterable[list[bytes]], function: str = "md5") -> dict:
-        """Write sorted, bucket-labelled lines into their buckets' files; record and return the table's fingerprint."""
-        total, current, out, sums = TableFingerprintSums(), None, None, None
+        """Write sorted, cell-labelled lines into their buckets' files; record and return the table's fingerprint."""
+        total, current, out, sums, cells = TableFingerprintSums(), None, None, None, [0] * CELLS
 
         def close() -> None:
             if out is not None:
                 out.__exit__(None, None, None)
-                self._fingerprints[self.path(table, current).name] = sums.to_dict()
+                self.record_bucket(table, current, sums.to_dict(), cells)
                 total.add_sums(sums)
 
         try:
@@ -619,9 +694,10 @@ class RowKeyState:
                     raise StateMismatch(f"{table}: a line of bucket {bucket} in a table of {1 << bits} buckets")
                 if bucket != current:
                     close()
-                    current, out, sums = bucket, self.writer(table, bucket).__enter__(), TableFingerprintSums()
+                    current, out, sums, cells = bucket, self.writer(table, bucket).__enter__(), TableFingerprintSums(), [0] * CELLS
                 out.write(b"\n".join(lines) + b"\n")
                 sums.add(lines)
+                count_cells(lines, bucket, cells)
         except BaseException:
             if out is not None:
                 out.__exit__(None, None, None)
@@ -633,8 +709,12 @@ class RowKeyState:
     def record_table(self, table: str, bits: int, fingerprint: dict, function: str) -> None:
         self._tables[table] = {"bits": bits, "function": function, "fingerprint": dict(fingerprint)}
 
-    def record_bucket(self, table: str, bucket: int, fingerprint: dict) -> None:
-        self._fingerprints[self.path(table, bucket).name] = dict(fingerprint)
+    def record_bucket(self, table: str, bucket: int, fingerprint: dict, cells: list[int] | tuple[int, ...]) -> None:
+        if sum(cells) != fingerprint["rows"] or len(cells) != CELLS:
+            raise StateMismatch(f"{table}: bucket {bucket}'s cells hold {sum(cells)} rows, its fingerprint {fingerprint['rows']}")
+        name = self.path(table, bucket).name
+        self._fingerprints[name] = dict(fingerprint)
+        self._cells[name] = tuple(cells)
 
     def forget(self, table: str, bucket: int) -> None:
         """Drop a bucket's file written by this object (a bucket that lost every row has none)."""
@@ -642,6 +722,7 @@ class RowKeyState:
         path.unlink(missing_ok=True)
         self._known.pop(path.name, None)
         self._fingerprints.pop(path.name, None)
+        self._cells.pop(path.name, None)
 
     def carry_bucket(self, parent: RowKeyState, table: str, bucket: int) -> None:
         """An unchanged bucket's file is the parent's: a hard link (or a copy), with the checksum its listing records.
@@ -661,6 +742,8 @@ class RowKeyState:
         self._known[dest.name] = expected
         if expected.fingerprint:
             self._fingerprints[dest.name] = expected.fingerprint
+        if expected.cells is not None:
+            self._cells[dest.name] = expected.cells
 
     def carry(self, parent: RowKeyState, table: str) -> None:
         """An unchanged table: every bucket carried, its bits and fingerprint as the parent records them."""
@@ -760,13 +843,15 @@ class RowKeyState:
         files = {}
         for path in sorted(self.dir.glob(f"*{SUFFIX}")):
             checksum = self._known.get(path.name) or FileChecksum.of(path)
-            fingerprint = self._fingerprints.get(path.name)
-            if fingerprint is None:
-                sums = TableFingerprintSums()
+            fingerprint, cells = self._fingerprints.get(path.name), self._cells.get(path.name)
+            if fingerprint is None or cells is None:
+                sums, counted = TableFingerprintSums(), [0] * CELLS
+                bucket = split_name(path.name)[1]
                 for block in checked_order(line_blocks(path), f"row-key state {path}"):
                     sums.add(block)
-                fingerprint = sums.to_dict()
-            files[path.name] = FileChecksum(checksum.bytes, checksum.sha256, fingerprint)
+                    count_cells(block, bucket, counted)
+                fingerprint, cells = sums.to_dict(), tuple(counted)
+            files[path.name] = FileChecksum(checksum.bytes, checksum.sha256, fingerprint, cells)
         tables = {}
         for name in sorted({table_of(file) for file in files} | set(self._tables)):
             if name in self._tables:
@@ -796,6 +881,9 @@ def _listing_problem(table: TableListing) -> str | None:
             return f"bucket {bucket} in a table of {1 << table.bits} buckets"
         if not checksum.fingerprint or checksum.fingerprint["rows"] <= 0:
             return f"bucket {bucket} records no rows"
+        if checksum.cells is None or len(checksum.cells) != CELLS or min(checksum.cells) < 0 \
+                or sum(checksum.cells) != checksum.fingerprint["rows"]:
+            return f"bucket {bucket}'s cells {checksum.cells} do not add up to its {checksum.fingerprint['rows']} rows"
         total.add_sums(TableFingerprintSums.parse(checksum.fingerprint))
     if total.to_dict() != table.fingerprint:
         return f"its buckets sum to {total.to_dict()}, the table records {table.fingerprint}"
@@ -812,34 +900,42 @@ class TableChange:
     fingerprint: dict = field(default_factory=dict)
     buckets: int = 0  # the table's bucket count
     rewritten: int = 0  # bucket files written anew
-    compared: int = 0  # buckets whose current keys were read
+    compared: int = 0  # buckets some of whose current keys were read
+    cells_compared: int = 0  # cells whose current keys were read (CELLS a bucket)
     keys_read: int = 0  # current keys read from the server
-    counted: bool = False  # whether the per-bucket counts were taken
+    counted: bool = False  # whether the per-cell counts were taken
 
     @property
     def unchanged(self) -> bool:
         return not self.changed and not self.deleted
 
     def summary(self) -> dict:
-        """Buckets of the table, bucket files written anew, buckets compared with the current keys, keys read for that."""
-        return {"buckets": self.buckets, "rewritten": self.rewritten, "compared": self.compared, "keys_read": self.keys_read}
+        """Buckets of the table, bucket files written anew, buckets and cells compared with the current keys, keys read for that."""
+        return {"buckets": self.buckets, "rewritten": self.rewritten, "compared": self.compared, "cells_compared": self.cells_compared,
+                "keys_read": self.keys_read}
 
 
 class ServerTable:
     """What an incremental reads of one table now, from the server, in the snapshot: the changed rows, counts, current keys.
 
-    The changed rows are read once, with their columns, into ``tmp`` (they are walked
-    three times: counted per bucket, merged, then written as the upserts); the current
-    keys only of the buckets asked for.
+    One pass counts the table's rows and its changed ones; only when some changed are
+    they read, once, with their columns, into ``tmp`` (they are walked three times:
+    counted per cell, merged, then written as the upserts) — an unchanged table costs
+    one scan.  The current keys are read only of the cells asked for.
     """
 
     def __init__(self, cur, table: TableInfo, bits: int, function: str, changed_rows: sql.Composable, tmp: Path) -> None:
         self.cur, self.table, self.bits, self.function, self.tmp = cur, table, bits, function, tmp
         self.name = table.qualified
         self._changed_path = tmp / f"{file_name(self.name)}.changed"
+        cur.execute(sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM ONLY {} AS t").format(changed_rows, table.ident))
+        self._count, counted_changed = cur.fetchone()
         with open(self._changed_path, "wb") as out:
-            cur.copy_expert(rows_query(table, bits, changed_rows, function, with_rows=True).as_string(cur), out)
-        self.changed = cur.rowcount
+            if counted_changed:
+                cur.copy_expert(rows_query(table, bits, changed_rows, function, with_rows=True).as_string(cur), out)
+        self.changed = cur.rowcount if counted_changed else 0
+        if self.changed != counted_changed:  # one snapshot: the same rows both times
+            raise StateMismatch(f"{self.name}: {counted_changed} changed rows counted, {self.changed} read")
 
     def _changed_lines(self) -> Iterator[list[tuple[bytes, bytes]]]:
         with open(self._changed_path, "rb") as raw:
@@ -856,17 +952,16 @@ class ServerTable:
             yield [row for _, row in block]
 
     def count(self) -> int:
-        self.cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(self.table.ident))
-        return self.cur.fetchone()[0]
+        return self._count
 
-    def bucket_counts(self) -> dict[int, int]:
-        self.cur.execute(bucket_counts_query(self.table, self.bits, self.function))
+    def cell_counts(self) -> dict[int, int]:
+        self.cur.execute(cell_counts_query(self.table, self.bits, self.function))
         return dict(self.cur.fetchall())
 
-    def key_blocks(self, buckets: Iterable[int]) -> Iterator[list[bytes]]:
+    def key_blocks(self, cells: Iterable[int]) -> Iterator[list[bytes]]:
         path = self.tmp / f"{file_name(self.name)}.keys"
         with open(path, "wb") as out:
-            self.cur.copy_expert(keys_query(self.table, self.bits, buckets, self.function).as_string(self.cur), out)
+            self.cur.copy_expert(keys_query(self.table, self.bits, cells, self.function).as_string(self.cur), out)
         with open(path, "rb") as raw:
             yield from checked_order(text_blocks(raw), f"current keys of {self.name}")
 
@@ -896,9 +991,10 @@ def merge_change(source, parent: RowKeyState, state: RowKeyState, name: str, par
                  on_deleted: Callable[[list[bytes]], None]) -> TableChange:
     """The incremental's work on one table, given what ``source`` (a :class:`ServerTable`, or a test's model) reads now.
 
-    The count algebra (module docstring) decides which buckets are read: only those
-    with changed rows are merged, only those whose counts prove deletes are compared
-    with the table's current keys.  Anything that does not add up is a :class:`StateMismatch`.
+    The count algebra (module docstring), cell by cell, decides what is read: only the
+    buckets with changed rows or deletes are merged, and only the cells whose counts
+    prove deletes are compared with the table's current keys.  Anything that does not
+    add up is a :class:`StateMismatch`.
     """
     listing = parent.table_listing(name)
     if listing.fingerprint != parent_fingerprint:
@@ -906,9 +1002,9 @@ def merge_change(source, parent: RowKeyState, state: RowKeyState, name: str, par
     bits = listing.bits
     result = TableChange(buckets=1 << bits, changed=source.changed)
     current = source.count()
-    changes = changes_by_bucket(parent, name, listing, source.changed_blocks())
+    changes = changes_by_cell(parent, name, listing, source.changed_blocks())
     if sum(c for c, _ in changes.values()) != result.changed:
-        raise StateMismatch(f"{name}: {result.changed} changed rows read, {sum(c for c, _ in changes.values())} in their buckets")
+        raise StateMismatch(f"{name}: {result.changed} changed rows read, {sum(c for c, _ in changes.values())} in their cells")
     result.updated = sum(u for _, u in changes.values())
     gone = listing.fingerprint["rows"] - current + result.changed - result.updated
     if gone < 0:
@@ -918,27 +1014,35 @@ def merge_change(source, parent: RowKeyState, state: RowKeyState, name: str, par
         state.carry(parent, name)
         result.fingerprint = dict(parent_fingerprint)
         return result
-    gone_by_bucket = {}
-    if gone:  # only then are the buckets counted: with no row gone overall, none is gone from any bucket
+    gone_by_cell: dict[int, int] = {}
+    now: dict[int, int] | None = None
+    if gone:  # only then are the cells counted: with no row gone overall, none is gone from any cell
         result.counted = True
-        gone_by_bucket = deleted_by_bucket(name, listing, changes, source.bucket_counts(), current)
-        if sum(gone_by_bucket.values()) != gone:
-            raise StateMismatch(f"{name}: the table's counts say {gone} rows were deleted, its buckets' {sum(gone_by_bucket.values())}")
+        now = source.cell_counts()
+        gone_by_cell = deleted_by_cell(name, listing, changes, now, current)
+        if sum(gone_by_cell.values()) != gone:
+            raise StateMismatch(f"{name}: the table's counts say {gone} rows were deleted, its cells' {sum(gone_by_cell.values())}")
+    compared: dict[int, set[bytes]] = {}  # by bucket: the labels of its cells that lost rows
+    for cell in gone_by_cell:
+        compared.setdefault(cell >> CELL_BITS, set()).add(cell_label(cell))
     keys = None
-    if gone_by_bucket:
-        result.compared = len(gone_by_bucket)
-        keys = _BucketStream(_counting(source.key_blocks(sorted(gone_by_bucket)), result))
+    if gone_by_cell:
+        result.compared, result.cells_compared = len(compared), len(gone_by_cell)
+        keys = _BucketStream(_counting(source.key_blocks(sorted(gone_by_cell)), result))
+    changed_buckets = {cell >> CELL_BITS for cell in changes}
     changed_stream = _BucketStream(source.changed_blocks())
     total = TableFingerprintSums()
     try:
-        for bucket in sorted(set(listing.buckets) | set(changes) | set(gone_by_bucket)):
-            if bucket not in changes and bucket not in gone_by_bucket:
+        for bucket in sorted(set(listing.buckets) | changed_buckets | set(compared)):
+            if bucket not in changed_buckets and bucket not in compared:
                 state.carry_bucket(parent, name, bucket)
                 total.add_sums(TableFingerprintSums.parse(listing.buckets[bucket].fingerprint))
                 continue
+            lost = sum(gone_by_cell.get((bucket << CELL_BITS) | sub, 0) for sub in range(CELLS))
+            expected = [now.get((bucket << CELL_BITS) | sub, 0) for sub in range(CELLS)] if now is not None else None
             total.add_sums(_merge_bucket(parent, state, name, bucket, listing, changed_stream.take(bucket),
-                                         keys.take(bucket) if bucket in gone_by_bucket else None, gone_by_bucket.get(bucket, 0),
-                                         on_deleted, result))
+                                         keys.take(bucket) if keys is not None and bucket in compared else None,
+                                         compared.get(bucket, set()), lost, expected, on_deleted, result))
         if not changed_stream.exhausted() or (keys is not None and not keys.exhausted()):
             raise StateMismatch(f"{name}: changed rows or current keys of a bucket were left unmerged")
     finally:
@@ -965,8 +1069,8 @@ def _counting(blocks: Iterator[list[bytes]], result: TableChange) -> Iterator[li
             close()
 
 
-def changes_by_bucket(parent: RowKeyState, name: str, listing: TableListing, changed_blocks: Iterable[list[bytes]]) -> dict[int, tuple[int, int]]:
-    """Per bucket with changed rows: ``(c, u)``, the changed rows and how many of their keys the parent's bucket held.
+def changes_by_cell(parent: RowKeyState, name: str, listing: TableListing, changed_blocks: Iterable[list[bytes]]) -> dict[int, tuple[int, int]]:
+    """Per cell with changed rows: ``(c, u)``, the changed rows and how many of their keys the parent held.
 
     Only the parent's buckets that have changed rows are read.
     """
@@ -974,62 +1078,66 @@ def changes_by_bucket(parent: RowKeyState, name: str, listing: TableListing, cha
     for bucket, runs in itertools.groupby(bucket_runs(changed_blocks), key=operator.itemgetter(0)):
         if bucket >> listing.bits:
             raise StateMismatch(f"{name}: a changed row in bucket {bucket} of a table of {1 << listing.bits} buckets")
-        seen = [0]
-
-        def lines_of(group, seen=seen):
-            for _, lines in group:
-                seen[0] += len(lines)
-                yield from lines
-
-        lines = lines_of(runs)
-        updated = count_updated(parent.bucket_blocks(name, bucket), lines) if listing.rows(bucket) else 0
-        for _ in lines:  # what count_updated left (all of it, for a bucket the parent had no rows in)
-            pass
-        changes[bucket] = (seen[0], updated)
+        lines = [line for _, run in runs for line in run]  # one bucket's changed rows: few, and walked twice
+        updated: dict[bytes, int] = {}
+        if listing.rows(bucket):
+            count_updated(parent.bucket_blocks(name, bucket), iter(lines), updated)
+        for cell, count in cell_runs(lines):
+            changes[cell] = (count, updated.get(cell_label(cell), 0))
     return changes
 
 
-def deleted_by_bucket(name: str, listing: TableListing, changes: dict[int, tuple[int, int]], now: dict[int, int],
-                      current: int) -> dict[int, int]:
-    """Per bucket, how many parent rows are gone, ``g = p − n + c − u``; only buckets with ``g > 0``.
+def deleted_by_cell(name: str, listing: TableListing, changes: dict[int, tuple[int, int]], now: dict[int, int],
+                    current: int) -> dict[int, int]:
+    """Per cell, how many parent rows are gone, ``g = p − n + c − u``; only cells with ``g > 0``.
 
-    ``now`` is each bucket's current row count (``GROUP BY``), ``current`` the table's
+    ``now`` is each cell's current row count (``GROUP BY``), ``current`` the table's
     (``count(*)``).  Rows not changed since the parent were all in the parent, so a
-    bucket holds its parent rows less the deleted, plus its changed rows that are new:
+    cell holds its parent rows less the deleted, plus its changed rows that are new:
     ``n = p − g + (c − u)``.  A negative ``g``, or counts that do not sum to the table's,
     mean the state and the source do not add up.
     """
     if sum(now.values()) != current:
-        raise StateMismatch(f"{name}: its buckets hold {sum(now.values())} rows, the table {current}")
+        raise StateMismatch(f"{name}: its cells hold {sum(now.values())} rows, the table {current}")
+    parent_cells = {(bucket << CELL_BITS) | sub: count for bucket, entry in listing.buckets.items() if entry.cells
+                    for sub, count in enumerate(entry.cells) if count}
     gone = {}
-    for bucket in sorted(set(listing.buckets) | set(now) | set(changes)):
-        if bucket >> listing.bits:
-            raise StateMismatch(f"{name}: the server counted rows in bucket {bucket} of a table of {1 << listing.bits} buckets")
-        changed, updated = changes.get(bucket, (0, 0))
-        lost = listing.rows(bucket) - now.get(bucket, 0) + changed - updated
+    for cell in sorted(set(parent_cells) | set(now) | set(changes)):
+        if cell >> (listing.bits + CELL_BITS):
+            raise StateMismatch(f"{name}: the server counted rows in cell {cell} of a table of {1 << listing.bits} buckets")
+        changed, updated = changes.get(cell, (0, 0))
+        lost = parent_cells.get(cell, 0) - now.get(cell, 0) + changed - updated
         if lost < 0:
-            raise StateMismatch(f"{name}: bucket {bucket} holds {now.get(bucket, 0)} rows, more than its "
-                                f"{listing.rows(bucket)} at the parent and {changed - updated} new ones")
+            raise StateMismatch(f"{name}: cell {cell:04x} holds {now.get(cell, 0)} rows, more than its "
+                                f"{parent_cells.get(cell, 0)} at the parent and {changed - updated} new ones")
         if lost:
-            gone[bucket] = lost
+            gone[cell] = lost
     return gone
 
 
 def _merge_bucket(parent: RowKeyState, state: RowKeyState, name: str, bucket: int, listing: TableListing, changed: Iterator[bytes],
-                  keys: Iterator[bytes] | None, gone: int, on_deleted, result: TableChange) -> TableFingerprintSums:
-    """Merge one bucket's parent lines with its changed rows (and, when it lost rows, its current keys) into a new file."""
+                  keys: Iterator[bytes] | None, compared: set[bytes], gone: int, expected: list[int] | None, on_deleted,
+                  result: TableChange) -> TableFingerprintSums:
+    """Merge one bucket's parent lines with its changed rows (and, in its cells that lost rows, its current keys) into a new file.
+
+    ``expected``, when the cells were counted, is each cell's row count now: the new file must hold exactly that.
+    """
     entry = listing.buckets.get(bucket)
     sums = TableFingerprintSums.parse(entry.fingerprint) if entry is not None else TableFingerprintSums()
     key_blocks = _blocks_of(keys) if keys is not None else None
+    cells = [0] * CELLS
     with state.writer(name, bucket) as out:
         deleted = merge_state(parent.bucket_blocks(name, bucket), changed, key_blocks, out, sums,
-                              lambda gone_keys: on_deleted([key[PREFIX:] for key in gone_keys]))
+                              lambda gone_keys: on_deleted([key[PREFIX:] for key in gone_keys]),
+                              compared=compared, cells=(bucket, cells))
     if deleted != gone:
         raise StateMismatch(f"{name}: bucket {bucket}'s counts say {gone} rows were deleted, its keys {deleted}")
+    if expected is not None and cells != expected:
+        raise StateMismatch(f"{name}: bucket {bucket} holds {cells} rows per cell after the merge, the table {expected}")
     result.deleted += deleted
     result.rewritten += 1
     if sums.rows:
-        state.record_bucket(name, bucket, sums.to_dict())
+        state.record_bucket(name, bucket, sums.to_dict(), cells)
     else:  # every row of the bucket is gone: no file, as a full would write none
         state.forget(name, bucket)
     return sums
@@ -1177,51 +1285,67 @@ def _with_final(blocks: Iterable[list[bytes]]) -> Iterator[list[bytes]]:
     yield []  # the window after the last parent line: inserts above every parent key
 
 
-def count_updated(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes]) -> int:
-    """How many changed rows' keys were in the parent (updates, not inserts)."""
-    import bisect
-
+def count_updated(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes], by_cell: dict[bytes, int] | None = None) -> int:
+    """How many changed rows' keys were in the parent (updates, not inserts); ``by_cell`` gets them per cell label."""
     updated = 0
     for block, changed, _ in _windows(parent_blocks, changed_lines, None):
         for line in changed:  # few per block: look each up, rather than take every parent line's key
             probe = line[: -HASH_HEX]  # the key and its tab (COPY prints tabs in keys as \\t): only that key starts so
             at = bisect.bisect_left(block, probe)
-            updated += at < len(block) and block[at].startswith(probe)
+            if at < len(block) and block[at].startswith(probe):
+                updated += 1
+                if by_cell is not None:
+                    by_cell[line[:LABEL_HEX]] = by_cell.get(line[:LABEL_HEX], 0) + 1
     return updated
 
 
 def merge_state(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes], current_keys: Iterable[list[bytes]] | None,
-                out, sums: TableFingerprintSums, on_deleted, parent_seen: TableFingerprintSums | None = None) -> int:
+                out, sums: TableFingerprintSums, on_deleted, parent_seen: TableFingerprintSums | None = None, *,
+                compared: set[bytes] | None = None, cells: tuple[int, list[int]] | None = None) -> int:
     """Write the new state — parent lines minus deleted and updated keys, plus the changed lines — into ``out``.
 
     ``sums`` (the parent's fingerprint) is adjusted to the new rows; ``on_deleted`` gets
     each window's deleted keys.  Without ``current_keys`` the caller has proved there
-    were no deletes.  With them, every current key must be a parent key or a changed
-    row and every changed row a current key, else :class:`StateMismatch`.  Returns the
-    number of deleted keys; ``parent_seen``, if given, gets the fingerprint of the parent's
-    lines, for a caller that must check them against the parent's manifest (one whose
-    state does not record it).
+    were no deletes.  With them — the current keys of the cells whose labels are in
+    ``compared`` (all cells when it is None) — every current key must be a parent key or
+    a changed row of those cells and every changed row of them a current key, else
+    :class:`StateMismatch`; the other cells' parent lines are proved kept by their counts.
+    Returns the number of deleted keys; ``parent_seen``, if given, gets the fingerprint
+    of the parent's lines, for a caller that must check them against the parent's
+    manifest (one whose state does not record it); ``cells``, ``(bucket, counts)``, gets
+    the lines written per cell of that bucket.
     """
     deleted_total = 0
+
+    def write(lines: list[bytes]) -> None:
+        out.write(b"\n".join(lines) + b"\n")
+        if cells is not None:
+            count_cells(lines, cells[0], cells[1])
+
+    def in_compared(lines: list[bytes]) -> list[bytes]:
+        return lines if compared is None else [line for line in lines if line[:LABEL_HEX] in compared]
+
     for block, changed, current in _windows(parent_blocks, changed_lines, current_keys):
         if parent_seen is not None:
             parent_seen.add(block)
         if current is None and not changed:
             if block:
-                out.write(b"\n".join(block) + b"\n")
+                write(block)
             continue
         changed_keys = keys_of(changed)
         deleted: set[bytes] = set()
         if current is None:
             remove = set(changed_keys)
         else:
-            parent_set, changed_set, current_set = set(keys_of(block)), set(changed_keys), set(current)
+            parent_set, changed_set, current_set = set(keys_of(in_compared(block))), set(keys_of(in_compared(changed))), set(current)
             if len(current_set) != len(current):
                 raise StateMismatch("the current keys repeat a key")
+            if compared is not None and any(key[:LABEL_HEX] not in compared for key in current):
+                raise StateMismatch("a current key of a cell that was not asked for")
             if not changed_set <= current_set or not current_set <= parent_set | changed_set:
                 raise StateMismatch("current keys, changed rows and the parent's keys do not add up")
             deleted = parent_set - current_set
-            remove = (changed_set & parent_set) | deleted
+            remove = set(changed_keys) | deleted
         # Few keys leave a block: find each by bisection, and keep the runs between them as slices.
         at = sorted(i for i in (_index_of(block, key) for key in remove) if i is not None)
         if at:
@@ -1234,7 +1358,7 @@ def merge_state(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[by
         sums.add(changed)
         lines = sorted(kept + changed) if changed else kept  # two sorted runs: one linear merge, in C
         if lines:
-            out.write(b"\n".join(lines) + b"\n")
+            write(lines)
         if deleted:
             on_deleted(sorted(deleted))
             deleted_total += len(deleted)

@@ -609,7 +609,7 @@ def raw_changed_bytes(work: PgTarget, parent_xmin: int) -> int | None:
     conn = work.connect()
     try:
         with conn.cursor() as cur:
-            condition = changed_rows_condition(cur, parent_xmin)
+            condition = changed_rows_condition(parent_xmin)
             total = 0
             for table in list_tables(cur):
                 cur.execute(sql.SQL("SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM {} AS t WHERE {}").format(table.ident, condition))

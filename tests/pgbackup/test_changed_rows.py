@@ -1,6 +1,6 @@
 """The incremental's test for "written since the parent's snapshot": exactly the row versions of transactions at or after its xmin.
 
-``changed_rows_condition`` compares ``age(xmin)`` with the parent xmin's age in the
+``changed_rows_condition`` compares ``age(xmin)`` with the parent xmin's age, both in the
 reading transaction; these tests check it against the transaction ids PostgreSQL itself
 reports, row by row, at every boundary.
 """
@@ -42,7 +42,7 @@ def rows_by_transaction(make_database):
 def selected(conn, parent_xmin: int) -> set[int]:
     with conn, conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        condition = changed_rows_condition(cur, parent_xmin)
+        condition = changed_rows_condition(parent_xmin)
         cur.execute(f"SELECT id FROM t AS t WHERE {condition.as_string(cur)}")
         return {row for (row,) in cur.fetchall()}
 

@@ -15,6 +15,7 @@ from pgbackup.capture.compression import Compression
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.layout import BackupLayout
 from pgbackup.model.manifest import parse_utc
+from pgbackup.postgres.fingerprint import table_fingerprint
 from pgbackup.postgres.target import tools_for_server
 from pgbackup.restore.chain import ChainRestore, RestoreError, choose_chain
 from pgcompare import database_content
@@ -92,6 +93,38 @@ def test_table_without_primary_key_is_copied_whole_and_said_so(shop_db, capture,
     captured = capture.incremental(full)
     assert captured.details["captured"]["public.search_index_item"]["mode"] == "whole table"
     assert captured.details["captured"]["public.search_index_item"]["reason"] == "no primary key"
+    # Its fingerprint is summed from the same read as its rows: it must be the one a full reads.
+    conn = shop_db.connect()
+    try:
+        with conn.cursor() as cur:
+            assert captured.details["fingerprints"]["public.search_index_item"] == table_fingerprint(cur, "public", "search_index_item").to_dict()
+    finally:
+        conn.close()
+
+
+def test_the_whole_table_writer_passes_the_rows_on_and_sums_their_hashes_across_any_cut():
+    """COPY hands over chunks cut anywhere; a table of no columns prints empty rows (the line is the hash alone)."""
+    import io
+
+    from pgbackup.capture.incremental import _HashedRows
+    from pgbackup.capture.rowstate import StateMismatch, TableFingerprintSums
+
+    hashes = [b"%032x" % (n * 7919 + 1) for n in range(5)]
+    for rows in ([b"a\tb", b"", b"\\N\tc", b"x", b"y"], [b""] * 5):
+        printed = b"".join((row + b"\t" if row or rows[0] else b"") + digest + b"\n" for row, digest in zip(rows, hashes))
+        for cut in range(1, len(printed), 7):
+            out = io.BytesIO()
+            writer = _HashedRows(out)
+            writer.write(printed[:cut])
+            writer.write(printed[cut:])
+            writer.close()
+            expected = TableFingerprintSums()
+            expected.add(hashes)
+            assert out.getvalue() == b"".join(row + b"\n" for row in rows) and writer.sums.to_dict() == expected.to_dict()
+    writer = _HashedRows(io.BytesIO())
+    writer.write(b"a\t" + hashes[0])
+    with pytest.raises(StateMismatch):
+        writer.close()
 
 
 def test_schema_change_promotes_to_full_and_both_points_restore_exactly(shop_db, capture, client, make_database):

@@ -35,9 +35,9 @@ from pgbackup.capture.delta import DeltaWriter
 from pgbackup.capture.errors import translate_capture_error
 from pgbackup.capture.full import capture_promoted_full
 from pgbackup.capture.promotion import SourceNow, promotion_reason
-from pgbackup.capture.rowstate import RowKeyState, StateMismatch, StateOrderError, capture_change
+from pgbackup.capture.rowstate import HASH_HEX, RowKeyState, StateMismatch, StateOrderError, TableFingerprintSums, capture_change
 from pgbackup.model.manifest import BackupManifest
-from pgbackup.postgres.fingerprint import large_objects_fingerprint, read_sequences, relation_fingerprint, table_fingerprint
+from pgbackup.postgres.fingerprint import large_objects_fingerprint, read_sequences, relation_fingerprint
 from pgbackup.postgres.snapshot import SnapshotSession, reading_table
 from pgbackup.postgres.tables import TableInfo, list_tables
 from pgbackup.storage.scratch import scratch_dir
@@ -90,23 +90,23 @@ def read_source_now(ctx: CaptureContext, session: SnapshotSession) -> SourceNow:
     )
 
 
-def changed_rows_condition(cur, parent_xmin: int) -> sql.Composable:
-    """Rows whose ``xmin`` is at or after ``parent_xmin``: ``age(t.xmin) <= age(<parent_xmin>)``, in ``cur``'s transaction.
+def changed_rows_condition(parent_xmin: int) -> sql.Composable:
+    """Rows whose ``xmin`` is at or after ``parent_xmin``: ``age(t.xmin) <= age(<parent_xmin>)``.
 
     ``age(xid)`` is how far back ``xid`` lies from a transaction counter value fixed for the
-    whole transaction at its first call, as a signed 32-bit difference: comparing ages is
-    comparing ids modulo 2^32, epoch and wraparound included, with no text cast per row
-    (half the filter's cost of ``xmin::text::bigint``).  It holds while the parent is fewer
-    than 2^31 transactions back; ``promotion_reason`` promotes at ``MAX_XID_DISTANCE`` (2^30).
-    Special ids (bootstrap, frozen) are of age ``INT_MAX``: never changed — and a parent
-    xmin that is one makes every row changed, which re-sends and never misses.  ``age(xid)``
-    is parallel restricted: no worker evaluates it against a counter of its own.  Every row
-    version created by a transaction not yet committed at the parent snapshot has an id at
-    or after that snapshot's xmin (a few older ones may be re-sent, which is harmless).
+    whole reading transaction (at its first call), as a signed 32-bit difference: comparing
+    two ages taken in one transaction is comparing the ids modulo 2^32, epoch and wraparound
+    included, with no text cast per row (half the filter's cost of ``xmin::text::bigint``).
+    Both ages are in the condition, so it means the same on any connection.  It holds while
+    the parent is fewer than 2^31 transactions back; ``promotion_reason`` promotes at
+    ``MAX_XID_DISTANCE`` (2^30).  Special ids (bootstrap, frozen) are of age ``INT_MAX``:
+    never changed — and a parent xmin that is one makes every row changed, which re-sends and
+    never misses.  ``age(xid)`` is parallel restricted: no worker evaluates it against a
+    counter of its own.  Every row version created by a transaction not yet committed at the
+    parent snapshot has an id at or after that snapshot's xmin (a few older ones may be
+    re-sent, which is harmless).
     """
-    cur.execute("SELECT pg_catalog.age(%s::text::xid)", (parent_xmin % XID_WRAP,))
-    limit = cur.fetchone()[0]
-    return sql.SQL("pg_catalog.age(t.xmin) <= {}").format(sql.Literal(limit))
+    return sql.SQL("pg_catalog.age(t.xmin) <= pg_catalog.age({}::xid)").format(sql.Literal(str(parent_xmin % XID_WRAP)))
 
 
 def _incremental_in(ctx: CaptureContext, session: SnapshotSession, parent: BackupManifest, parent_state: RowKeyState,
@@ -131,7 +131,7 @@ def _incremental_in(ctx: CaptureContext, session: SnapshotSession, parent: Backu
                 fingerprints = dict(now.matview_fingerprints)  # proved equal to the parent's: nothing to carry
                 with session.cursor() as cur, scratch_dir(ctx.local_dir, "merge") as tmp:
                     sequences = read_sequences(cur)
-                    changed_rows = changed_rows_condition(cur, parent.details["snapshot"]["xmin"])
+                    changed_rows = changed_rows_condition(parent.details["snapshot"]["xmin"])
                     tables_pass = _TableChanges(cur, delta, parent_state, state, changed_rows, Path(tmp))
                     for table in tables:
                         ctx.check_cancelled()
@@ -243,10 +243,42 @@ class _TableChanges:
         rows, changed = cur.fetchone()
         if not changed and rows == parent_fingerprint["rows"]:
             return {"mode": "unchanged"}, parent_fingerprint
-        fingerprint = table_fingerprint(cur, table.schema, table.name).to_dict()
+        columns = sql.SQL("{}, ").format(table.column_list("t")) if table.columns else sql.SQL("")
+        query = sql.SQL("COPY (SELECT {}md5(t::text) FROM ONLY {} AS t) TO STDOUT").format(columns, table.ident)
         with self.delta.section({**header, "action": "replace"}) as out:
-            cur.copy_expert(sql.SQL("COPY (SELECT {} FROM ONLY {} AS t) TO STDOUT").format(table.column_list("t"), table.ident).as_string(cur), out)
+            hashed = _HashedRows(out)
+            cur.copy_expert(query.as_string(cur), hashed)
+            hashed.close()
+        fingerprint = hashed.sums.to_dict()
         return {"mode": "whole table", "reason": "no primary key", "rows": fingerprint["rows"], "bytes": out.bytes}, fingerprint
+
+
+class _HashedRows:
+    """COPY lines of a table's columns and then ``md5(t::text)``: the rows go on to ``out``, the hashes into its fingerprint.
+
+    The table is read once, for its rows and its fingerprint alike (``table_fingerprint``
+    sums the same md5 of the same row text): one pass less over a table without a key.
+    """
+
+    def __init__(self, out) -> None:
+        self.out, self.sums, self._pending = out, TableFingerprintSums(), b""
+
+    def write(self, data: bytes | str) -> int:
+        if isinstance(data, str):
+            data = data.encode()
+        lines = (self._pending + data).split(b"\n")
+        self._pending = lines.pop()
+        if lines:
+            self._emit(lines)
+        return len(data)
+
+    def _emit(self, lines: list[bytes]) -> None:
+        self.sums.add(lines)  # each line ends with its row's md5
+        self.out.write(b"".join(line[: max(len(line) - HASH_HEX - 1, 0)] + b"\n" for line in lines))
+
+    def close(self) -> None:
+        if self._pending:
+            raise StateMismatch(f"COPY ended within a line: {self._pending[:80]!r}")
 
 
 class _CountingWriter:

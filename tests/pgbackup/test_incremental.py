@@ -121,6 +121,16 @@ def test_the_whole_table_writer_passes_the_rows_on_and_sums_their_hashes_across_
             expected = TableFingerprintSums()
             expected.add(hashes)
             assert out.getvalue() == b"".join(row + b"\n" for row in rows) and writer.sums.to_dict() == expected.to_dict()
+    many = [b"row %d\t" % n + b"%032x" % n for n in range(60_000)]  # over CHUNK: handled as it comes, not at the end
+    printed, out = b"".join(line + b"\n" for line in many), io.BytesIO()
+    writer = _HashedRows(out)
+    for at in range(0, len(printed), 999):
+        writer.write(printed[at : at + 999])
+    flushed_early = out.tell() > 0
+    writer.close()
+    expected = TableFingerprintSums()
+    expected.add(many)
+    assert flushed_early and out.getvalue() == b"".join(line[:-33] + b"\n" for line in many) and writer.sums.to_dict() == expected.to_dict()
     writer = _HashedRows(io.BytesIO())
     writer.write(b"a\t" + hashes[0])
     with pytest.raises(StateMismatch):

@@ -29,7 +29,7 @@ from typing import Any
 from psycopg2 import sql
 
 from pgbackup.capture.captured import CapturedBackup, snapshot_details
-from pgbackup.capture.compression import HashingWriter
+from pgbackup.capture.compression import CHUNK, HashingWriter
 from pgbackup.capture.context import CaptureContext
 from pgbackup.capture.delta import DeltaWriter
 from pgbackup.capture.errors import translate_capture_error
@@ -258,25 +258,31 @@ class _HashedRows:
 
     The table is read once, for its rows and its fingerprint alike (``table_fingerprint``
     sums the same md5 of the same row text): one pass less over a table without a key.
+    COPY writes a row at a time; rows are gathered and handled about ``CHUNK`` bytes at once.
     """
 
     def __init__(self, out) -> None:
-        self.out, self.sums, self._pending = out, TableFingerprintSums(), b""
+        self.out, self.sums = out, TableFingerprintSums()
+        self._pending, self._chunks, self._size = b"", [], 0
 
     def write(self, data: bytes | str) -> int:
         if isinstance(data, str):
             data = data.encode()
-        lines = (self._pending + data).split(b"\n")
-        self._pending = lines.pop()
-        if lines:
-            self._emit(lines)
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size >= CHUNK:
+            self._flush()
         return len(data)
 
-    def _emit(self, lines: list[bytes]) -> None:
-        self.sums.add(lines)  # each line ends with its row's md5
-        self.out.write(b"".join(line[: max(len(line) - HASH_HEX - 1, 0)] + b"\n" for line in lines))
+    def _flush(self) -> None:
+        lines = (self._pending + b"".join(self._chunks)).split(b"\n")
+        self._pending, self._chunks, self._size = lines.pop(), [], 0
+        if lines:
+            self.sums.add(lines)  # each line ends with its row's md5
+            self.out.write(b"".join(line[: max(len(line) - HASH_HEX - 1, 0)] + b"\n" for line in lines))
 
     def close(self) -> None:
+        self._flush()
         if self._pending:
             raise StateMismatch(f"COPY ended within a line: {self._pending[:80]!r}")
 

@@ -292,8 +292,11 @@ def keys_query(table: TableInfo, bits: int, cells: Iterable[int], function: str 
     function = function or bucket_function(table)
     cell = _cell_expr(table, bits, function, table.key_text())
     wanted = sorted(set(cells))
+    # The array of the cell's own type: int8 = ANY(int8[]) is looked up in a hash table (PostgreSQL ≥ 14), a cross-type
+    # int8 = ANY(int4[]) is a linear search per row.
+    array = sql.SQL("int8[]" if function == "int" else "int4[]")
     where = (sql.SQL("") if len(wanted) == 1 << (bits + CELL_BITS)
-             else sql.SQL(" WHERE {c} = ANY({l}::int[])").format(c=cell, l=sql.Literal(wanted)))
+             else sql.SQL(" WHERE {c} = ANY({l}::{a})").format(c=cell, l=sql.Literal(wanted), a=array))
     return sql.SQL(
         "COPY (SELECT lpad(to_hex(s.b), 4, '0'), s.k FROM (SELECT {c} AS b, {k} AS k FROM ONLY {t} AS t{w}"
         " OFFSET 0) AS s ORDER BY s.b, {o}) TO STDOUT"

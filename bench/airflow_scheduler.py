@@ -21,6 +21,8 @@ from __future__ import annotations
 import secrets
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -73,7 +75,12 @@ class RunningAirflow:
         self.stop()
 
     def start(self, dag_id: str = "pg_full_backup", timeout: float = 300) -> None:
-        """Start the three and wait until the API answers, the scheduler heartbeats and ``dag_id`` is parsed."""
+        """Create the captures' pool, start the three and wait until the API answers, the scheduler heartbeats and ``dag_id`` is parsed.
+
+        Without the pool (``BACKUP_POOL``, as docker compose's airflow-init creates it) the
+        scheduler never starts a capture: the run would wait in *scheduled* until its timeout.
+        """
+        self._create_backup_pool()
         for component in self.components:
             component.start()
         deadline = time.monotonic() + timeout
@@ -85,6 +92,15 @@ class RunningAirflow:
             if waiting and time.monotonic() > deadline:
                 raise AirflowStartError(f"not up after {timeout:.0f} s: {', '.join(waiting)}\n{self.log_tails()}")
             time.sleep(0.5)
+
+    def _create_backup_pool(self) -> None:
+        env = self.api.env
+        name, slots = env.get("BACKUP_POOL") or "pgbackup", env.get("BACKUP_POOL_SLOTS") or "2"
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        result = subprocess.run([airflow, "pools", "set", name, slots, "pg_dumps at once"], env=env, capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=300)
+        if result.returncode != 0:
+            raise AirflowStartError(f"airflow pools set {name} {slots} exited with {result.returncode}:\n{result.stderr[-2000:]}")
 
     def stop(self) -> None:
         for component in self.components:

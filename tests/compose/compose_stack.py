@@ -167,6 +167,15 @@ def clean_checkout(destination: Path) -> Path:
     return destination
 
 
+def uncommitted_changes() -> list[str]:
+    """The checkout's files that differ from its HEAD (modified, added, deleted or new): they go into the image too.
+
+    A stack test that fails on a shared checkout may be testing someone's work in progress; the test says which files.
+    """
+    status = run(["git", "status", "--porcelain", "--untracked-files=all"], timeout=60, cwd=PROJECT).stdout
+    return [line[3:] for line in status.splitlines() if line.strip()]
+
+
 def env_from_example(example: str, values: dict[str, str]) -> str:
     """``.env.example`` with the given variables filled in (uncommented where needed) and the others as shipped."""
     remaining = dict(values)

@@ -16,7 +16,7 @@ import time
 
 import psycopg2
 import pytest
-from compose_stack import SOURCE_PORT, ComposeStack, DockerDaemon, RestApi, StandinImages  # noqa: E402
+from compose_stack import SOURCE_PORT, ComposeStack, DockerDaemon, RestApi, StandinImages, uncommitted_changes  # noqa: E402
 
 from pgbackup.postgres.target import PgTarget  # noqa: E402
 from pgcompare import database_content  # noqa: E402
@@ -97,6 +97,8 @@ def stack(request, tmp_path_factory, made, smtp_inbox):
         stack.up()
         stack.timings["stand-in images"] = images_took
         print("\ncompose stack timings: " + ", ".join(f"{step} {seconds:.0f}s" for step, seconds in stack.timings.items()))
+        if changes := uncommitted_changes():
+            print(f"the image holds {len(changes)} file(s) not committed in the checkout: {', '.join(changes[:20])}")
         yield stack
     except Exception:
         print(stack.logs())

@@ -16,7 +16,8 @@ With several databases (`BACKUP_DATABASES`) every database is drilled as its own
 mapped task instance; trigger with `{"database": "shop"}` to drill only one
 (and `{"database": "shop", "backup_id": "..."}` for a chosen backup of it).
 
-On a first deploy (nothing ever stored) each instance skips: nothing to drill yet, no alert.
+On a first deploy (nothing ever stored, or only the first backup's object, its manifest
+not yet written) each instance skips: nothing to drill yet, no alert.
 """
 
 from airflow.sdk import Param
@@ -46,5 +47,6 @@ with backup_dag(
         drill_conn_id=settings.drill_conn_id,
         rclone_conn_id=settings.remote_conn_id,
         pg_bin_dir=settings.pg_bin_dir,
+        in_flight=settings.orphan_grace,
         map_index_template=database_label_template(settings),
     ).expand_kwargs([{"database": d.name, "source_conn_id": d.conn_id, "prefix": d.prefix} for d in settings.databases])

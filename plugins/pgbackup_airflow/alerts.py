@@ -32,7 +32,7 @@ from pgbackup.config.settings import BackupSettings
 from pgbackup.model.catalog import Catalog
 from pgbackup.model.layout import BackupLayout
 from pgbackup.policy.staleness import duration_text, restorable_backups, staleness_warnings
-from pgbackup.restore.drill import catalog_never_used
+from pgbackup.restore.drill import IN_FLIGHT_GRACE, catalog_never_used, first_backup_in_flight
 from pgbackup_airflow import metrics
 from pgbackup_airflow.connections import source_identity
 from rclone_provider.hooks.rclone import RcloneHook
@@ -215,9 +215,11 @@ class BackupStalenessOperator(BaseOperator):
     """
 
     def __init__(self, *, rclone_conn_id: str, prefix: str, rpo: timedelta, grace: timedelta, max_full_age: timedelta,
-                 source_conn_id: str = "backup_source", database: str | None = None, **kwargs) -> None:
+                 source_conn_id: str = "backup_source", database: str | None = None, in_flight: timedelta = IN_FLIGHT_GRACE,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.database = database
+        self.in_flight = in_flight  # how long the first backup's objects may wait for its manifest (catalog_never_used)
         self.rclone_conn_id = rclone_conn_id
         self.prefix = prefix
         self.source_conn_id = source_conn_id
@@ -227,9 +229,10 @@ class BackupStalenessOperator(BaseOperator):
         # Only this source's backups count: another installation's fresh backup must not hide that ours stopped.
         identity = source_identity(self.source_conn_id)
         loaded = Catalog.load(RcloneHook(self.rclone_conn_id).get_conn(), BackupLayout(self.prefix))
-        if catalog_never_used(loaded):
+        if catalog_never_used(loaded, in_flight=self.in_flight):
             # A first deploy: the check has nothing to watch yet.  Skipped, not failed: no alert on a healthy new install.
-            self.log.info("No backup has been taken under %s/ yet: nothing to check until the first backup lands", self.prefix)
+            self.log.info("No backup has been taken under %s/ yet: nothing to check until the first backup lands%s",
+                          self.prefix, first_backup_in_flight(loaded))
             raise AirflowSkipException(f"{self.prefix}: no backup has been taken yet (first deploy): nothing to check")
         catalog = loaded.for_source(identity)
         for problem in catalog.problems:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from pgbackup.policy.retention import RetentionPolicy, apply_plan, plan_retentio
 from pgbackup.postgres.sources import source_identity_of
 from pgbackup.postgres.target import tools_for_server
 from pgbackup.restore.chain import ChainRestore, RestoreRefused, choose_chain
-from pgbackup.restore.drill import NothingToDrill, RestoreDrill
+from pgbackup.restore.drill import IN_FLIGHT_GRACE, NothingToDrill, RestoreDrill
 from pgbackup.restore.lease import leased_backups
 from pgbackup.storage.store import LocalStore
 from pgbackup_airflow import metrics
@@ -323,10 +323,12 @@ class RestoreDrillOperator(_KillAwareOperator):
         prefix: str = "database",
         jobs: int = 2,
         pg_bin_dir: str | None = None,
+        in_flight: timedelta = IN_FLIGHT_GRACE,
         **kwargs,
     ) -> None:
         kwargs.setdefault("database", "database")
         super().__init__(**kwargs)
+        self.in_flight = in_flight  # how long the first backup's objects may wait for its manifest (catalog_never_used)
         self.backup_id = backup_id
         self.several_databases = several_databases
         self.drill_conn_id = drill_conn_id
@@ -344,7 +346,7 @@ class RestoreDrillOperator(_KillAwareOperator):
         server = drill_server(self.drill_conn_id, self.source_conn_id)
         store = self.stoppable(RcloneHook(self.rclone_conn_id)).get_conn()
         drill = self.stoppable(RestoreDrill(store, BackupLayout(self.prefix), server, pg_bin_dir=self.pg_bin_dir, logger=self.log,
-                                            source=source_identity(self.source_conn_id)))
+                                            source=source_identity(self.source_conn_id), in_flight=self.in_flight))
         try:
             result = drill.run(backup_id=self.backup_id or None, jobs=self.jobs)
         except NothingToDrill as exc:

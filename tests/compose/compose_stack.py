@@ -167,6 +167,15 @@ def clean_checkout(destination: Path) -> Path:
     return destination
 
 
+def uncommitted_changes() -> list[str]:
+    """The checkout's files that differ from its HEAD (modified, added, deleted or new): they go into the image too.
+
+    A stack test that fails on a shared checkout may be testing someone's work in progress; the test says which files.
+    """
+    status = run(["git", "status", "--porcelain", "--untracked-files=all"], timeout=60, cwd=PROJECT).stdout
+    return [line[3:] for line in status.splitlines() if line.strip()]
+
+
 def env_from_example(example: str, values: dict[str, str]) -> str:
     """``.env.example`` with the given variables filled in (uncommented where needed) and the others as shipped."""
     remaining = dict(values)
@@ -215,6 +224,25 @@ class ComposeStack:
 
     def logs(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "200", check=False).stdout
+
+    def task_errors(self) -> str:
+        """The error events (with their tracebacks) of every task log in the stack's ``logs/`` so far: what a failed run said."""
+        found = []
+        for path in sorted((self.dir / "logs").glob("dag_id=*/**/*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("level") in ("error", "critical"):
+                    detail = json.dumps(event.get("error_detail"))[:3000] if event.get("error_detail") else ""
+                    found.append(f"{path.relative_to(self.dir / 'logs')}: {event.get('event')} {detail}")
+        return "\n".join(found)
+
+    def down_command(self) -> str:
+        """What ``down`` runs, as a command to paste (a kept stack: PGBACKUP_COMPOSE_KEEP)."""
+        return (f"cd {self.dir} && docker compose -p {self.name} -f docker-compose.yaml -f {TEST_OVERRIDE} "
+                f"down -v --remove-orphans --timeout 30 && rm -rf {self.dir}")
 
     def down(self) -> None:
         self.compose("down", "-v", "--remove-orphans", "--timeout", "30", check=False)

@@ -16,9 +16,10 @@ if ! docker compose version >/dev/null 2>&1; then
     work="$(mktemp -d)"
     trap 'rm -rf "${work}"' EXIT
     mkdir -p "${work}/lists/partial" "${work}/cache/archives/partial"
-    # The Debian archive this machine's apt already uses (its first URIs:/deb line ending in /debian).
+    # The Debian archive this machine's apt already uses (its first URIs:/deb line ending in /debian).  `|| true`:
+    # with pipefail, grep's exit 2 for a missing sources.list (deb822-only machines) would end the script here.
     mirror="${DEBIAN_MIRROR:-$(grep -h -o -E '^(URIs:[[:space:]]*|deb[[:space:]]+(\[[^]]*\][[:space:]]+)?)[^[:space:]]+' \
-        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | awk '{print $NF}' | grep -m1 -E '/debian/?$')}"
+        /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | awk '{print $NF}' | grep -m1 -E '/debian/?$' || true)}"
     [[ -n "${mirror}" ]] || { echo "no Debian archive in this machine's apt sources: set DEBIAN_MIRROR" >&2; exit 1; }
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror} trixie main" \
         > "${work}/sources.list"

@@ -10,12 +10,13 @@ where no Docker engine can be started.  See compose_stack.py for the stand-in im
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 
 import psycopg2
 import pytest
-from compose_stack import SOURCE_PORT, ComposeStack, DockerDaemon, RestApi, StandinImages  # noqa: E402
+from compose_stack import SOURCE_PORT, ComposeStack, DockerDaemon, RestApi, StandinImages, uncommitted_changes  # noqa: E402
 
 from pgbackup.postgres.target import PgTarget  # noqa: E402
 from pgcompare import database_content  # noqa: E402
@@ -26,6 +27,9 @@ pytestmark = pytest.mark.compose
 DAG_IDS = {"pg_full_backup", "pg_incremental_backup", "pg_restore_drill", "pg_backup_staleness"}
 ADMIN = "admin"
 ALERT_TO = "ops@example.test"
+# PGBACKUP_COMPOSE_KEEP=failed leaves the stack, its folder (logs/ holds every task's log) and dockerd running
+# after the module when a test failed, =always also when none did: to read what happened before teardown.
+KEEP_STACK = os.environ.get("PGBACKUP_COMPOSE_KEEP", "")
 
 
 class Secrets:
@@ -64,7 +68,7 @@ def smtp_inbox():
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, made, smtp_inbox):
+def stack(request, tmp_path_factory, made, smtp_inbox):
     workdir = tmp_path_factory.mktemp("compose")
     daemon = DockerDaemon(workdir)
     reason = daemon.unavailable_reason()
@@ -93,13 +97,19 @@ def stack(tmp_path_factory, made, smtp_inbox):
         stack.up()
         stack.timings["stand-in images"] = images_took
         print("\ncompose stack timings: " + ", ".join(f"{step} {seconds:.0f}s" for step, seconds in stack.timings.items()))
+        if changes := uncommitted_changes():
+            print(f"the image holds {len(changes)} file(s) not committed in the checkout: {', '.join(changes[:20])}")
         yield stack
     except Exception:
         print(stack.logs())
         raise
     finally:
-        stack.down()
-        daemon.stop()
+        if KEEP_STACK == "always" or (KEEP_STACK == "failed" and request.session.testsfailed):
+            print(f"\nPGBACKUP_COMPOSE_KEEP: the stack is left running; end it with\n  {stack.down_command()}"
+                  + (f"\n  kill {daemon.proc.pid}  # the dockerd the test started" if daemon.proc else ""))
+        else:
+            stack.down()
+            daemon.stop()
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +225,7 @@ def alert_texts(messages: list[str]) -> list[str]:
 def test_a_first_deploy_raises_no_alert_and_status_is_clean_after_its_first_backups(stack, smtp_inbox):
     _, inbox = smtp_inbox
     status = stack.exec("airflow-scheduler", "backupctl", "status")
-    assert inbox.messages == [], alert_texts(inbox.messages)
+    assert inbox.messages == [], "\n".join([*alert_texts(inbox.messages), "task errors:", stack.task_errors()])
     assert status.returncode == 0, status.stdout
 
 

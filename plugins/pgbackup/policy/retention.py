@@ -28,15 +28,14 @@ source's backups are never in the plan, so never deleted.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pgbackup.model.catalog import chain_order
 from pgbackup.model.layout import BackupLayout
-from pgbackup.model.manifest import BackupManifest, parse_utc, utc_iso
-from pgbackup.storage.store import StoredObject
+from pgbackup.model.manifest import BackupManifest, utc_iso
+from pgbackup.storage.store import StoredObject, stored_at
 
 log = logging.getLogger(__name__)
 # Clocks of the machine that took a backup and of the one planning may differ by this much without alarm.
@@ -158,11 +157,8 @@ def clock_warnings(backups: Sequence[BackupManifest], policy: RetentionPolicy, n
 
 def _older_than(mod_time: str, now: datetime, age: timedelta) -> bool:
     """True when a stored object's modification time is known and older than ``age``; unknown is never old."""
-    try:
-        moment = parse_utc(re.sub(r"(\.\d{6})\d+", r"\1", mod_time))
-    except ValueError:
-        return False
-    return now - moment > age
+    moment = stored_at(mod_time)
+    return moment is not None and now - moment > age
 
 
 def _days(delta: timedelta) -> str:

@@ -23,7 +23,7 @@ import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg2
 from psycopg2 import sql
@@ -34,6 +34,7 @@ from pgbackup.model.manifest import utc_iso
 from pgbackup.postgres.naming import Identifier
 from pgbackup.postgres.target import PgTarget
 from pgbackup.restore.chain import ChainRestore, RestoreError, choose_chain
+from pgbackup.storage.store import stored_at
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,12 @@ SCRATCH_PREFIX = "pgbackup_drill_"
 SCRATCH_NAME_PATTERN = "^pgbackup_drill_[0-9]{14}_[0-9a-f]{8}$"  # what run() names them, and nothing else
 # The key of a scratch database's advisory lock, from its name (on the maintenance database, where every drill locks).
 _SCRATCH_LOCK_KEY = "pg_catalog.hashtextextended(%s, 0)"
+# How long an object without a manifest may be the first backup still on its way to its commit (BACKUP_ORPHAN_GRACE's default).
+IN_FLIGHT_GRACE = timedelta(days=1)
 
 
 class NothingToDrill(LookupError):
-    """The catalog is empty: no backup has ever been taken here, so there is nothing to restore yet (a first deploy).
+    """No backup has ever been committed here, so there is nothing to restore yet (a first deploy; see :func:`catalog_never_used`).
 
     Not a failed drill: nothing is recorded.  A catalog that had backups and lost
     them is not empty (its problems and orphans remain) and fails as a drill.
@@ -73,8 +76,9 @@ class DrillResult:
 
 class RestoreDrill:
     def __init__(self, store, layout: BackupLayout, server: PgTarget, *, pg_bin_dir: str | None = None, logger: logging.Logger | None = None,
-                 source=None) -> None:
+                 source=None, in_flight: timedelta = IN_FLIGHT_GRACE) -> None:
         self.store = store
+        self.in_flight = in_flight  # see catalog_never_used
         self.source = source  # the SourceIdentity whose backups are drilled; None: the one source stored here
         self.layout = layout
         self.server = server
@@ -95,8 +99,9 @@ class RestoreDrill:
         error = None
         loaded = Catalog.load(self.store, self.layout)
         # A first deploy has nothing to drill; a backup asked for by id that is not there is a failed drill.
-        if catalog_never_used(loaded) and not backup_id:
-            raise NothingToDrill(f"no backup has been taken under {self.layout.prefix}/ yet: nothing to drill (first deploy)")
+        if catalog_never_used(loaded, now=now, in_flight=self.in_flight) and not backup_id:
+            raise NothingToDrill(f"no backup has been taken under {self.layout.prefix}/ yet: nothing to drill (first deploy)"
+                                 + first_backup_in_flight(loaded))
         with self._holding_scratch(scratch.dbname):
             self.sweep_orphaned_scratch()
             try:
@@ -170,13 +175,33 @@ class RestoreDrill:
             conn.close()
 
 
-def catalog_never_used(catalog: Catalog) -> bool:
-    """True when nothing was ever stored under the prefix: no backup, no orphan object, no unreadable manifest.
+def catalog_never_used(catalog: Catalog, *, now: datetime | None = None, in_flight: timedelta = IN_FLIGHT_GRACE) -> bool:
+    """True when no backup was ever committed under the prefix: no manifest, readable or not, and no object but
+    what the first backup may still be writing — objects without a manifest, each written less than ``in_flight`` ago.
 
-    The first-deploy state the drill and the staleness check skip; once anything
-    was written, an empty list of backups means they were lost, and that alerts.
+    The first-deploy state the drill and the staleness check skip.  A backup's object reaches the remote
+    before its manifest (upload, verify, then commit): looked at in between, the first backup of a first
+    deploy is an orphan, and counting it as "something was stored" made a healthy first deploy alert.
+    Once a manifest was written, or an object has waited longer than ``in_flight`` for one (the first
+    backup failed after its upload, which alerted itself; retention's orphan grace is the same wait), an
+    empty list of backups means they were lost or never landed, and that alerts.  An object whose write
+    time is unknown is never taken for one in flight.
     """
-    return not (catalog.backups or catalog.orphans or catalog.problems)
+    if catalog.backups or catalog.problems:
+        return False
+    now = now or datetime.now(timezone.utc)
+    return all(_written_within(orphan.mod_time, now, in_flight) for orphan in catalog.orphans)
+
+
+def first_backup_in_flight(catalog: Catalog) -> str:
+    """`` (the first backup's N object(s) are stored, its manifest not yet)`` for the skip messages, or ``""``."""
+    count = len(catalog.orphans)
+    return f" (the first backup's {count} object(s) are stored, its manifest not yet)" if count else ""
+
+
+def _written_within(mod_time: str, now: datetime, age: timedelta) -> bool:
+    moment = stored_at(mod_time)
+    return moment is not None and now - moment <= age
 
 
 def drill_point_text(drill: dict) -> str:

@@ -9,6 +9,7 @@ Protocol) and never imports the rclone client's own listing type.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,18 @@ class StoredObject(Protocol):
 
     @property
     def hashes(self) -> Mapping[str, str]: ...  # {"sha256": "..."} where the backend computed them
+
+
+def stored_at(mod_time: str) -> datetime | None:
+    """When a listed object was last written (its ``mod_time``, as rclone or the local store give it), or None if unknown.
+
+    rclone prints nanoseconds, which ``datetime`` cannot hold: the digits past microseconds are dropped.
+    """
+    try:
+        moment = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", mod_time).replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return moment.astimezone(timezone.utc) if moment.tzinfo else None
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,8 @@ def machine_debian_mirror() -> str:
 DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR") or machine_debian_mirror()
 
 # The ports docker-compose.test.yaml gives the services on the host's network.
-API_URL = "http://127.0.0.1:58080"
-SOURCE_PORT = 55432
+API_URL = "http://127.0.0.1:28080"
+SOURCE_PORT = 25432
 
 
 def run(argv: list[str], *, timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None,

@@ -90,7 +90,7 @@ def stack(request, tmp_path_factory, made, smtp_inbox):
         "_AIRFLOW_WWW_USER_USERNAME": ADMIN,
         "_AIRFLOW_WWW_USER_PASSWORD": made.admin_password,
         # Not named anywhere in docker-compose.yaml: reaches the containers through env_file only.
-        "AIRFLOW__API__BASE_URL": "http://localhost:58080",
+        "AIRFLOW__API__BASE_URL": "http://localhost:28080",
         "TEST_SOURCE_PASSWORD": made.source_password,
     })
     try:
@@ -145,7 +145,7 @@ def test_the_four_dags_load_without_import_errors(api):
 def test_a_setting_put_only_in_env_reaches_the_containers(stack):
     for service in ("airflow-scheduler", "airflow-apiserver"):
         answer = stack.exec(service, "airflow", "config", "get-value", "api", "base_url")
-        assert answer.stdout.strip() == "http://localhost:58080", (service, answer.stderr)
+        assert answer.stdout.strip() == "http://localhost:28080", (service, answer.stderr)
 
 
 def test_the_image_is_consistent_and_carries_no_test_tools(stack):

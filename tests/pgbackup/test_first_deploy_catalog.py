@@ -71,3 +71,26 @@ def test_stored_at_reads_rclone_and_local_modification_times():
     assert stored_at("2026-12-01T17:22:14+01:00") == datetime(2026, 12, 1, 16, 22, 14, tzinfo=timezone.utc)
     assert stored_at("2026-12-01T16:22:14") is None  # no time zone: unknown
     assert stored_at("") is None and stored_at("yesterday") is None
+
+
+def test_a_file_renamed_while_the_local_store_lists_it_is_left_out_not_an_error(tmp_path, monkeypatch):
+    """A capture renames its ``.partial`` when it finishes: the listing that saw the old name must not fail on it."""
+    from pathlib import Path
+
+    from pgbackup.storage.store import LocalStore
+
+    (tmp_path / "database").mkdir()
+    (tmp_path / "database" / "kept.dump.zst").write_bytes(b"k")
+    (tmp_path / "database" / "gone.dump.zst.partial").write_bytes(b"g")
+    real_stat, calls = Path.stat, []
+
+    def stat(self, *args, **kwargs):
+        if self.name.endswith(".partial"):
+            calls.append(self.name)
+            if len(calls) == 2:  # is_file() saw it; it is renamed before the listing's own stat()
+                self.rename(self.with_name(self.name.removesuffix(".partial")))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    listed = LocalStore(tmp_path).list("database")
+    assert "database/kept.dump.zst" in [o.path for o in listed] and not any(o.path.endswith(".partial") for o in listed)

@@ -98,7 +98,10 @@ class LocalStore:
         found = []
         for entry in entries:
             if entry.is_file():
-                stat = entry.stat()
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:  # renamed or deleted since it was listed (a capture finishing its .partial)
+                    continue
                 found.append(
                     LocalObject(
                         path=entry.relative_to(self.root).as_posix(),

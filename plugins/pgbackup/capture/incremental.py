@@ -119,6 +119,7 @@ def _incremental_in(ctx: CaptureContext, session: SnapshotSession, parent: Backu
     partial = out_path.with_name(out_path.name + ".partial")
     state = ctx.state(backup_id)
     parent_fingerprints = parent.details["fingerprints"]
+    changed_rows = changed_rows_condition(parent.details["snapshot"]["xmin"])
     clock = time.monotonic()
     captured: dict[str, Any] = {}
     raw_counter = _CountingWriter()
@@ -131,7 +132,6 @@ def _incremental_in(ctx: CaptureContext, session: SnapshotSession, parent: Backu
                 fingerprints = dict(now.matview_fingerprints)  # proved equal to the parent's: nothing to carry
                 with session.cursor() as cur, scratch_dir(ctx.local_dir, "merge") as tmp:
                     sequences = read_sequences(cur)
-                    changed_rows = changed_rows_condition(parent.details["snapshot"]["xmin"])
                     tables_pass = _TableChanges(cur, delta, parent_state, state, changed_rows, Path(tmp))
                     for table in tables:
                         ctx.check_cancelled()

@@ -33,3 +33,10 @@ def restore(client, backup_id, make_database, layout: BackupLayout = LAYOUT, **k
     target = make_database("restored")
     ChainRestore(client, layout).run(choose_chain(Catalog.load(client, layout), backup_id=backup_id), target, **kwargs)
     return target
+
+
+def state_file_lines(path) -> list[bytes]:
+    """Every line of a row-key state's bucket file, frame after frame, read without its listing."""
+    from pgbackup.capture.rowstate import decode_frames
+
+    return [line for _, content in decode_frames(path.read_bytes(), path) for line in content.split(b"\n") if line]

@@ -81,9 +81,9 @@ def test_a_listing_whose_fingerprint_disagrees_with_the_manifest_promotes_to_ful
 
 def test_a_state_of_the_previous_format_promotes_to_full_once(shop_db, capture, client):
     full = publish(capture.full(), client)
-    (RowKeyState(capture.state_root, full.id).dir / "FORMAT").write_text("pgbackup-rowstate-5\n")
+    (RowKeyState(capture.state_root, full.id).dir / "FORMAT").write_text("pgbackup-rowstate-6\n")
     promoted = publish(capture.incremental(full), client)
     assert promoted.kind == "full" and "older format" in promoted.details["promoted_from_incremental"]
     execute(shop_db, "DELETE FROM payment WHERE id = (SELECT max(id) FROM payment)")
     assert capture.incremental(promoted).kind == "incremental"
-    assert rowstate.FORMAT == "pgbackup-rowstate-6"
+    assert rowstate.FORMAT == "pgbackup-rowstate-7"

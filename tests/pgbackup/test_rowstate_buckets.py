@@ -247,10 +247,15 @@ def test_the_merged_buckets_equal_the_model_and_only_cells_that_lost_rows_are_co
         assert result.keys_read == sum(1 for k in current if cell(k, bits) in lost_cells)
         assert result.rewritten == (len(touched) if changed or gone else 0)
         assert result.counted == bool(gone)
+        touched_cells = {cell(k, bits) for k in changed} | set(lost_cells)
+        assert result.cells_rewritten == len(touched_cells), "only the cells with changed rows or deletes are encoded again"
         for path in child.bucket_paths("public.t"):  # every other bucket is the parent's file, linked
             number = int(path.name.removesuffix(".rows.zst")[-3:], 16)
             if number not in touched:
                 assert os.path.samefile(path, parent_state.path("public.t", number))
+            elif (old := parent_state.bucket_file("public.t", number)) is not None:  # its other cells' frames, copied as bytes
+                new = child.bucket_file("public.t", number)
+                assert all(new.frames[sub] == old.frames[sub] for sub in range(16) if (number << CELL_BITS) | sub not in touched_cells)
 
 
 @settings(max_examples=200, deadline=None)
@@ -298,6 +303,7 @@ def test_an_incremental_after_a_few_deletes_reads_only_the_buckets_that_lost_row
     per_bucket = 100_000 / 64
     assert work["buckets"] == 64 and work["compared"] <= 3 and work["cells_compared"] <= 3, work
     assert work["keys_read"] < 3 * 2 * per_bucket / 16, work  # a cell's keys, not a bucket's
+    assert work["cells_rewritten"] <= 4, work  # the cells of 3 deletes and an update are encoded again, not their buckets
     assert work["rewritten"] <= 4 + big["upserted"] - 1, work
     state = RowKeyState(capture.state_root, inc.id)
     assert state.damage() is None and state.recorded_fingerprint("public.big") == inc.details["fingerprints"]["public.big"]

@@ -10,8 +10,8 @@ gave a committed incremental no restore could reproduce.
 import pytest
 import zstandard
 
-from chain_steps import execute, publish, restore
-from pgbackup.capture.rowstate import CHECKSUMS, RowKeyState, StateDamaged, line_blocks
+from chain_steps import execute, publish, restore, state_file_lines
+from pgbackup.capture.rowstate import CHECKSUMS, RowKeyState, StateDamaged, encode_cells, line_blocks, split_name
 from pgcompare import database_content
 
 CHANGES = (
@@ -58,10 +58,10 @@ def test_a_key_byte_changed_with_the_order_kept_promotes_to_full(shop_db, captur
     """A well-formed, sorted file with one key changed: only the recorded checksum can tell."""
     full = publish(capture.full(), client)
     path = payment_state(capture, full.id)
-    lines = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()).splitlines(keepends=True)
+    lines = state_file_lines(path)
     lines[-1] = lines[-1].replace(b")\t", b"9)\t")  # the last key, one digit longer: still the last line
     assert lines == sorted(lines)
-    path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(b"".join(lines)))
+    path.write_bytes(b"".join(encode_cells(lines, split_name(path.name)[1])))  # a frame per cell, as written
     reason = promoted_and_restored_exactly(shop_db, capture, client, make_database, full)
     assert "public.payment" in reason and "recorded" in reason
 
@@ -170,8 +170,7 @@ def test_data_after_the_frame_is_damage(tmp_path):
 
 def test_a_file_not_listed_in_a_complete_state_is_damage(tmp_path):
     state = written_state(tmp_path)
-    with state.writer("public.stray", 0) as out:
-        out.write(LINES)
+    state.path("public.stray", 0).write_bytes(zstandard.ZstdCompressor().compress(LINES))
     with pytest.raises(StateDamaged, match="not listed"):
         read_back(state, "public.stray")
     assert "public.stray+000.rows.zst is not listed" in state.damage()
@@ -213,3 +212,32 @@ def test_a_database_without_keyed_tables_gets_incrementals(make_database, tmp_pa
     inc = publish(capture.incremental(full), client)
     assert inc.kind == "incremental"
     assert database_content(restore(client, inc.id, make_database)) == database_content(source)
+
+
+def test_a_bucket_is_read_a_cell_at_a_time_but_proven_whole(tmp_path):
+    """One frame a cell: a reader decodes the cells it asks for, and a byte flipped in another cell's frame is still found."""
+    lines = sorted(b"%04x\t(%05d)\t%032x" % (n % 16, n, n * 7919) for n in range(1, 400))
+    state = RowKeyState(tmp_path, "b1")
+    state.write_buckets("public.t", 0, [lines])
+    state.mark_complete()
+    bucket = state.bucket_file("public.t", 0)
+    assert bucket.lines({3}) == [line for line in lines if line.startswith(b"0003\t")]
+    assert bucket.lines() == lines and len([frame for frame in bucket.frames if frame]) == 16
+    entry = state.checksums().files[state.path("public.t", 0).name]
+    assert sum(entry.frames) == entry.bytes and all(entry.frames)
+    data = bytearray(state.path("public.t", 0).read_bytes())
+    data[entry.frames[0] // 2] ^= 0x10  # inside cell 0's frame
+    state.path("public.t", 0).write_bytes(bytes(data))
+    with pytest.raises(StateDamaged, match="corrupt"):
+        state.bucket_file("public.t", 0).lines({3})
+
+
+def test_frames_that_do_not_add_up_to_their_file_are_damage(tmp_path):
+    import json
+
+    state = written_state(tmp_path)
+    listing = json.loads((state.dir / CHECKSUMS).read_text())
+    entry = listing["files"][state.path("public.t", 0).name]
+    entry["frames"][0], entry["frames"][1] = entry["frames"][0] - 1, 1
+    (state.dir / CHECKSUMS).write_text(json.dumps(listing))
+    assert "frames" in state.damage() and "not one per non-empty cell" in state.damage()

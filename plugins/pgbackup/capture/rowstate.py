@@ -10,9 +10,13 @@ integer, or the next 4 bits of the md5 (:func:`cell_of_printed`).  The server co
 them (:func:`cell_sql`) and Python alike — never ``hashtext()`` or another internal
 hash, whose values are no contract across majors.  ``bits`` is chosen per table by the
 full (about ``ROWS_PER_BUCKET`` rows a bucket, at most ``2**MAX_BITS`` buckets) and kept,
-with the function, along its chain.  A bucket is the unit a file is rewritten in, a
-cell (about 128 rows) the unit a delete is looked for in.  One zstd file per non-empty
-bucket, ``<table>+<bucket, 3 hex digits>.rows.zst``, holds lines ``<label>\\t<key>\\t<md5>``:
+with the function, along its chain.  A bucket is the unit of a file, a cell (about
+128 rows) the unit that is read, merged and written: one file per non-empty bucket,
+``<table>+<bucket, 3 hex digits>.rows.zst``, holds one zstd frame per non-empty cell, in
+cell order, and the listing records each frame's size.  So an incremental decodes only
+the cells with changed rows or deletes, and writes a changed bucket's file from their
+new frames and the other cells' frames copied as bytes — after a 0.1 % change that is
+about a tenth of the state, not all of it.  The lines are ``<label>\\t<key>\\t<md5>``:
 
 - ``<label>`` is the bucket number in 3 lowercase hex digits and the cell in it in one
   more (fixed width, so bytewise order of lines is bucket order, then cell, then key);
@@ -44,18 +48,19 @@ fingerprint and cell counts taken from the proven parent's listing.  After the m
 each rewritten bucket must have lost exactly its cells' ``g`` and, when counted, hold
 each cell's ``n``: anything else is a mismatch.
 
-A state proves itself before it is trusted.  Each file is one zstd frame with its
-content checksum; ``mark_complete`` writes ``CHECKSUMS.json`` (the format, every
-file's size, sha256 — taken while the file was written, or carried from its proven
-parent —, the fingerprint of its lines and their count per cell, which must sum to the
-fingerprint's rows; per table its ``bits`` and fingerprint, which must be the sum of its
-buckets'), then ``COMPLETE``.  :meth:`RowKeyState.damage`
+A state proves itself before it is trusted.  Each frame carries its content checksum;
+``mark_complete`` writes ``CHECKSUMS.json`` (the format, every file's size, sha256 —
+taken while the file was written, or carried from its proven parent —, the fingerprint
+of its lines, their count per cell, which must sum to the fingerprint's rows, and the
+size of each cell's frame, which must sum to the file's; per table its ``bits`` and
+fingerprint, which must be the sum of its buckets'), then ``COMPLETE``.  A file is read
+whole and checked against its sha256 before any frame of it is decoded.  :meth:`RowKeyState.damage`
 re-checks all of it in one line of text, and reading a file that is truncated,
 changed, missing or not listed raises :class:`StateDamaged` — a :class:`StateMismatch`,
 on which the capture promotes to a full — never a zstd or hex decoding error.
 
-States of an older format (``pgbackup-rowstate-5``: buckets without cells; ``-4`` and
-before: one file per table) are not read: the capture promotes to a full backup, which
+States of an older format (``pgbackup-rowstate-6``: a bucket file of one frame;
+``-5``: buckets without cells; ``-4`` and before: one file per table) are not read: the capture promotes to a full backup, which
 writes this format.
 """
 
@@ -85,7 +90,7 @@ from pgbackup.postgres.naming import Identifier
 from pgbackup.postgres.tables import TableInfo
 from pgbackup.storage.store import write_replacing
 
-FORMAT = "pgbackup-rowstate-6"
+FORMAT = "pgbackup-rowstate-7"
 CHECKSUMS = "CHECKSUMS.json"
 SUFFIX = ".rows.zst"
 HASH_HEX = 32
@@ -328,13 +333,16 @@ class FileChecksum:
 
     The fingerprint (``{"rows", "hash"}``, as ``table_fingerprint`` gives it) is the
     bucket's share of the table's fingerprint; the cells' counts are the count algebra's
-    parent rows, cell by cell: the sha256 ties the lines to this listing.  None when not known.
+    parent rows, cell by cell; the frames' sizes say where each cell's lines are in the
+    file, so one cell is read without the others: the sha256 ties them all to this listing.
+    None when not known.
     """
 
     bytes: int
     sha256: str
     fingerprint: dict | None = None
     cells: tuple[int, ...] | None = None  # the bucket's row count in each of its CELLS cells
+    frames: tuple[int, ...] | None = None  # the size of each cell's zstd frame in the file (0: an empty cell, no frame)
 
     def same_file(self, other: FileChecksum) -> bool:
         return (self.bytes, self.sha256) == (other.bytes, other.sha256)
@@ -358,10 +366,6 @@ class TableListing:
     buckets: dict[int, FileChecksum] = field(default_factory=dict)
     function: str = "md5"  # bucket_function's: "int" or "md5"
 
-    def rows(self, bucket: int) -> int:
-        entry = self.buckets.get(bucket)
-        return entry.fingerprint["rows"] if entry is not None and entry.fingerprint else 0
-
     def cell_rows(self, cell: int) -> int:
         """The parent rows in one cell (``bucket << CELL_BITS | cell in the bucket``)."""
         entry = self.buckets.get(cell >> CELL_BITS)
@@ -378,7 +382,8 @@ class StateChecksums:
 
     def to_json(self) -> str:
         files = {name: {"bytes": c.bytes, "sha256": c.sha256, **({"fingerprint": c.fingerprint} if c.fingerprint else {}),
-                        **({"cells": list(c.cells)} if c.cells is not None else {})}
+                        **({"cells": list(c.cells)} if c.cells is not None else {}),
+                        **({"frames": list(c.frames)} if c.frames is not None else {})}
                  for name, c in sorted(self.files.items())}
         tables = {name: {"bits": t["bits"], "function": t["function"], "fingerprint": t["fingerprint"]} for name, t in sorted(self.tables.items())}
         return json.dumps({"format": self.format, "files": files, "tables": tables}, indent=1, sort_keys=True) + "\n"
@@ -387,7 +392,8 @@ class StateChecksums:
     def parse(cls, text: str) -> StateChecksums:
         """Raises ValueError (or KeyError, TypeError) unless ``text`` is a whole checksum file."""
         data = json.loads(text)
-        files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"]), _fingerprint(c.get("fingerprint")), _cells(c.get("cells")))
+        files = {str(name): FileChecksum(int(c["bytes"]), str(c["sha256"]), _fingerprint(c.get("fingerprint")), _cells(c.get("cells")),
+                                         _cells(c.get("frames"), "frames"))
                  for name, c in data["files"].items()}
         tables = {str(name): {"bits": int(t["bits"]), "function": str(t["function"]), "fingerprint": _fingerprint(t["fingerprint"])}
                   for name, t in data.get("tables", {}).items()}
@@ -408,11 +414,11 @@ class StateChecksums:
         return TableListing(entry["bits"], entry["fingerprint"], dict(index.get(name, {})), entry["function"])
 
 
-def _cells(data) -> tuple[int, ...] | None:
+def _cells(data, what: str = "cells") -> tuple[int, ...] | None:
     if data is None:
         return None
     if not isinstance(data, list) or len(data) != CELLS:
-        raise ValueError(f"a bucket's cells are {data!r}, not {CELLS} counts")
+        raise ValueError(f"a bucket's {what} are {data!r}, not {CELLS} numbers")
     return tuple(int(count) for count in data)
 
 
@@ -423,27 +429,24 @@ def _fingerprint(data) -> dict | None:
     return {"rows": int(data["rows"]), "hash": f"{int(high)}:{int(low)}"}
 
 
-def line_blocks(path: Path, expected: FileChecksum | None = None) -> Iterator[list[bytes]]:
-    """The lines of a one-frame zstd file (without newlines) in blocks of about ``CHUNK`` bytes.
+def line_blocks(path: Path) -> Iterator[list[bytes]]:
+    """The lines of a one-frame zstd file (a full's scratch file of a table's lines) in blocks of about ``CHUNK`` bytes.
 
-    Raises :class:`StateDamaged` when the file is missing, is not one whole zstd frame
-    whose content checksum holds, or — given ``expected`` — differs from it.
+    Raises :class:`StateDamaged` when the file is missing or is not one whole zstd frame
+    whose content checksum holds.  (A bucket file, a frame per cell, is read as a :class:`BucketFile`.)
     """
     try:
         raw = open(path, "rb")
     except FileNotFoundError:
         raise StateDamaged(f"{path} is missing") from None
     with raw:
-        yield from _split_lines(_checked_frame(raw, path, expected))
+        yield from _split_lines(_checked_frame(raw, path))
 
 
-def _checked_frame(raw, path: Path, expected: FileChecksum | None) -> Iterator[bytes]:
-    """The decompressed bytes of ``raw``; at its end, proof that it held exactly one whole frame (and ``expected``)."""
+def _checked_frame(raw, path: Path) -> Iterator[bytes]:
+    """The decompressed bytes of ``raw``; at its end, proof that it held exactly one whole frame."""
     frame = zstandard.ZstdDecompressor().decompressobj()
-    digest, size = hashlib.sha256(), 0
     for chunk in iter(lambda: raw.read(CHUNK), b""):
-        digest.update(chunk)
-        size += len(chunk)
         if frame.eof:
             raise StateDamaged(f"{path} has data after its zstd frame")
         try:
@@ -454,26 +457,109 @@ def _checked_frame(raw, path: Path, expected: FileChecksum | None) -> Iterator[b
             yield data
     if not frame.eof or frame.unused_data:
         raise StateDamaged(f"{path} is truncated (its zstd frame ends early)" if not frame.eof else f"{path} has data after its zstd frame")
-    if expected is not None and not FileChecksum(size, digest.hexdigest()).same_file(expected):
-        raise StateDamaged(f"{path} {_difference(FileChecksum(size, digest.hexdigest()), expected)}")
 
 
 def _difference(found: FileChecksum, expected: FileChecksum) -> str:
     """How a whole zstd frame differs from what was recorded of it (a cut frame is reported as truncated before this)."""
+    if found.bytes < expected.bytes:  # whole frames, but fewer: cut at a frame's end
+        return f"is truncated ({found.bytes} bytes, {expected.bytes} recorded)"
     if found.bytes != expected.bytes:
         return f"was rewritten ({found.bytes} bytes, {expected.bytes} recorded)"
     return f"is corrupt: it does not match its checksum (sha256 {found.sha256[:12]}…, {expected.sha256[:12]}… recorded)"
 
 
 def _file_damage(path: Path, expected: FileChecksum) -> str:
-    """What is wrong with a file whose checksum differs: read it as a frame, so a cut one is called truncated."""
+    """What is wrong with a bucket file whose checksum differs (one line, naming the file)."""
+    data = path.read_bytes()
+    return _data_damage(data, path, expected)
+
+
+def _data_damage(data: bytes, path: Path, expected: FileChecksum) -> str:
+    """What is wrong with a bucket file's bytes that are not what the listing records: decoded, so a cut one is called truncated."""
     try:
-        with open(path, "rb") as raw:
-            for _ in _checked_frame(raw, path, expected):
-                pass
+        decode_frames(data, path)
     except StateDamaged as exc:
         return str(exc)
-    return f"{path} changed while it was read"
+    return f"{path} {_difference(FileChecksum(len(data), hashlib.sha256(data).hexdigest()), expected)}"
+
+
+def encode_cells(lines: list[bytes], bucket: int) -> list[bytes]:
+    """A bucket's sorted lines as its file's frames: one zstd frame (with its content checksum) per non-empty cell, ``b""``
+    for an empty one — so a reader decodes the cells it needs, and a writer re-encodes only the cells that changed.
+
+    One compressor a bucket: a full writes buckets from several threads, and a compressor is not to be shared.
+    """
+    compressor = _compressor()
+    frames = [b""] * CELLS
+    for cell, start, end in cell_spans(lines):
+        if cell >> CELL_BITS != bucket:
+            raise StateDamaged(f"a line of cell {cell:04x} among the lines of bucket {bucket:03x}")
+        frames[cell & (CELLS - 1)] = compressor.compress(b"\n".join(lines[start:end]) + b"\n")
+    return frames
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=1, write_checksum=True)  # level 1: twice level 3's speed, for a few % more bytes
+
+
+def decode_frames(data: bytes, path: Path) -> list[tuple[int, bytes]]:
+    """Every zstd frame of a file's bytes, in order, as (its size, its content); :class:`StateDamaged` unless they are whole frames."""
+    frames, at = [], 0
+    decompressor = zstandard.ZstdDecompressor()
+    while at < len(data):
+        frame = decompressor.decompressobj()
+        try:
+            content = frame.decompress(data[at:])
+        except zstandard.ZstdError as exc:
+            raise StateDamaged(f"{path} is corrupt ({exc})") from None
+        if not frame.eof:
+            raise StateDamaged(f"{path} is truncated (its zstd frame ends early)")
+        size = len(data) - at - len(frame.unused_data)
+        frames.append((size, content))
+        at += size
+    return frames
+
+
+def _decode_frame(frame: bytes, path: Path, decompressor: zstandard.ZstdDecompressor) -> bytes:
+    """The content of exactly one whole zstd frame (its content checksum checked by zstd)."""
+    reader = decompressor.decompressobj()
+    try:
+        content = reader.decompress(frame)
+    except zstandard.ZstdError as exc:
+        raise StateDamaged(f"{path} is corrupt ({exc})") from None
+    if not reader.eof:
+        raise StateDamaged(f"{path} is truncated (its zstd frame ends early)")
+    if reader.unused_data:
+        raise StateDamaged(f"{path} has data after its zstd frame")
+    return content
+
+
+class BucketFile:
+    """One bucket's file of a complete state, read once and proven by its listing's sha256: each cell's frame as stored,
+    decoded only when asked for."""
+
+    def __init__(self, path: Path, bucket: int, data: bytes, entry: FileChecksum) -> None:
+        if entry.frames is None or entry.cells is None or sum(entry.frames) != len(data):
+            raise StateDamaged(f"{path}: its listing records no frames that add up to its {len(data)} bytes")
+        self.path, self.bucket, self.entry = path, bucket, entry
+        offsets = itertools.accumulate(entry.frames, initial=0)
+        self.frames = [data[start : start + size] for start, size in zip(offsets, entry.frames)]
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def lines(self, subs: Iterable[int] | None = None) -> list[bytes]:
+        """The lines of the cells ``subs`` (cell numbers in the bucket; all when None), in order."""
+        out: list[bytes] = []
+        for sub in sorted(set(range(CELLS) if subs is None else subs)):
+            if not self.frames[sub]:
+                if self.entry.cells[sub]:
+                    raise StateDamaged(f"{self.path}: cell {sub:x} has no frame but {self.entry.cells[sub]} rows listed")
+                continue
+            lines = _decode_frame(self.frames[sub], self.path, self._decompressor).split(b"\n")
+            if lines.pop() != b"" or len(lines) != self.entry.cells[sub] or not lines \
+                    or lines[0][:PREFIX] != lines[-1][:PREFIX] or lines[0][:PREFIX] != cell_label((self.bucket << CELL_BITS) | sub) + b"\t":
+                raise StateDamaged(f"{self.path}: the frame of cell {sub:x} does not hold its {self.entry.cells[sub]} listed rows")
+            out.extend(lines)
+        return out
 
 
 def text_blocks(reader) -> Iterator[list[bytes]]:
@@ -531,14 +617,20 @@ def _parse_label(line: bytes) -> int:
     return cell
 
 
-def cell_runs(lines: list[bytes]) -> Iterator[tuple[int, int]]:
-    """``(cell, lines in it)`` of sorted, cell-labelled lines, found by bisection on the labels: no per-line work."""
+def cell_spans(lines: list[bytes]) -> Iterator[tuple[int, int, int]]:
+    """``(cell, start, end)`` of sorted, cell-labelled lines, found by bisection on the labels: no per-line work."""
     at = 0
     while at < len(lines):
         cell = _parse_label(lines[at])
         end = len(lines) if cell >= (1 << (MAX_BITS + CELL_BITS)) - 1 else bisect.bisect_left(lines, cell_label(cell + 1), at)
-        yield cell, end - at
+        yield cell, at, end
         at = end
+
+
+def cell_runs(lines: list[bytes]) -> Iterator[tuple[int, int]]:
+    """``(cell, lines in it)`` of sorted, cell-labelled lines."""
+    for cell, start, end in cell_spans(lines):
+        yield cell, end - start
 
 
 def count_cells(lines: list[bytes], bucket: int, cells: list[int]) -> None:
@@ -550,12 +642,12 @@ def count_cells(lines: list[bytes], bucket: int, cells: list[int]) -> None:
 
 
 class _BucketStream:
-    """Sorted, bucket-labelled lines handed out one bucket at a time, buckets in increasing order."""
+    """Sorted, bucket-labelled lines handed out one bucket at a time, buckets in increasing order, cut by bisection."""
 
     def __init__(self, blocks: Iterator[list[bytes]]) -> None:
         self._blocks = blocks
-        self._lines = itertools.chain.from_iterable(blocks)
-        self._next = next(self._lines, None)
+        self._block: list[bytes] = []
+        self._at = 0
 
     def close(self) -> None:
         """Close the source (a generator holding a file open)."""
@@ -563,17 +655,28 @@ class _BucketStream:
         if close is not None:
             close()
 
-    def take(self, bucket: int) -> Iterator[bytes]:
+    def _filled(self) -> bool:
+        """Whether a line is left (the next block is fetched when this one is used up)."""
+        while self._at >= len(self._block):
+            block = next(self._blocks, None)
+            if block is None:
+                return False
+            self._block, self._at = block, 0
+        return True
+
+    def take(self, bucket: int) -> list[bytes]:
         """The lines of ``bucket``; raises :class:`StateMismatch` if lines of an earlier bucket were left behind."""
-        prefix = label(bucket)
-        if self._next is not None and self._next[:BUCKET_HEX] < prefix:
-            raise StateMismatch(f"lines of bucket {self._next[:BUCKET_HEX]!r} were not merged")
-        while self._next is not None and self._next.startswith(prefix):
-            yield self._next
-            self._next = next(self._lines, None)
+        prefix, taken = label(bucket), []
+        if self._filled() and self._block[self._at][:BUCKET_HEX] < prefix:
+            raise StateMismatch(f"lines of bucket {self._block[self._at][:BUCKET_HEX]!r} were not merged")
+        while self._filled() and self._block[self._at].startswith(prefix):
+            end = len(self._block) if bucket >= (1 << MAX_BITS) - 1 else bisect.bisect_left(self._block, label(bucket + 1), self._at)
+            taken.extend(self._block[self._at : end])
+            self._at = end
+        return taken
 
     def exhausted(self) -> bool:
-        return self._next is None
+        return not self._filled()
 
 
 class TableFingerprintSums:
@@ -648,13 +751,23 @@ class RowKeyState:
     def recorded_fingerprint(self, table: str) -> dict:
         return self.table_listing(table).fingerprint
 
-    def writer(self, table: str, bucket: int):
-        """A zstd stream writer for one bucket's file; its compressed bytes are hashed as they are written."""
+    def write_frames(self, table: str, bucket: int, frames: list[bytes]) -> None:
+        """Write one bucket's file from its cells' frames (``b""`` for an empty cell); its checksum is taken as it is written."""
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.path(table, bucket)
-        raw = _HashingFile(open(path, "wb"), lambda checksum: self._known.__setitem__(path.name, checksum))
-        compressor = zstandard.ZstdCompressor(level=1, write_checksum=True)  # level 1: twice level 3's speed, for a few % more bytes
-        return _OwningWriter(raw, compressor.stream_writer(raw, closefd=False))
+        data = b"".join(frames)
+        with open(path, "wb") as out:
+            out.write(data)
+        self._known[path.name] = FileChecksum(len(data), hashlib.sha256(data).hexdigest(), frames=tuple(len(f) for f in frames))
+
+    def write_bucket(self, table: str, bucket: int, lines: list[bytes]) -> TableFingerprintSums:
+        """Write one bucket's sorted lines, a frame per cell; record its checksum, fingerprint and cells; return its fingerprint."""
+        sums, cells = TableFingerprintSums(), [0] * CELLS
+        sums.add(lines)
+        count_cells(lines, bucket, cells)
+        self.write_frames(table, bucket, encode_cells(lines, bucket))
+        self.record_bucket(table, bucket, sums.to_dict(), cells)
+        return sums
 
     def write_table(self, cur, table: TableInfo, bits: int | None = None) -> dict:
         """A full's pass over ``table``: every row's line into its bucket's file; returns the table's fingerprint.
@@ -682,30 +795,17 @@ class RowKeyState:
             scratch.unlink(missing_ok=True)
 
     def write_buckets(self, table: str, bits: int, blocks: Iterable[list[bytes]], function: str = "md5") -> dict:
-        """Write sorted, cell-labelled lines into their buckets' files; record and return the table's fingerprint."""
-        total, current, out, sums, cells = TableFingerprintSums(), None, None, None, [0] * CELLS
+        """Write sorted, cell-labelled lines into their buckets' files; record and return the table's fingerprint.
 
-        def close() -> None:
-            if out is not None:
-                out.__exit__(None, None, None)
-                self.record_bucket(table, current, sums.to_dict(), cells)
-                total.add_sums(sums)
-
-        try:
-            for bucket, lines in bucket_runs(blocks):
-                if bucket >> bits:
-                    raise StateMismatch(f"{table}: a line of bucket {bucket} in a table of {1 << bits} buckets")
-                if bucket != current:
-                    close()
-                    current, out, sums, cells = bucket, self.writer(table, bucket).__enter__(), TableFingerprintSums(), [0] * CELLS
-                out.write(b"\n".join(lines) + b"\n")
-                sums.add(lines)
-                count_cells(lines, bucket, cells)
-        except BaseException:
-            if out is not None:
-                out.__exit__(None, None, None)
-            raise
-        close()
+        A bucket's lines are gathered (about ``ROWS_PER_BUCKET``: a bucket is the unit a
+        file is written in) and written as one frame per cell.
+        """
+        total = TableFingerprintSums()
+        for bucket, runs in itertools.groupby(bucket_runs(blocks), key=operator.itemgetter(0)):
+            if bucket >> bits:
+                raise StateMismatch(f"{table}: a line of bucket {bucket} in a table of {1 << bits} buckets")
+            lines = [line for _, run in runs for line in run]
+            total.add_sums(self.write_bucket(table, bucket, lines))
         self.record_table(table, bits, total.to_dict(), function)
         return total.to_dict()
 
@@ -755,19 +855,30 @@ class RowKeyState:
             self.carry_bucket(parent, table, bucket)
         self.record_table(table, listing.bits, listing.fingerprint, listing.function)
 
-    def bucket_blocks(self, table: str, bucket: int) -> Iterator[list[bytes]]:
-        """The lines of one bucket of a complete state, proven by the checksum its listing records (none if it is empty)."""
+    def bucket_file(self, table: str, bucket: int) -> BucketFile | None:
+        """One bucket's file of a complete state, proven by the checksum its listing records (None if the bucket is empty).
+
+        Its order was checked when it was written; the sha256 ties it to the listing, so a
+        file truncated, changed or missing is :class:`StateDamaged` before any of it is used.
+        """
         expected = self.table_listing(table).buckets.get(bucket)
         if expected is None:
-            return iter(())
-        # Proven by its checksum (at the end of the file, before the reader's work is kept): its order was checked when written.
-        return line_blocks(self.path(table, bucket), expected)
+            return None
+        path = self.path(table, bucket)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise StateDamaged(f"{path} is missing") from None
+        if not FileChecksum(len(data), hashlib.sha256(data).hexdigest()).same_file(expected):
+            raise StateDamaged(_data_damage(data, path, expected))
+        return BucketFile(path, bucket, data, expected)
 
     def blocks(self, table: str) -> Iterator[list[bytes]]:
-        """Every line of ``table``, bucket after bucket (a complete state's files, each proven by its checksum)."""
-        listing = self.table_listing(table)
-        for bucket in sorted(listing.buckets):
-            yield from line_blocks(self.path(table, bucket), listing.buckets[bucket])
+        """Every line of ``table``, a block per bucket (a complete state's files, each proven by its checksum)."""
+        for bucket in sorted(self.table_listing(table).buckets):
+            bucket_file = self.bucket_file(table, bucket)
+            assert bucket_file is not None
+            yield bucket_file.lines()
 
     def checksums(self) -> StateChecksums:
         """``CHECKSUMS.json``; :class:`StateDamaged` when it is missing or unreadable.
@@ -845,16 +956,11 @@ class RowKeyState:
                 earlier = None
         files = {}
         for path in sorted(self.dir.glob(f"*{SUFFIX}")):
-            checksum = self._known.get(path.name) or FileChecksum.of(path)
+            checksum = self._known.get(path.name)
             fingerprint, cells = self._fingerprints.get(path.name), self._cells.get(path.name)
-            if fingerprint is None or cells is None:
-                sums, counted = TableFingerprintSums(), [0] * CELLS
-                bucket = split_name(path.name)[1]
-                for block in checked_order(line_blocks(path), f"row-key state {path}"):
-                    sums.add(block)
-                    count_cells(block, bucket, counted)
-                fingerprint, cells = sums.to_dict(), tuple(counted)
-            files[path.name] = FileChecksum(checksum.bytes, checksum.sha256, fingerprint, cells)
+            if checksum is None or checksum.frames is None or fingerprint is None or cells is None:
+                checksum, fingerprint, cells = _read_unlisted(path)
+            files[path.name] = FileChecksum(checksum.bytes, checksum.sha256, fingerprint, cells, checksum.frames)
         tables = {}
         for name in sorted({table_of(file) for file in files} | set(self._tables)):
             if name in self._tables:
@@ -872,6 +978,28 @@ class RowKeyState:
         (self.dir / "COMPLETE").write_text(datetime.now(timezone.utc).isoformat())
 
 
+def _read_unlisted(path: Path) -> tuple[FileChecksum, dict, tuple[int, ...]]:
+    """A bucket file this object neither wrote nor carried, read whole: its checksum and frames, its fingerprint and cells.
+
+    Its lines must be in order and each frame must hold one cell's lines, cells in order:
+    else :class:`StateOrderError` or :class:`StateDamaged`.
+    """
+    data = path.read_bytes()
+    frames = decode_frames(data, path)
+    bucket = split_name(path.name)[1]
+    sums, cells, sizes = TableFingerprintSums(), [0] * CELLS, [0] * CELLS
+    blocks = checked_order(([line for line in content.split(b"\n") if line] for _, content in frames), f"row-key state {path}")
+    for (size, _), block in zip(frames, blocks):
+        spans = list(cell_spans(block))
+        if len(spans) != 1 or spans[0][0] >> CELL_BITS != bucket:
+            raise StateDamaged(f"{path}: a frame holds lines of {len(spans)} cells, not of one cell of bucket {bucket:03x}")
+        sub = spans[0][0] & (CELLS - 1)
+        sums.add(block)
+        cells[sub], sizes[sub] = len(block), size
+    checksum = FileChecksum(len(data), hashlib.sha256(data).hexdigest(), frames=tuple(sizes))
+    return checksum, sums.to_dict(), tuple(cells)
+
+
 def _listing_problem(table: TableListing) -> str | None:
     """Why a table's listing does not add up (buckets out of range, fingerprints that do not sum), or None."""
     if not 0 <= table.bits <= MAX_BITS:
@@ -887,6 +1015,9 @@ def _listing_problem(table: TableListing) -> str | None:
         if checksum.cells is None or len(checksum.cells) != CELLS or min(checksum.cells) < 0 \
                 or sum(checksum.cells) != checksum.fingerprint["rows"]:
             return f"bucket {bucket}'s cells {checksum.cells} do not add up to its {checksum.fingerprint['rows']} rows"
+        if checksum.frames is None or sum(checksum.frames) != checksum.bytes \
+                or any((size > 0) != (rows > 0) or size < 0 for size, rows in zip(checksum.frames, checksum.cells)):
+            return f"bucket {bucket}'s frames {checksum.frames} are not one per non-empty cell in its {checksum.bytes} bytes"
         total.add_sums(TableFingerprintSums.parse(checksum.fingerprint))
     if total.to_dict() != table.fingerprint:
         return f"its buckets sum to {total.to_dict()}, the table records {table.fingerprint}"
@@ -905,6 +1036,7 @@ class TableChange:
     rewritten: int = 0  # bucket files written anew
     compared: int = 0  # buckets some of whose current keys were read
     cells_compared: int = 0  # cells whose current keys were read (CELLS a bucket)
+    cells_rewritten: int = 0  # cells decoded, merged and encoded again (a rewritten bucket's other cells are copied as bytes)
     keys_read: int = 0  # current keys read from the server
     counted: bool = False  # whether the per-cell counts were taken
 
@@ -914,8 +1046,8 @@ class TableChange:
 
     def summary(self) -> dict:
         """Buckets of the table, bucket files written anew, buckets and cells compared with the current keys, keys read for that."""
-        return {"buckets": self.buckets, "rewritten": self.rewritten, "compared": self.compared, "cells_compared": self.cells_compared,
-                "keys_read": self.keys_read}
+        return {"buckets": self.buckets, "rewritten": self.rewritten, "cells_rewritten": self.cells_rewritten,
+                "compared": self.compared, "cells_compared": self.cells_compared, "keys_read": self.keys_read}
 
 
 class ServerTable:
@@ -1075,17 +1207,19 @@ def _counting(blocks: Iterator[list[bytes]], result: TableChange) -> Iterator[li
 def changes_by_cell(parent: RowKeyState, name: str, listing: TableListing, changed_blocks: Iterable[list[bytes]]) -> dict[int, tuple[int, int]]:
     """Per cell with changed rows: ``(c, u)``, the changed rows and how many of their keys the parent held.
 
-    Only the parent's buckets that have changed rows are read.
+    Only the parent's cells that have changed rows are read (decoded from their frames).
     """
     changes: dict[int, tuple[int, int]] = {}
     for bucket, runs in itertools.groupby(bucket_runs(changed_blocks), key=operator.itemgetter(0)):
         if bucket >> listing.bits:
             raise StateMismatch(f"{name}: a changed row in bucket {bucket} of a table of {1 << listing.bits} buckets")
         lines = [line for _, run in runs for line in run]  # one bucket's changed rows: few, and walked twice
+        counts = list(cell_runs(lines))
         updated: dict[bytes, int] = {}
-        if listing.rows(bucket):
-            count_updated(parent.bucket_blocks(name, bucket), iter(lines), updated)
-        for cell, count in cell_runs(lines):
+        parent_file = parent.bucket_file(name, bucket)
+        if parent_file is not None:
+            count_updated([parent_file.lines(cell & (CELLS - 1) for cell, _ in counts)], iter(lines), updated)
+        for cell, count in counts:
             changes[cell] = (count, updated.get(cell_label(cell), 0))
     return changes
 
@@ -1118,56 +1252,58 @@ def deleted_by_cell(name: str, listing: TableListing, changes: dict[int, tuple[i
     return gone
 
 
-def _merge_bucket(parent: RowKeyState, state: RowKeyState, name: str, bucket: int, listing: TableListing, changed: Iterator[bytes],
-                  keys: Iterator[bytes] | None, compared: set[bytes], gone: int, expected: list[int] | None, on_deleted,
+def _merge_bucket(parent: RowKeyState, state: RowKeyState, name: str, bucket: int, listing: TableListing, changed_lines: list[bytes],
+                  keys: list[bytes] | None, compared: set[bytes], gone: int, expected: list[int] | None, on_deleted,
                   result: TableChange) -> TableFingerprintSums:
     """Merge one bucket's parent lines with its changed rows (and, in its cells that lost rows, its current keys) into a new file.
 
-    ``expected``, when the cells were counted, is each cell's row count now: the new file must hold exactly that.
+    Only the cells with changed rows or deletes are decoded, merged and encoded again;
+    the other cells' frames are copied from the parent's file as they are.  ``expected``,
+    when the cells were counted, is each cell's row count now: the new file must hold exactly that.
     """
     entry = listing.buckets.get(bucket)
     sums = TableFingerprintSums.parse(entry.fingerprint) if entry is not None else TableFingerprintSums()
-    key_blocks = _blocks_of(keys) if keys is not None else None
-    cells = [0] * CELLS
-    with state.writer(name, bucket) as out:
-        deleted = merge_state(parent.bucket_blocks(name, bucket), changed, key_blocks, out, sums,
-                              lambda gone_keys: on_deleted([key[PREFIX:] for key in gone_keys]),
-                              compared=compared, cells=(bucket, cells))
+    touched = {cell & (CELLS - 1) for cell, _ in cell_runs(changed_lines)} | {int(cell, 16) & (CELLS - 1) for cell in compared}
+    parent_file = parent.bucket_file(name, bucket)
+    frames = list(parent_file.frames) if parent_file is not None else [b""] * CELLS
+    cells = list(entry.cells) if entry is not None and entry.cells is not None else [0] * CELLS
+    parent_lines = parent_file.lines(touched) if parent_file is not None else []
+    merged, new_cells = _LineSink(), [0] * CELLS
+    deleted = merge_state([parent_lines], iter(changed_lines), [keys] if keys is not None else None, merged, sums,
+                          lambda gone_keys: on_deleted([key[PREFIX:] for key in gone_keys]),
+                          compared=compared, cells=(bucket, new_cells))
     if deleted != gone:
         raise StateMismatch(f"{name}: bucket {bucket}'s counts say {gone} rows were deleted, its keys {deleted}")
+    encoded = encode_cells(merged.lines(), bucket)
+    for sub in touched:
+        frames[sub], cells[sub] = encoded[sub], new_cells[sub]
     if expected is not None and cells != expected:
         raise StateMismatch(f"{name}: bucket {bucket} holds {cells} rows per cell after the merge, the table {expected}")
+    if sum(cells) != sums.rows:
+        raise StateMismatch(f"{name}: bucket {bucket}'s cells hold {sum(cells)} rows after the merge, its fingerprint {sums.rows}")
     result.deleted += deleted
     result.rewritten += 1
+    result.cells_rewritten += len(touched)
     if sums.rows:
+        state.write_frames(name, bucket, frames)
         state.record_bucket(name, bucket, sums.to_dict(), cells)
     else:  # every row of the bucket is gone: no file, as a full would write none
         state.forget(name, bucket)
     return sums
 
 
-def _blocks_of(lines: Iterator[bytes], size: int = 4096) -> Iterator[list[bytes]]:
-    while block := list(itertools.islice(lines, size)):
-        yield block
+class _LineSink:
+    """Where :func:`merge_state` writes the merged lines of the cells it was given: kept in memory (one bucket's, at most)."""
 
-class _HashingFile:
-    """A file that hashes what is written to it; on close it hands its :class:`FileChecksum` to ``on_close``."""
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
 
-    def __init__(self, raw, on_close) -> None:
-        self.raw, self.on_close = raw, on_close
-        self.digest, self.size = hashlib.sha256(), 0
+    def write(self, data: bytes) -> int:
+        self._parts.append(data)
+        return len(data)
 
-    def write(self, data) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self.raw.write(data)
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-    def close(self) -> None:
-        self.raw.close()
-        self.on_close(FileChecksum(self.size, self.digest.hexdigest()))
+    def lines(self) -> list[bytes]:
+        return b"".join(self._parts).split(b"\n")[:-1]
 
 
 class _OwningWriter:
@@ -1326,7 +1462,13 @@ def merge_state(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[by
             count_cells(lines, cells[0], cells[1])
 
     def in_compared(lines: list[bytes]) -> list[bytes]:
-        return lines if compared is None else [line for line in lines if line[:LABEL_HEX] in compared]
+        if compared is None:
+            return lines
+        kept: list[bytes] = []
+        for cell, start, end in cell_spans(lines):  # sorted lines: each cell's are one run
+            if cell_label(cell) in compared:
+                kept.extend(lines[start:end])
+        return kept
 
     for block, changed, current in _windows(parent_blocks, changed_lines, current_keys):
         if parent_seen is not None:
@@ -1343,7 +1485,7 @@ def merge_state(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[by
             parent_set, changed_set, current_set = set(keys_of(in_compared(block))), set(keys_of(in_compared(changed))), set(current)
             if len(current_set) != len(current):
                 raise StateMismatch("the current keys repeat a key")
-            if compared is not None and any(key[:LABEL_HEX] not in compared for key in current):
+            if compared is not None and any(cell_label(cell) not in compared for cell, _, _ in cell_spans(current)):
                 raise StateMismatch("a current key of a cell that was not asked for")
             if not changed_set <= current_set or not current_set <= parent_set | changed_set:
                 raise StateMismatch("current keys, changed rows and the parent's keys do not add up")

@@ -74,6 +74,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -145,6 +146,9 @@ def main() -> None:
     parser.add_argument("--quarter-hours", type=int, default=3,
                         help="after the chain, this many more incrementals each after a 0.1 %% change: a sample of the "
                              "15-minute schedule's day, so the CPU per day is a median and drift along the chain shows (default: 3)")
+    parser.add_argument("--airflow-env", action="append", default=[], metavar="AIRFLOW__SECTION__KEY=VALUE",
+                        help="an Airflow setting for the DAG runs, repeatable (they otherwise get this project's settings and "
+                             "nothing inherited), e.g. AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.1")
     parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)  # internal: measure one variant, spec on stdin
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the scratch databases are dropped and children stopped.
@@ -158,6 +162,10 @@ def main() -> None:
         parser.error(f"--scales must be comma-separated whole numbers, got {args.scales!r}")
     if len(args.scales) < 2 or args.scales[0] < 1 or args.rounds < 1:
         parser.error("--scales needs at least two distinct scales of 1 or more (growth is fitted over them), --rounds at least 1")
+    try:
+        args.airflow_env = airflow_settings(args.airflow_env)
+    except ValueError as exc:
+        parser.error(str(exc))
     bench = Bench(args)
     try:
         report = bench.run()
@@ -166,6 +174,17 @@ def main() -> None:
     print_report(report)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {RESULTS.relative_to(PROJECT)}; the measured processes' output is in {LOG.relative_to(PROJECT)}")
+
+
+def airflow_settings(pairs: list[str]) -> dict[str, str]:
+    """``--airflow-env`` values as a dict: each ``AIRFLOW__SECTION__KEY=VALUE``, else ValueError saying which is not."""
+    settings = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not re.fullmatch(r"AIRFLOW__[A-Z0-9_]+?__[A-Z0-9_]+", name):
+            raise ValueError(f"--airflow-env takes AIRFLOW__SECTION__KEY=VALUE, got {pair!r}")
+        settings[name] = value
+    return settings
 
 
 # -- the measured side: one variant in its own process ---------------------------------------
@@ -324,7 +343,8 @@ class Bench:
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rounds = [{str(scale): self.scale_round(number, scale) for scale in self.args.scales} for number in range(self.args.rounds)]
         # Not --pg-url: it may hold a password.
-        settings = {key: getattr(self.args, key) for key in ("scales", "rounds", "skip_airflow", "skip_scheduler", "quarter_hours")} | {
+        settings = {key: getattr(self.args, key) for key in ("scales", "rounds", "skip_airflow", "skip_scheduler", "quarter_hours",
+                                                               "airflow_env")} | {
             "restore_jobs": self.jobs, "duration_s": time.monotonic() - self.started}
         return summarise(facts, settings, rounds)
 
@@ -423,6 +443,7 @@ class Bench:
             AIRFLOW__CORE__PLUGINS_FOLDER=str(PROJECT / "plugins"),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             BACKUP_TASK_RETRIES="0",
+            **self.args.airflow_env,
             **backup_env,
         )
         return env
@@ -804,6 +825,8 @@ def print_facts(facts: dict, args: argparse.Namespace) -> None:
           f"load average {' '.join(f'{x:.1f}' for x in facts['load_average'])} at the start")
     tools = f"PostgreSQL {facts['postgresql']}, pg_dump {facts['pg_dump']}, rclone {facts['rclone']}, Python {facts['python']}"
     print(tools + (f", Airflow {facts['airflow']}" if "airflow" in facts else ""))
+    if args.airflow_env:
+        print("Airflow settings of the DAG runs beyond the project's: " + ", ".join(f"{k}={v}" for k, v in args.airflow_env.items()))
     sizes = ", ".join(f"scale {scale} = {size / MB:.1f} MB ({facts['data_bytes'][scale] / MB:.1f} MB of tables and indexes)"
                       for scale, size in facts["database_bytes"].items())
     print(f"sample shop: {sizes} (pg_database_size)", flush=True)

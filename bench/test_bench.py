@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parent  # pytest puts this folder on sys.path; 
 
 from growth import fit_fixed_plus_linear, fit_power_law  # noqa: E402
 from pgbackup.postgres.target import PgTarget  # noqa: E402
+from run import airflow_settings  # noqa: E402
 from server_cpu import ServerCpu, read_title  # noqa: E402
 
 PG_SERVER_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -90,3 +91,11 @@ def test_fixed_plus_linear_fit_separates_the_fixed_cost():
     assert fit.fixed == pytest.approx(20)
     assert fit.at(1e11) == pytest.approx(20 + 3000)
     assert fit_fixed_plus_linear([5, 5], [1, 2]) is None
+
+
+def test_airflow_env_takes_airflow_settings_only():
+    assert airflow_settings(["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.1", "AIRFLOW__CORE__PARALLELISM=4"]) == {
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1", "AIRFLOW__CORE__PARALLELISM": "4"}
+    for bad in ("BACKUP_POOL=x", "AIRFLOW__SCHEDULER=1", "AIRFLOW__SCHEDULER__IDLE", "airflow__core__x=1"):
+        with pytest.raises(ValueError, match="AIRFLOW__SECTION__KEY=VALUE"):
+            airflow_settings([bad])

@@ -1,11 +1,13 @@
 """The bucketed row-key state: a stable bucket and cell function, the count algebra that picks the cells an incremental
 compares, and the per-bucket merge — against a model of plain dicts, and on the real PostgreSQL."""
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -233,8 +235,10 @@ def test_the_merged_buckets_equal_the_model_and_only_cells_that_lost_rows_are_co
     parent, current, changed, bits = scenario
     gone = set(parent) - set(current)
     source = ModelTable(current, changed, bits)
-    with tempfile.TemporaryDirectory() as root:
+    with tempfile.TemporaryDirectory() as root, reads_counted() as reads:
         parent_state, child, result, deleted = run(parent, source, bits, Path(root))
+        assert all(count == 1 for (backup, _), count in reads.items() if backup == "parent"), \
+            "within the budget, the merge uses the bucket files the count of updates read"
         assert child.damage() is None
         assert [line for block in child.blocks("public.t") for line in block] == lines(current, bits)
         assert sorted(deleted) == sorted(gone) and result.deleted == len(gone)
@@ -256,6 +260,30 @@ def test_the_merged_buckets_equal_the_model_and_only_cells_that_lost_rows_are_co
             elif (old := parent_state.bucket_file("public.t", number)) is not None:  # its other cells' frames, copied as bytes
                 new = child.bucket_file("public.t", number)
                 assert all(new.frames[sub] == old.frames[sub] for sub in range(16) if (number << CELL_BITS) | sub not in touched_cells)
+
+
+@contextlib.contextmanager
+def reads_counted():
+    """Every RowKeyState.bucket_file call, counted by (backup, bucket)."""
+    reads, original = Counter(), RowKeyState.bucket_file
+
+    def counted(self, table, bucket):
+        reads[self.dir.name, bucket] += 1
+        return original(self, table, bucket)
+
+    with mock.patch.object(RowKeyState, "bucket_file", counted):
+        yield reads
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenario=scenarios())
+def test_beyond_the_budget_the_merge_reads_the_bucket_files_again_and_agrees(scenario):
+    parent, current, changed, bits = scenario
+    with tempfile.TemporaryDirectory() as root, mock.patch.object(rowstate, "READ_BUCKETS_BUDGET", 0), reads_counted() as reads:
+        _, child, result, deleted = run(parent, ModelTable(current, changed, bits), bits, Path(root))
+        assert [line for block in child.blocks("public.t") for line in block] == lines(current, bits)
+        assert sorted(deleted) == sorted(set(parent) - set(current)) and result.fingerprint == model_fingerprint(current)
+        assert all(count <= 2 for (backup, _), count in reads.items() if backup == "parent")
 
 
 @settings(max_examples=200, deadline=None)

@@ -1137,7 +1137,8 @@ def merge_change(source, parent: RowKeyState, state: RowKeyState, name: str, par
     bits = listing.bits
     result = TableChange(buckets=1 << bits, changed=source.changed)
     current = source.count()
-    changes = changes_by_cell(parent, name, listing, source.changed_blocks())
+    read = _ReadBuckets(parent, name)  # the buckets the first pass read, kept for the merge (within a budget)
+    changes = changes_by_cell(read, name, listing, source.changed_blocks())
     if sum(c for c, _ in changes.values()) != result.changed:
         raise StateMismatch(f"{name}: {result.changed} changed rows read, {sum(c for c, _ in changes.values())} in their cells")
     result.updated = sum(u for _, u in changes.values())
@@ -1175,7 +1176,7 @@ def merge_change(source, parent: RowKeyState, state: RowKeyState, name: str, par
                 continue
             lost = sum(gone_by_cell.get((bucket << CELL_BITS) | sub, 0) for sub in range(CELLS))
             expected = [now.get((bucket << CELL_BITS) | sub, 0) for sub in range(CELLS)] if now is not None else None
-            total.add_sums(_merge_bucket(parent, state, name, bucket, listing, changed_stream.take(bucket),
+            total.add_sums(_merge_bucket(read, state, name, bucket, listing, changed_stream.take(bucket),
                                          keys.take(bucket) if keys is not None and bucket in compared else None,
                                          compared.get(bucket, set()), lost, expected, on_deleted, result))
         if not changed_stream.exhausted() or (keys is not None and not keys.exhausted()):
@@ -1204,7 +1205,7 @@ def _counting(blocks: Iterator[list[bytes]], result: TableChange) -> Iterator[li
             close()
 
 
-def changes_by_cell(parent: RowKeyState, name: str, listing: TableListing, changed_blocks: Iterable[list[bytes]]) -> dict[int, tuple[int, int]]:
+def changes_by_cell(parent: _ReadBuckets, name: str, listing: TableListing, changed_blocks: Iterable[list[bytes]]) -> dict[int, tuple[int, int]]:
     """Per cell with changed rows: ``(c, u)``, the changed rows and how many of their keys the parent held.
 
     Only the parent's cells that have changed rows are read (decoded from their frames).
@@ -1216,7 +1217,7 @@ def changes_by_cell(parent: RowKeyState, name: str, listing: TableListing, chang
         lines = [line for _, run in runs for line in run]  # one bucket's changed rows: few, and walked twice
         counts = list(cell_runs(lines))
         updated: dict[bytes, int] = {}
-        parent_file = parent.bucket_file(name, bucket)
+        parent_file = parent.get(bucket)
         if parent_file is not None:
             count_updated([parent_file.lines(cell & (CELLS - 1) for cell, _ in counts)], iter(lines), updated)
         for cell, count in counts:
@@ -1252,7 +1253,7 @@ def deleted_by_cell(name: str, listing: TableListing, changes: dict[int, tuple[i
     return gone
 
 
-def _merge_bucket(parent: RowKeyState, state: RowKeyState, name: str, bucket: int, listing: TableListing, changed_lines: list[bytes],
+def _merge_bucket(read: _ReadBuckets, state: RowKeyState, name: str, bucket: int, listing: TableListing, changed_lines: list[bytes],
                   keys: list[bytes] | None, compared: set[bytes], gone: int, expected: list[int] | None, on_deleted,
                   result: TableChange) -> TableFingerprintSums:
     """Merge one bucket's parent lines with its changed rows (and, in its cells that lost rows, its current keys) into a new file.
@@ -1264,7 +1265,7 @@ def _merge_bucket(parent: RowKeyState, state: RowKeyState, name: str, bucket: in
     entry = listing.buckets.get(bucket)
     sums = TableFingerprintSums.parse(entry.fingerprint) if entry is not None else TableFingerprintSums()
     touched = {cell & (CELLS - 1) for cell, _ in cell_runs(changed_lines)} | {int(cell, 16) & (CELLS - 1) for cell in compared}
-    parent_file = parent.bucket_file(name, bucket)
+    parent_file = read.take(bucket)
     frames = list(parent_file.frames) if parent_file is not None else [b""] * CELLS
     cells = list(entry.cells) if entry is not None and entry.cells is not None else [0] * CELLS
     parent_lines = parent_file.lines(touched) if parent_file is not None else []
@@ -1290,6 +1291,39 @@ def _merge_bucket(parent: RowKeyState, state: RowKeyState, name: str, bucket: in
     else:  # every row of the bucket is gone: no file, as a full would write none
         state.forget(name, bucket)
     return sums
+
+
+# The compressed bytes of parent bucket files an incremental keeps between its two passes over a table (the count of
+# updates, then the merge), so most buckets are read and checked once: a bound, so memory does not grow with the state.
+READ_BUCKETS_BUDGET = 32 << 20
+
+
+class _ReadBuckets:
+    """The parent's bucket files of one table as an incremental reads them: each proven when read, the first pass's
+    kept for the second up to ``READ_BUCKETS_BUDGET`` bytes (then read again)."""
+
+    def __init__(self, parent: RowKeyState, table: str) -> None:
+        self.parent, self.table, self.budget = parent, table, READ_BUCKETS_BUDGET
+        self._kept: dict[int, BucketFile | None] = {}
+
+    def get(self, bucket: int) -> BucketFile | None:
+        """The bucket's file (None if the bucket is empty), kept for :meth:`take` while the budget allows."""
+        found = self.parent.bucket_file(self.table, bucket)
+        if found is None:
+            self._kept[bucket] = None
+        elif found.entry.bytes <= self.budget:
+            self._kept[bucket] = found
+            self.budget -= found.entry.bytes
+        return found
+
+    def take(self, bucket: int) -> BucketFile | None:
+        """The bucket's file, the kept one if :meth:`get` kept it (and no longer kept), else read now."""
+        if bucket not in self._kept:
+            return self.parent.bucket_file(self.table, bucket)
+        kept = self._kept.pop(bucket)
+        if kept is not None:
+            self.budget += kept.entry.bytes
+        return kept
 
 
 class _LineSink:

@@ -348,3 +348,61 @@ def test_a_changed_line_splits_into_its_state_line_and_its_row():
     for damaged in (b'01f3\t("a",7)\t' + digest, b'01f3\t("a",7)\t' + digest[:-1] + b"\tx", b"01f3\tno tabs"):
         with pytest.raises(StateDamaged):
             split_changed_line(damaged)
+
+
+# -- memory: a bucket is never held whole by a full; an incremental promotes before its buckets grow too big ----------
+
+
+def test_a_full_writes_a_bucket_of_any_size_a_block_at_a_time(tmp_path):
+    """A table's statistics may be stale: a full whose one bucket gets 320,000 rows holds a block of them, not the bucket."""
+    import tracemalloc
+
+    def blocks(rows, size):
+        for first in range(0, rows, size):
+            yield sorted(cell_label((n >> 4) % 16) + b"\t(%07d)\t" % n + b"%032x" % n for n in range(first, first + size))
+
+    def sorted_blocks():  # the cells in order across blocks: each block one cell's run of keys
+        for sub in range(16):
+            for block in blocks(20_000, 2_000):
+                yield [line.replace(line[:4], cell_label(sub), 1) for line in block]
+
+    state = RowKeyState(tmp_path, "full")
+    tracemalloc.start()
+    fingerprint = state.write_buckets("public.t", 0, sorted_blocks())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    state.mark_complete()
+    assert fingerprint["rows"] == 16 * 10 * 2_000
+    assert state.damage() is None and sum(len(block) for block in state.blocks("public.t")) == fingerprint["rows"]
+    assert peak < 4 << 20, f"{peak / 2**20:.1f} MiB held while writing a bucket of {fingerprint['rows']} rows"
+
+
+def test_a_table_that_outgrew_its_buckets_is_refused_by_the_merge(tmp_path):
+    parent, current = {b"(%d)" % n: b"%032x" % n for n in range(5)}, {b"(%d)" % n: b"%032x" % n for n in range(40)}
+    changed = {k: v for k, v in current.items() if k not in parent}
+    with mock.patch.object(rowstate, "OUTGROWN_ROWS_PER_BUCKET", 8):
+        for bits, outgrown in ((0, True), (2, True), (3, False)):  # 40 rows: over 8 a bucket in 1 and 4 buckets, not in 8
+            root = tmp_path / str(bits)
+            if outgrown:
+                with pytest.raises(rowstate.StateOutgrown, match="40 rows in the"):
+                    run(parent, ModelTable(current, changed, bits), bits, root)
+            else:
+                assert run(parent, ModelTable(current, changed, bits), bits, root)[2].fingerprint == model_fingerprint(current)
+
+
+def test_an_incremental_after_a_table_outgrew_its_buckets_is_a_full_that_cuts_it_anew(shop_db, capture, client, make_database):
+    execute(shop_db, "CREATE TABLE grows (id int PRIMARY KEY, v text)", "INSERT INTO grows SELECT g, 'v' FROM generate_series(1, 10) g",
+            "ANALYZE grows")
+    full = publish(capture.full(), client)
+    assert RowKeyState(capture.state_root, full.id).table_listing("public.grows").bits == 0
+    execute(shop_db, f"INSERT INTO grows SELECT g, 'w' FROM generate_series(11, {rowstate.OUTGROWN_ROWS_PER_BUCKET + 11}) g",
+            "ANALYZE grows")
+    promoted = publish(capture.incremental(full), client)
+    assert promoted.kind == "full" and "is outgrown" in promoted.details["promoted_from_incremental"]
+    rows = 10 + rowstate.OUTGROWN_ROWS_PER_BUCKET + 1
+    assert f"public.grows has {rows} rows in the 1 buckets" in promoted.details["promoted_from_incremental"]
+    assert RowKeyState(capture.state_root, promoted.id).table_listing("public.grows").bits == bits_for(rows)
+    execute(shop_db, "DELETE FROM grows WHERE id = 5")
+    inc = publish(capture.incremental(promoted), client)
+    assert inc.kind == "incremental" and inc.details["captured"]["public.grows"]["deleted"] == 1
+    assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)

@@ -35,7 +35,15 @@ from pgbackup.capture.delta import DeltaWriter
 from pgbackup.capture.errors import translate_capture_error
 from pgbackup.capture.full import capture_promoted_full
 from pgbackup.capture.promotion import SourceNow, promotion_reason
-from pgbackup.capture.rowstate import HASH_HEX, RowKeyState, StateMismatch, StateOrderError, TableFingerprintSums, capture_change
+from pgbackup.capture.rowstate import (
+    HASH_HEX,
+    RowKeyState,
+    StateMismatch,
+    StateOrderError,
+    StateOutgrown,
+    TableFingerprintSums,
+    capture_change,
+)
 from pgbackup.model.manifest import BackupManifest
 from pgbackup.postgres.fingerprint import large_objects_fingerprint, read_sequences, relation_fingerprint
 from pgbackup.postgres.snapshot import SnapshotSession, reading_table
@@ -66,7 +74,8 @@ def capture_incremental(ctx: CaptureContext, parent: BackupManifest | None) -> C
             return _incremental_in(ctx, session, parent, parent_state, now)
         except (StateMismatch, StateOrderError) as exc:
             # Nothing was kept of the incremental; the snapshot is intact (these are checks, not SQL errors).
-            reason = f"the row-key state of parent {parent.id} does not add up with the source: {exc}"
+            reason = (f"the row-key state of parent {parent.id} is outgrown: {exc}" if isinstance(exc, StateOutgrown)
+                      else f"the row-key state of parent {parent.id} does not add up with the source: {exc}")
             ctx.log.warning("Taking a full backup instead of an incremental: %s", reason)
             return capture_promoted_full(ctx, session, reason)
     finally:

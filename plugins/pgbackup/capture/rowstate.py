@@ -101,6 +101,9 @@ LABEL_HEX = BUCKET_HEX + 1  # a line's label: its bucket, then its cell in the b
 PREFIX = LABEL_HEX + 1
 MAX_BITS = 12  # 4096 buckets at most: files a table has, links an incremental makes
 ROWS_PER_BUCKET = 2048  # creating a file costs more than rewriting thousands of lines: few, fair-sized buckets
+# An incremental holds a touched bucket in memory; past this many rows a bucket (a table that grew ~10x or more since its
+# full chose its bits, below MAX_BITS), the incremental becomes a full, which cuts the table into more buckets.
+OUTGROWN_ROWS_PER_BUCKET = 16 * ROWS_PER_BUCKET
 # COPY text format escapes these bytes (backslash first); ordering by the escaped text orders the printed lines.
 _COPY_ESCAPES = (("\\", "\\\\"), ("\b", "\\b"), ("\t", "\\t"), ("\n", "\\n"), ("\v", "\\v"), ("\f", "\\f"), ("\r", "\\r"))
 _COPY_UNESCAPES = {b"\\" + escaped[1:].encode(): raw.encode() for raw, escaped in _COPY_ESCAPES}
@@ -113,6 +116,11 @@ class StateOrderError(RuntimeError):
 
 class StateMismatch(RuntimeError):
     """The parent's state, the changed rows and the current keys do not add up: never guess, fail."""
+
+
+class StateOutgrown(StateMismatch):
+    """A table grew so far past the buckets its full chose that an incremental would hold too big a bucket at once:
+    a full cuts the table into buckets anew."""
 
 
 class StateDamaged(StateMismatch):
@@ -762,12 +770,13 @@ class RowKeyState:
 
     def write_bucket(self, table: str, bucket: int, lines: list[bytes]) -> TableFingerprintSums:
         """Write one bucket's sorted lines, a frame per cell; record its checksum, fingerprint and cells; return its fingerprint."""
-        sums, cells = TableFingerprintSums(), [0] * CELLS
-        sums.add(lines)
-        count_cells(lines, bucket, cells)
-        self.write_frames(table, bucket, encode_cells(lines, bucket))
-        self.record_bucket(table, bucket, sums.to_dict(), cells)
-        return sums
+        writer = _BucketWriter(self, table, bucket)
+        try:
+            writer.add(lines)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.close()
 
     def write_table(self, cur, table: TableInfo, bits: int | None = None) -> dict:
         """A full's pass over ``table``: every row's line into its bucket's file; returns the table's fingerprint.
@@ -797,15 +806,26 @@ class RowKeyState:
     def write_buckets(self, table: str, bits: int, blocks: Iterable[list[bytes]], function: str = "md5") -> dict:
         """Write sorted, cell-labelled lines into their buckets' files; record and return the table's fingerprint.
 
-        A bucket's lines are gathered (about ``ROWS_PER_BUCKET``: a bucket is the unit a
-        file is written in) and written as one frame per cell.
+        Each bucket's file is written as its lines arrive, a frame per cell: memory is a
+        block of lines, however many rows a bucket holds (a table's statistics may be stale).
         """
-        total = TableFingerprintSums()
-        for bucket, runs in itertools.groupby(bucket_runs(blocks), key=operator.itemgetter(0)):
-            if bucket >> bits:
-                raise StateMismatch(f"{table}: a line of bucket {bucket} in a table of {1 << bits} buckets")
-            lines = [line for _, run in runs for line in run]
-            total.add_sums(self.write_bucket(table, bucket, lines))
+        total, writer = TableFingerprintSums(), None
+        try:
+            for bucket, lines in bucket_runs(blocks):
+                if bucket >> bits:
+                    raise StateMismatch(f"{table}: a line of bucket {bucket} in a table of {1 << bits} buckets")
+                if writer is not None and writer.bucket != bucket:
+                    total.add_sums(writer.close())
+                    writer = None
+                if writer is None:
+                    writer = _BucketWriter(self, table, bucket)
+                writer.add(lines)
+            if writer is not None:
+                total.add_sums(writer.close())
+                writer = None
+        finally:
+            if writer is not None:  # a failure: the file is left to the capture's cleanup, closed
+                writer.abort()
         self.record_table(table, bits, total.to_dict(), function)
         return total.to_dict()
 
@@ -988,7 +1008,7 @@ def _read_unlisted(path: Path) -> tuple[FileChecksum, dict, tuple[int, ...]]:
     frames = decode_frames(data, path)
     bucket = split_name(path.name)[1]
     sums, cells, sizes = TableFingerprintSums(), [0] * CELLS, [0] * CELLS
-    blocks = checked_order(([line for line in content.split(b"\n") if line] for _, content in frames), f"row-key state {path}")
+    blocks = checked_order((_frame_lines(content, path) for _, content in frames), f"row-key state {path}")
     for (size, _), block in zip(frames, blocks):
         spans = list(cell_spans(block))
         if len(spans) != 1 or spans[0][0] >> CELL_BITS != bucket:
@@ -998,6 +1018,14 @@ def _read_unlisted(path: Path) -> tuple[FileChecksum, dict, tuple[int, ...]]:
         cells[sub], sizes[sub] = len(block), size
     checksum = FileChecksum(len(data), hashlib.sha256(data).hexdigest(), frames=tuple(sizes))
     return checksum, sums.to_dict(), tuple(cells)
+
+
+def _frame_lines(content: bytes, path: Path) -> list[bytes]:
+    """A frame's lines, each ended by a newline, none empty (as :class:`BucketFile` reads them)."""
+    lines = content.split(b"\n")
+    if lines.pop() != b"" or not all(lines):
+        raise StateDamaged(f"{path}: a frame's lines are not each one line ended by a newline")
+    return lines
 
 
 def _listing_problem(table: TableListing) -> str | None:
@@ -1137,6 +1165,9 @@ def merge_change(source, parent: RowKeyState, state: RowKeyState, name: str, par
     bits = listing.bits
     result = TableChange(buckets=1 << bits, changed=source.changed)
     current = source.count()
+    if bits < MAX_BITS and current > OUTGROWN_ROWS_PER_BUCKET << bits:
+        raise StateOutgrown(f"{name} has {current} rows in the {1 << bits} buckets its full chose, over "
+                            f"{OUTGROWN_ROWS_PER_BUCKET} a bucket: a full cuts it into more")
     read = _ReadBuckets(parent, name)  # the buckets the first pass read, kept for the merge (within a budget)
     changes = changes_by_cell(read, name, listing, source.changed_blocks())
     if sum(c for c, _ in changes.values()) != result.changed:
@@ -1259,7 +1290,10 @@ def _merge_bucket(read: _ReadBuckets, state: RowKeyState, name: str, bucket: int
     """Merge one bucket's parent lines with its changed rows (and, in its cells that lost rows, its current keys) into a new file.
 
     Only the cells with changed rows or deletes are decoded, merged and encoded again;
-    the other cells' frames are copied from the parent's file as they are.  ``expected``,
+    the other cells' frames are copied from the parent's file as they are.  The bucket is
+    held in memory (its file, its touched cells' lines and their merge): at most
+    ``OUTGROWN_ROWS_PER_BUCKET`` rows, as :func:`merge_change` promotes a table that grew
+    past it (at ``MAX_BITS``, a table's rows / 4096).  ``expected``,
     when the cells were counted, is each cell's row count now: the new file must hold exactly that.
     """
     entry = listing.buckets.get(bucket)
@@ -1324,6 +1358,60 @@ class _ReadBuckets:
         if kept is not None:
             self.budget += kept.entry.bytes
         return kept
+
+
+class _BucketWriter:
+    """One bucket's file written as its sorted lines arrive: a zstd frame per cell, ended when the next cell's lines
+    come; its sha256, frame sizes, fingerprint and cells recorded in the state on :meth:`close`."""
+
+    def __init__(self, state: RowKeyState, table: str, bucket: int) -> None:
+        self.state, self.table, self.bucket = state, table, bucket
+        state.dir.mkdir(parents=True, exist_ok=True)
+        self.path = state.path(table, bucket)
+        self._raw = open(self.path, "wb")
+        self._digest, self._size = hashlib.sha256(), 0
+        self._compressor = _compressor()
+        self._frame: zstandard.ZstdCompressionObj | None = None
+        self._sub, self._frame_start = -1, 0
+        self.frames, self.cells, self.sums = [0] * CELLS, [0] * CELLS, TableFingerprintSums()
+
+    def add(self, lines: list[bytes]) -> None:
+        """Sorted lines of this bucket, after the ones added before."""
+        for cell, start, end in cell_spans(lines):
+            if cell >> CELL_BITS != self.bucket:
+                raise StateDamaged(f"a line of cell {cell:04x} among the lines of bucket {self.bucket:03x}")
+            sub = cell & (CELLS - 1)
+            if sub != self._sub:
+                if sub < self._sub:
+                    raise StateOrderError(f"cell {cell:04x} after cell {(self.bucket << CELL_BITS) | self._sub:04x}")
+                self._end_frame()
+                self._sub, self._frame, self._frame_start = sub, self._compressor.compressobj(), self._size
+            assert self._frame is not None
+            self._write(self._frame.compress(b"\n".join(lines[start:end]) + b"\n"))
+            self.cells[sub] += end - start
+        self.sums.add(lines)
+
+    def close(self) -> TableFingerprintSums:
+        self._end_frame()
+        self._raw.close()
+        self.state._known[self.path.name] = FileChecksum(self._size, self._digest.hexdigest(), frames=tuple(self.frames))
+        self.state.record_bucket(self.table, self.bucket, self.sums.to_dict(), self.cells)
+        return self.sums
+
+    def abort(self) -> None:
+        self._raw.close()
+
+    def _end_frame(self) -> None:
+        if self._frame is not None:
+            self._write(self._frame.flush())
+            self.frames[self._sub] = self._size - self._frame_start
+            self._frame = None
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self._raw.write(data)
+            self._digest.update(data)
+            self._size += len(data)
 
 
 class _LineSink:
@@ -1405,7 +1493,8 @@ def _windows(parent_blocks: Iterable[list[bytes]], changed_lines: Iterator[bytes
     window can be compared with set operations in C instead of line by line in Python.
     A window never holds more than ``max_changes`` changed lines: when a block's key
     range has more, it is cut after the last changed key taken, and the block's
-    remaining lines start the next window.  Memory follows the window, not the change.
+    remaining lines start the next window.  Memory follows the window, not the change
+    (an incremental hands it one bucket's lines at a time: see :func:`_merge_bucket`).
     """
     import bisect
 

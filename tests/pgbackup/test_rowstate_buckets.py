@@ -406,3 +406,4 @@ def test_an_incremental_after_a_table_outgrew_its_buckets_is_a_full_that_cuts_it
     inc = publish(capture.incremental(promoted), client)
     assert inc.kind == "incremental" and inc.details["captured"]["public.grows"]["deleted"] == 1
     assert database_content(restore(client, inc.id, make_database)) == database_content(shop_db)
+

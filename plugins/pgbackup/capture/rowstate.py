@@ -76,6 +76,7 @@ import operator
 import os
 import shutil
 import struct
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -528,6 +529,17 @@ def decode_frames(data: bytes, path: Path) -> list[tuple[int, bytes]]:
     return frames
 
 
+_THREAD = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor: one context (a few hundred KiB once used), not one per bucket file kept in memory."""
+    found = getattr(_THREAD, "decompressor", None)
+    if found is None:
+        found = _THREAD.decompressor = zstandard.ZstdDecompressor()
+    return found
+
+
 def _decode_frame(frame: bytes, path: Path, decompressor: zstandard.ZstdDecompressor) -> bytes:
     """The content of exactly one whole zstd frame (its content checksum checked by zstd)."""
     reader = decompressor.decompressobj()
@@ -552,7 +564,6 @@ class BucketFile:
         self.path, self.bucket, self.entry = path, bucket, entry
         offsets = itertools.accumulate(entry.frames, initial=0)
         self.frames = [data[start : start + size] for start, size in zip(offsets, entry.frames)]
-        self._decompressor = zstandard.ZstdDecompressor()
 
     def lines(self, subs: Iterable[int] | None = None) -> list[bytes]:
         """The lines of the cells ``subs`` (cell numbers in the bucket; all when None), in order."""
@@ -562,7 +573,7 @@ class BucketFile:
                 if self.entry.cells[sub]:
                     raise StateDamaged(f"{self.path}: cell {sub:x} has no frame but {self.entry.cells[sub]} rows listed")
                 continue
-            lines = _decode_frame(self.frames[sub], self.path, self._decompressor).split(b"\n")
+            lines = _decode_frame(self.frames[sub], self.path, _decompressor()).split(b"\n")
             if lines.pop() != b"" or len(lines) != self.entry.cells[sub] or not lines \
                     or lines[0][:PREFIX] != lines[-1][:PREFIX] or lines[0][:PREFIX] != cell_label((self.bucket << CELL_BITS) | sub) + b"\t":
                 raise StateDamaged(f"{self.path}: the frame of cell {sub:x} does not hold its {self.entry.cells[sub]} listed rows")

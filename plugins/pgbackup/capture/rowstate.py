@@ -779,16 +779,6 @@ class RowKeyState:
             out.write(data)
         self._known[path.name] = FileChecksum(len(data), hashlib.sha256(data).hexdigest(), frames=tuple(len(f) for f in frames))
 
-    def write_bucket(self, table: str, bucket: int, lines: list[bytes]) -> TableFingerprintSums:
-        """Write one bucket's sorted lines, a frame per cell; record its checksum, fingerprint and cells; return its fingerprint."""
-        writer = _BucketWriter(self, table, bucket)
-        try:
-            writer.add(lines)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.close()
-
     def write_table(self, cur, table: TableInfo, bits: int | None = None) -> dict:
         """A full's pass over ``table``: every row's line into its bucket's file; returns the table's fingerprint.
 

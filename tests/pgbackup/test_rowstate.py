@@ -23,6 +23,7 @@ from pgbackup.capture.rowstate import (
 )
 from pgbackup.postgres.fingerprint import table_fingerprints
 from pgcompare import database_content
+from rowstate_model import draw_changes, model_fingerprint
 
 
 def from_scratch(target):
@@ -213,7 +214,6 @@ def test_table_names_with_slashes_and_dots_keep_their_state_inside_its_folder(sh
 # backslashes and bytes above 0x7f, where the bytewise order differs from most collations.
 KEY_BYTES = st.sampled_from([b"0", b"1", b"9", b"a", b"Z", b" ", b",", b'"', b"\\", b"\\t", b"\\n", b"\x7f", "ä".encode(), "€".encode()])
 KEYS = st.lists(KEY_BYTES, max_size=4).map(lambda parts: b"(" + b"".join(parts) + b")")
-HASHES = st.binary(min_size=16, max_size=16).map(lambda raw: raw.hex().encode())
 OPS = st.sampled_from(["keep", "keep", "update", "delete", "delete and insert again", "delete and insert the same row", "re-sent"])
 
 
@@ -227,30 +227,10 @@ def blocks_of(lines, cuts):
     return [lines[a:b] for a, b in zip(edges, edges[1:]) if b > a]
 
 
-def model_fingerprint(rows):
-    """rows, sum of the signed high halves, sum of the signed low halves of the md5s: the SQL's, in plain Python."""
-    halves = [(int.from_bytes(bytes.fromhex(h[:16].decode()), "big", signed=True),
-               int.from_bytes(bytes.fromhex(h[16:].decode()), "big", signed=True)) for h in rows.values()]
-    return {"rows": len(rows), "hash": f"{sum(h for h, _ in halves)}:{sum(low for _, low in halves)}"}
-
-
 @st.composite
 def changes(draw):
     """A parent state, what happened to each of its rows, new rows: the parent, the current rows and the changed lines."""
-    parent = draw(st.dictionaries(KEYS, HASHES, max_size=40))
-    current, changed = {}, {}
-    for key, md5 in parent.items():
-        op = draw(OPS)
-        if op == "keep":
-            current[key] = md5
-        elif op == "re-sent" or op == "delete and insert the same row":  # a newer xmin, the same row: sent again, harmlessly
-            current[key] = changed[key] = md5
-        elif op != "delete":  # updated, or deleted and inserted again under the same key
-            current[key] = changed[key] = draw(HASHES)
-    for key, md5 in draw(st.dictionaries(KEYS, HASHES, max_size=40)).items():
-        if key not in parent:
-            current[key] = changed[key] = md5
-    return parent, current, changed
+    return draw_changes(draw, KEYS, OPS, 40, 40)
 
 
 def merged(parent, current, changed, parent_cuts, key_cuts, give_keys):

@@ -41,6 +41,7 @@ from pgbackup.capture.rowstate import (
 )
 from pgbackup.postgres.tables import TableInfo, list_tables
 from pgcompare import database_content
+from rowstate_model import draw_changes, model_fingerprint
 
 # -- the bucket function -------------------------------------------------------------------------
 
@@ -151,26 +152,13 @@ def test_the_server_s_bucket_labels_are_python_s_for_both_functions(make_databas
 
 KEY_BYTES = st.sampled_from([b"0", b"1", b"9", b"a", b"Z", b" ", b",", b'"', b"\\\\", b"\\t", b"\\n", b"\x7f", "ä".encode()])
 KEYS = st.lists(KEY_BYTES, max_size=4).map(lambda parts: b"(" + b"".join(parts) + b")")
-HASHES = st.binary(min_size=16, max_size=16).map(lambda raw: raw.hex().encode())
 OPS = st.sampled_from(["keep", "keep", "keep", "update", "delete", "delete and insert again", "re-sent"])
 
 
 @st.composite
 def scenarios(draw):
     """The parent's rows, the current rows and the changed rows (updated, inserted, re-sent), keyed by printed key."""
-    parent = draw(st.dictionaries(KEYS, HASHES, max_size=60))
-    current, changed = {}, {}
-    for key, md5 in parent.items():
-        op = draw(OPS)
-        if op == "keep":
-            current[key] = md5
-        elif op == "re-sent":
-            current[key] = changed[key] = md5
-        elif op != "delete":
-            current[key] = changed[key] = draw(HASHES)
-    for key, md5 in draw(st.dictionaries(KEYS, HASHES, max_size=20)).items():
-        if key not in parent:
-            current[key] = changed[key] = md5
+    parent, current, changed = draw_changes(draw, KEYS, OPS, 60, 20)
     return parent, current, changed, draw(st.integers(min_value=0, max_value=4))
 
 
@@ -184,12 +172,6 @@ def cell(key, bits):
 
 def lines(rows, bits):
     return sorted(cell_label(cell(k, bits)) + b"\t" + k + b"\t" + h for k, h in rows.items())
-
-
-def model_fingerprint(rows):
-    halves = [(int.from_bytes(bytes.fromhex(h[:16].decode()), "big", signed=True),
-               int.from_bytes(bytes.fromhex(h[16:].decode()), "big", signed=True)) for h in rows.values()]
-    return {"rows": len(rows), "hash": f"{sum(h for h, _ in halves)}:{sum(low for _, low in halves)}"}
 
 
 class ModelTable:

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from pgbackup.capture import rowstate
 from pgbackup.capture.rowstate import RowKeyState, cell_label, cell_of_printed, merge_change
+from rowstate_model import draw_changes
 
-HASHES = st.binary(min_size=16, max_size=16).map(lambda raw: raw.hex().encode())
 OPS = st.sampled_from(["keep", "keep", "update", "delete", "delete", "delete and insert again", "re-sent"])
 
 
@@ -30,19 +30,7 @@ def scenarios(draw):
     """The parent's rows, the current rows and the changed ones, the bucket bits, and where the blocks are cut."""
     bits = draw(st.sampled_from([0, 1, 4, 11, 12]))
     keys = st.builds(lambda v: b"(%d)" % v, values(bits))
-    parent = draw(st.dictionaries(keys, HASHES, max_size=80))
-    current, changed = {}, {}
-    for key, md5 in parent.items():
-        op = draw(OPS)
-        if op == "keep":
-            current[key] = md5
-        elif op == "re-sent":
-            current[key] = changed[key] = md5
-        elif op != "delete":
-            current[key] = changed[key] = draw(HASHES)
-    for key, md5 in draw(st.dictionaries(keys, HASHES, max_size=30)).items():
-        if key not in parent:
-            current[key] = changed[key] = md5
+    parent, current, changed = draw_changes(draw, keys, OPS, 80, 30)
     return parent, current, changed, bits, draw(st.integers(min_value=0, max_value=10))
 
 
